@@ -1,0 +1,5 @@
+import sys
+
+from endmark.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Deciding when a generation has ended: the one place every endpoint goes through.
+
+The EOG set is gathered from everything the model says about itself (DESIGN.md, ending rule 1);
+stop strings are matched on text with hold-back while streaming (rule 4); a `Finish` says why
+(rule 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from endmark.engine import Vocab
+
+StopType = Literal["eos", "word", "limit"]
+
+# The order sources are listed in, most general first: a token's `source` is the first one.
+SOURCES = ("vocab", "eos", "eot", "eom", "eos_token_ids", "template", "stop")
+
+
+@dataclass(frozen=True)
+class EogToken:
+    id: int
+    text: str
+    sources: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        return self.sources[0]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "text": self.text, "source": self.source, "sources": self.sources}
+
+
+def _sort_sources(sources: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(sources), key=SOURCES.index))
+
+
+@dataclass(frozen=True)
+class EogSet:
+    """Every token that ends a generation, with where we learned it from."""
+
+    tokens: dict[int, EogToken]
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocab, template_markers: Iterable[int] = ()) -> EogSet:
+        found: dict[int, set[str]] = {}
+
+        def add(token: int | None, source: str) -> None:
+            if token is not None and 0 <= token < vocab.n_vocab:
+                found.setdefault(token, set()).add(source)
+
+        for t in vocab.eog_flagged:
+            add(t, "vocab")
+        add(vocab.eos, "eos")
+        add(vocab.eot, "eot")
+        add(vocab.eom, "eom")
+        for t in vocab.eos_token_ids:
+            add(t, "eos_token_ids")
+        for t in template_markers:
+            add(t, "template")
+        return cls(
+            {t: EogToken(t, vocab.text(t), _sort_sources(s)) for t, s in sorted(found.items())}
+        )
+
+    def with_stop_tokens(self, vocab: Vocab, tokens: Iterable[int]) -> EogSet:
+        """Add `stop` entries that are exactly one control token (for one request)."""
+        extra = {t for t in tokens if t not in self.tokens}
+        if not extra:
+            return self
+        merged = dict(self.tokens)
+        for t in extra:
+            merged[t] = EogToken(t, vocab.text(t), ("stop",))
+        return EogSet(merged)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.tokens
+
+    def ids(self) -> list[int]:
+        return list(self.tokens)
+
+
+@dataclass(frozen=True)
+class EndPolicy:
+    """How one request ends: its EOG tokens, stop strings, and token budget."""
+
+    eog: EogSet
+    stop: tuple[str, ...] = ()
+    n_predict: int = -1
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Why a generation stopped, and the text still held back when it did."""
+
+    stop_type: StopType
+    token: EogToken | None = None
+    word: str | None = None
+    truncated: bool = False
+    tail: str = ""
+    detail: str = field(default="", compare=False)
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's name for it."""
+        return "length" if self.stop_type == "limit" else "stop"
+
+    def describe(self) -> str:
+        """One phrase for logs, e.g. `eos <|im_end|> (id 2, source vocab)`."""
+        if self.token is not None:
+            return f"eos {self.token.text} (id {self.token.id}, source {self.token.source})"
+        if self.word is not None:
+            return f"word {self.word!r}"
+        return f"limit ({self.detail})" if self.detail else "limit"
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back what might be the start of one."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self._pending = ""
+
+    def push(self, text: str) -> tuple[str, str | None]:
+        """Add text; return what is safe to release and the stop string found, if any."""
+        if not self.stops:
+            return text, None
+        buf = self._pending + text
+        hit_at, hit = -1, None
+        for s in self.stops:
+            i = buf.find(s)
+            if i != -1 and (hit_at == -1 or i < hit_at):
+                hit_at, hit = i, s
+        if hit is not None:
+            self._pending = ""
+            return buf[:hit_at], hit
+        keep = self._held_suffix(buf)
+        self._pending = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep], None
+
+    def flush(self) -> str:
+        """The held-back text, released because the generation ended another way."""
+        out, self._pending = self._pending, ""
+        return out
+
+    def _held_suffix(self, buf: str) -> int:
+        """Length of the longest end of `buf` that begins some stop string."""
+        best = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(buf)), best, -1):
+                if buf.endswith(s[:n]):
+                    best = n
+                    break
+        return best

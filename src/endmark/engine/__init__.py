@@ -1,0 +1,72 @@
+"""What generation needs from a backend, independent of llama.cpp."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Facts about a model's vocabulary, read once at load time.
+
+    Pieces are kept as bytes: a single token may hold part of a UTF-8 character.
+    """
+
+    n_vocab: int
+    bos: int | None
+    eos: int | None
+    eot: int | None
+    eom: int | None
+    add_bos: bool
+    eog_flagged: frozenset[int]
+    control: frozenset[int]
+    pieces: Sequence[bytes]
+    special_pieces: Sequence[bytes]
+    eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
+
+    def text(self, token: int) -> str:
+        """A token as a person reads it, control tokens included (for logs and finish info)."""
+        return self.special_pieces[token].decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class SeqInput:
+    """Tokens one sequence feeds to one decode call, starting at `pos` in its cache."""
+
+    seq_id: int
+    tokens: Sequence[int]
+    pos: int
+    want_logits: bool = True
+
+
+class DecodeError(RuntimeError):
+    """The backend could not decode a batch (usually: the cache is full)."""
+
+
+class Engine(Protocol):
+    vocab: Vocab
+    n_ctx: int
+    n_seq_max: int
+    model_path: str
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
+
+    def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
+        """Run one forward pass over several sequences; logits of each one's last token."""
+        ...
+
+    def drop(self, seq_id: int, from_pos: int = 0) -> None:
+        """Forget a sequence's cache from `from_pos` on."""
+        ...
+
+    def copy(self, src: int, dst: int, up_to: int) -> None:
+        """Share the first `up_to` cached positions of `src` with `dst`."""
+        ...
+
+    def metadata(self, key: str) -> str | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,237 @@
+"""The Engine protocol on llama-cpp-python's low-level (ctypes) API.
+
+This is the only module that calls into llama.cpp.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+import llama_cpp as L
+import numpy as np
+
+from endmark.engine import DecodeError, SeqInput, Vocab
+
+log = logging.getLogger("endmark.engine")
+
+ProgressFn = Callable[[float], None]
+
+_ATTR_CONTROL = 1 << 3  # LLAMA_TOKEN_ATTR_CONTROL
+_backend_lock = threading.Lock()
+_backend_ready = False
+_log_callback = None  # keep the ctypes callback alive for the process
+
+
+def _init_backend() -> None:
+    """Initialise llama.cpp once, and route its chatter to our logger at debug level."""
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+
+        @L.llama_log_callback
+        def _on_log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            if log.isEnabledFor(logging.DEBUG) and text:
+                log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+        _log_callback = _on_log
+        L.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        _backend_ready = True
+
+
+def _none_if_invalid(token: int) -> int | None:
+    return None if token < 0 else int(token)
+
+
+class LlamaCppEngine:
+    """One model and one context; sequences are identified by llama.cpp seq ids."""
+
+    def __init__(
+        self,
+        model_path: str,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_seq_max: int = 1,
+        n_batch: int = 512,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        _init_backend()
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"model file not found: {model_path}")
+        self.model_path = model_path
+        self._progress_cb = self._make_progress(progress)
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        if self._progress_cb is not None:
+            mparams.progress_callback = self._progress_cb
+        self._model = L.llama_model_load_from_file(model_path.encode(), mparams)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load {model_path}: is it a GGUF model?")
+        self._vocab_p = L.llama_model_get_vocab(self._model)
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq_max
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise ValueError("llama.cpp could not create a context (out of memory?)")
+        self._mem = L.llama_get_memory(self._ctx)
+        self.n_ctx = int(L.llama_n_ctx(self._ctx))
+        self.n_seq_max = n_seq_max
+        self.n_batch = n_batch
+        self.n_threads = threads
+        self._batch_cap = n_batch
+        self._batch = L.llama_batch_init(self._batch_cap, 0, n_seq_max)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.vocab = self._read_vocab()
+        self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+
+    @staticmethod
+    def _make_progress(progress: ProgressFn | None):  # type: ignore[no-untyped-def]
+        if progress is None:
+            return None
+
+        @L.llama_progress_callback
+        def _cb(value: float, _user: ctypes.c_void_p) -> bool:
+            progress(float(value))
+            return True
+
+        return _cb
+
+    # -- vocabulary -------------------------------------------------------------------------
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        n = L.llama_token_to_piece(self._vocab_p, token, self._piece_buf, 256, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab_p, token, buf, -n, 0, special)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def _read_vocab(self) -> Vocab:
+        v = self._vocab_p
+        n = int(L.llama_vocab_n_tokens(v))
+        eog = frozenset(t for t in range(n) if L.llama_vocab_is_eog(v, t))
+        control = frozenset(t for t in range(n) if L.llama_vocab_get_attr(v, t) & _ATTR_CONTROL)
+        return Vocab(
+            n_vocab=n,
+            bos=_none_if_invalid(L.llama_vocab_bos(v)),
+            eos=_none_if_invalid(L.llama_vocab_eos(v)),
+            eot=_none_if_invalid(L.llama_vocab_eot(v)),
+            eom=_none_if_invalid(self._eom(v)),
+            add_bos=bool(L.llama_vocab_get_add_bos(v)),
+            eog_flagged=eog,
+            control=control,
+            pieces=[self._piece(t, False) for t in range(n)],
+            special_pieces=[self._piece(t, True) for t in range(n)],
+            eos_token_ids=self._eos_token_ids(n),
+        )
+
+    @staticmethod
+    def _eom(v: L.llama_vocab_p) -> int:
+        fn = getattr(L, "llama_vocab_eom", None)
+        return int(fn(v)) if fn is not None else -1
+
+    def _eos_token_ids(self, n_vocab: int) -> tuple[int, ...]:
+        """`tokenizer.ggml.eos_token_ids`: an array llama.cpp's metadata API gives as text."""
+        raw = self.metadata("tokenizer.ggml.eos_token_ids")
+        if not raw:
+            return ()
+        ids = []
+        for part in raw.strip("[]").replace(" ", "").split(","):
+            if part.lstrip("-").isdigit() and 0 <= int(part) < n_vocab:
+                ids.append(int(part))
+        return tuple(ids)
+
+    # -- text <-> tokens --------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self._vocab_p, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(
+                self._vocab_p, data, len(data), buf, cap, add_special, parse_special
+            )
+        return list(buf[:n])
+
+    def metadata(self, key: str) -> str | None:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n >= size:
+            buf = ctypes.create_string_buffer(n + 1)
+            L.llama_model_meta_val_str(self._model, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+    def chat_template(self) -> str | None:
+        raw = L.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
+        """One llama_decode over all inputs; returns views into llama.cpp's logits buffer.
+
+        The views stay valid until the next decode call: callers copy before they modify.
+        """
+        total = sum(len(i.tokens) for i in inputs)
+        if total == 0:
+            return {}
+        if total > self._batch_cap:
+            raise ValueError(f"batch of {total} tokens exceeds n_batch {self._batch_cap}")
+        b = self._batch
+        rows: dict[int, int] = {}
+        k = 0
+        for item in inputs:
+            last = len(item.tokens) - 1
+            for j, tok in enumerate(item.tokens):
+                b.token[k] = tok
+                b.pos[k] = item.pos + j
+                b.n_seq_id[k] = 1
+                b.seq_id[k][0] = item.seq_id
+                want = item.want_logits and j == last
+                b.logits[k] = want
+                if want:
+                    rows[item.seq_id] = k
+                k += 1
+        b.n_tokens = k
+        rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise DecodeError(f"llama_decode returned {rc} for a batch of {k} tokens")
+        n_vocab = self.vocab.n_vocab
+        out: dict[int, np.ndarray] = {}
+        for seq_id, row in rows.items():
+            ptr = L.llama_get_logits_ith(self._ctx, row)
+            out[seq_id] = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+        return out
+
+    def drop(self, seq_id: int, from_pos: int = 0) -> None:
+        L.llama_memory_seq_rm(self._mem, seq_id, from_pos, -1)
+
+    def copy(self, src: int, dst: int, up_to: int) -> None:
+        L.llama_memory_seq_cp(self._mem, src, dst, 0, up_to)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None

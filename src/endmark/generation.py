@@ -1,0 +1,203 @@
+"""One sequence from prompt to finish: sample, detokenize, check endings, report.
+
+The scheduler owns the forward pass; a `Generation` only turns each step's logits into events,
+so any number of them can be advanced by one batched decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from endmark.detokenize import Detokenizer
+from endmark.endings import EndPolicy, Finish, StopMatcher
+from endmark.engine import Vocab
+from endmark.sampling import SamplingParams, adjust, make_rng, sample
+
+log = logging.getLogger("endmark.generation")
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as asked; the message is for the client."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class GenerationRequest:
+    """An engine-neutral request: what both HTTP dialects and the CLI turn into."""
+
+    prompt: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    policy: EndPolicy | None = None
+    label: str = "generate"
+    cache_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A sampled token and the text it released (after stop-string hold-back)."""
+
+    token: int
+    text: str
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass
+class Timings:
+    prompt_n: int = 0
+    prompt_ms: float = 0.0
+    predicted_n: int = 0
+    predicted_ms: float = 0.0
+    cached_n: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        def rate(n: int, ms: float) -> float:
+            return n / ms * 1000.0 if ms > 0 else 0.0
+
+        def per_token(n: int, ms: float) -> float:
+            return ms / n if n else 0.0
+
+        return {
+            "cache_n": self.cached_n,
+            "prompt_n": self.prompt_n,
+            "prompt_ms": self.prompt_ms,
+            "prompt_per_token_ms": per_token(self.prompt_n, self.prompt_ms),
+            "prompt_per_second": rate(self.prompt_n, self.prompt_ms),
+            "predicted_n": self.predicted_n,
+            "predicted_ms": self.predicted_ms,
+            "predicted_per_token_ms": per_token(self.predicted_n, self.predicted_ms),
+            "predicted_per_second": rate(self.predicted_n, self.predicted_ms),
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of every generation."""
+
+    finish: Finish
+    tokens: tuple[int, ...]
+    n_prompt: int
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The generation could not run to an end (engine error, shutdown)."""
+
+    message: str
+
+
+Event = TokenEvent | Done | Failed
+
+
+class Generation:
+    """The per-sequence state between decode steps."""
+
+    def __init__(
+        self, request: GenerationRequest, vocab: Vocab, policy: EndPolicy, n_ctx: int
+    ) -> None:
+        self.request = request
+        self.policy = policy
+        self.vocab = vocab
+        self.n_ctx = n_ctx
+        self.tokens: list[int] = []
+        self._history = list(request.prompt)
+        self._rng = make_rng(request.sampling.seed)
+        self._detok = Detokenizer(vocab.pieces)
+        self._stops = StopMatcher(policy.stop)
+        self._banned = policy.eog.ids() if policy.ignore_eos else ()
+        self.finish: Finish | None = None
+        self.timings = Timings()
+        self.t_start = time.perf_counter()
+        self.t_first: float | None = None
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.request.prompt)
+
+    def finish_before_start(self) -> Finish | None:
+        """`n_predict: 0` asks for no token at all: the prompt is evaluated and that is all."""
+        if self.policy.n_predict == 0:
+            self.finish = Finish("limit", detail="n_predict 0")
+        return self.finish
+
+    def step(self, logits: np.ndarray) -> list[TokenEvent]:
+        """Turn one step's logits into at most one token event; sets `finish` when done."""
+        params = self.request.sampling
+        x = adjust(logits, params, self._history, self._banned)
+        verbose = log.isEnabledFor(logging.DEBUG)
+        picked = sample(x, params, self._rng, want_logprob=verbose)
+        events = self._accept(picked.token, picked.logprob, picked.top)
+        if verbose:
+            self._log_token(picked.token, picked.logprob)
+        return events
+
+    def _accept(
+        self, token: int, logprob: float | None, top: tuple[tuple[int, float], ...]
+    ) -> list[TokenEvent]:
+        if token in self.policy.eog and not self.policy.ignore_eos:
+            self._end(Finish("eos", token=self.policy.eog.tokens[token]))
+            return []
+        self.tokens.append(token)
+        self._history.append(token)
+        released, word = self._stops.push(self._detok.add_token(token))
+        event = TokenEvent(token, released, logprob, top)
+        if word is not None:
+            self._end(Finish("word", word=word), flush=False)
+        elif 0 <= self.policy.n_predict <= len(self.tokens):
+            self._end(Finish("limit", detail=f"n_predict {self.policy.n_predict}"))
+        elif self.n_prompt + len(self.tokens) >= self.n_ctx:
+            self._end(Finish("limit", truncated=True, detail=f"context {self.n_ctx} full"))
+        return [event]
+
+    def _end(self, finish: Finish, flush: bool = True) -> None:
+        tail = self._stops.flush() + self._detok.finalize() if flush else ""
+        if tail:
+            finish = Finish(
+                finish.stop_type, finish.token, finish.word, finish.truncated, tail, finish.detail
+            )
+        self.finish = finish
+
+    def _log_token(self, token: int, logprob: float | None) -> None:
+        prob = float(np.exp(logprob)) if logprob is not None else float("nan")
+        decision = self.finish.describe() if self.finish else "continue"
+        log.debug(
+            "%s token %d %r p=%.4f -> %s",
+            self.request.label,
+            token,
+            self.vocab.text(token),
+            prob,
+            decision,
+        )
+
+
+def tokenize_prompt(
+    prompt: str | Sequence[str | int], tokenize, n_vocab: int, add_special: bool = True
+) -> list[int]:
+    """A llama.cpp-style prompt (text, token ids, or a mix of both) as token ids.
+
+    Special tokens written in the text are parsed, as llama-server does; BOS is added only in
+    front of a prompt that starts with text.
+    """
+    parts = [prompt] if isinstance(prompt, str) else list(prompt)
+    tokens: list[int] = []
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            tokens.extend(tokenize(part, add_special and i == 0, True))
+        else:
+            if not 0 <= part < n_vocab:
+                raise InvalidRequest(
+                    f"token id {part} is outside the vocabulary (0..{n_vocab - 1})", "prompt"
+                )
+            tokens.append(int(part))
+    if not tokens:
+        raise InvalidRequest("the prompt is empty", "prompt")
+    return tokens

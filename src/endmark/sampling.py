@@ -1,0 +1,128 @@
+"""Logits to a token: penalties, bias, top-k/p, min-p, temperature, seed, and logprobs.
+
+The order follows llama.cpp's default chain: penalties, top-k, top-p, min-p, temperature, draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    n_probs: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    @property
+    def penalizes(self) -> bool:
+        return self.repeat_last_n != 0 and (
+            self.repeat_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
+
+@dataclass(frozen=True)
+class Sampled:
+    token: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def make_rng(seed: int) -> np.random.Generator:
+    """A request's own generator: the same seed gives the same draws, alone or batched."""
+    return np.random.default_rng(None if seed < 0 else seed)
+
+
+def adjust(
+    logits: np.ndarray,
+    params: SamplingParams,
+    history: Sequence[int],
+    banned: Collection[int] = (),
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Apply bias, penalties, bans and an allowed-token mask; copies only when it must."""
+    if not (params.logit_bias or params.penalizes or banned or mask is not None):
+        return logits
+    x = np.array(logits, dtype=np.float32, copy=True)
+    if params.penalizes and history:
+        window = history if params.repeat_last_n < 0 else history[-params.repeat_last_n :]
+        ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+        vals = x[ids]
+        if params.repeat_penalty != 1.0:
+            vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
+        vals = vals - counts * params.frequency_penalty - params.presence_penalty
+        x[ids] = vals
+    for token, bias in params.logit_bias.items():
+        x[token] += bias
+    if banned:
+        x[list(banned)] = -np.inf
+    if mask is not None:
+        x[~mask] = -np.inf
+    return x
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    m = np.max(x)
+    shifted = x - m
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def top_logprobs(logprobs: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
+    n = min(n, logprobs.shape[0])
+    idx = np.argpartition(-logprobs, n - 1)[:n]
+    idx = idx[np.argsort(-logprobs[idx], kind="stable")]
+    return tuple((int(i), float(logprobs[i])) for i in idx)
+
+
+def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    n = x.shape[0]
+    k = params.top_k if 0 < params.top_k < n else n
+    cand = np.argpartition(-x, k - 1)[:k] if k < n else np.arange(n)
+    cand = cand[np.argsort(-x[cand], kind="stable")]
+    vals = x[cand].astype(np.float64)
+    finite = np.isfinite(vals)
+    if not finite.all():
+        if not finite.any():
+            return int(cand[0])
+        cand, vals = cand[finite], vals[finite]
+    probs = np.exp(vals - vals[0])
+    probs /= probs.sum()
+    keep = len(cand)
+    if 0.0 < params.top_p < 1.0:
+        keep = min(keep, int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
+    if params.min_p > 0.0:
+        keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
+    keep = max(1, keep)
+    scaled = vals[:keep] / params.temperature
+    p = np.exp(scaled - scaled[0])
+    p /= p.sum()
+    return int(cand[rng.choice(keep, p=p)])
+
+
+def sample(
+    x: np.ndarray, params: SamplingParams, rng: np.random.Generator, want_logprob: bool = False
+) -> Sampled:
+    """Pick a token from adjusted logits `x`; logprobs come from the same adjusted logits."""
+    token = int(np.argmax(x)) if params.greedy else _draw(x, params, rng)
+    if not (want_logprob or params.n_probs):
+        return Sampled(token)
+    lp = log_softmax(x.astype(np.float64, copy=False))
+    top = top_logprobs(lp, params.n_probs) if params.n_probs else ()
+    return Sampled(token, float(lp[token]), top)

@@ -1,0 +1,275 @@
+"""Slots and continuous batching: one decode per step advances every running sequence.
+
+A worker thread owns the engine. Requests wait in a bounded FIFO queue, take a free slot (a
+llama.cpp sequence id with its own cache), and leave between steps. Each step feeds one token
+of every decoding sequence plus prompt chunks of new ones, so a long prompt delays the others
+by at most one chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from endmark.endings import EndPolicy, EogSet
+from endmark.engine import DecodeError, Engine, SeqInput
+from endmark.generation import (
+    Done,
+    Event,
+    Failed,
+    Generation,
+    GenerationRequest,
+    InvalidRequest,
+)
+
+log = logging.getLogger("endmark.scheduler")
+
+Sink = Callable[[Event], None]
+
+
+class QueueFull(RuntimeError):
+    """Every slot is busy and the waiting line is full: try again later."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A submitted request: what the caller holds to cancel it."""
+
+    generation: Generation
+    sink: Sink
+    cancelled: bool = False
+    slot: int | None = None
+
+
+@dataclass
+class Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)
+    ticket: Ticket | None = None
+    n_past: int = 0
+    feed: list[int] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        return self.ticket is not None
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        eog: EogSet,
+        n_slots: int = 1,
+        batch_size: int = 512,
+        queue_size: int = 64,
+    ) -> None:
+        self.engine = engine
+        self.eog = eog
+        self.batch_size = batch_size
+        self.queue_size = queue_size
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.n_ctx_slot = engine.n_ctx // n_slots
+        self._queue: deque[Ticket] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="endmark-scheduler", daemon=True)
+
+    # -- called from other threads ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+
+    def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
+        policy = request.policy or EndPolicy(self.eog)
+        if len(request.prompt) >= self.n_ctx_slot:
+            raise InvalidRequest(
+                f"the prompt has {len(request.prompt)} tokens, more than the context of "
+                f"{self.n_ctx_slot} tokens per slot can hold",
+                "prompt",
+            )
+        ticket = Ticket(Generation(request, self.engine.vocab, policy, self.n_ctx_slot), sink)
+        with self._cond:
+            if len(self._queue) >= self.queue_size:
+                raise QueueFull(f"the queue is full ({self.queue_size} waiting)")
+            self._queue.append(ticket)
+            self._cond.notify_all()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        with self._cond:
+            ticket.cancelled = True
+            self._cond.notify_all()
+
+    @property
+    def n_queued(self) -> int:
+        return len(self._queue)
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._queue and not self._any_busy():
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                self._admit()
+            try:
+                self.step()
+            except Exception as exc:  # keep serving: fail the running requests, not the server
+                log.exception("decode step failed")
+                for slot in self.slots:
+                    if slot.ticket is not None:
+                        self._deliver(slot.ticket, Failed(f"generation failed: {exc}"))
+                        self._release(slot, keep_cache=False)
+        for slot in self.slots:
+            if slot.ticket is not None:
+                self._deliver(slot.ticket, Failed("the server is shutting down"))
+        for ticket in self._queue:
+            self._deliver(ticket, Failed("the server is shutting down"))
+
+    def _any_busy(self) -> bool:
+        return any(s.busy for s in self.slots)
+
+    def _admit(self) -> None:
+        """Move queued requests into free slots, preferring the slot with the longest match."""
+        while self._queue and not self._queue[0].cancelled:
+            free = [s for s in self.slots if not s.busy]
+            if not free:
+                return
+            ticket = self._queue.popleft()
+            prompt = ticket.generation.request.prompt
+            use_cache = ticket.generation.request.cache_prompt
+            slot = max(free, key=lambda s: common_prefix(s.cached, prompt) if use_cache else 0)
+            keep = common_prefix(slot.cached, prompt) if use_cache else 0
+            keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
+            self.engine.drop(slot.id, keep)
+            slot.cached = slot.cached[:keep]
+            slot.n_past = keep
+            slot.feed = prompt[keep:]
+            slot.ticket = ticket
+            ticket.slot = slot.id
+            ticket.generation.timings.cached_n = keep
+        while self._queue and self._queue[0].cancelled:
+            self._queue.popleft()
+
+    def step(self) -> None:
+        """One batched decode for every busy slot, then sampling for those that want it."""
+        for slot in self.slots:
+            if slot.ticket is not None and slot.ticket.cancelled:
+                self._release(slot, keep_cache=True)
+        budget = self.batch_size
+        inputs: list[SeqInput] = []
+        decoding = [
+            s for s in self.slots if s.busy and s.n_past >= len(s.ticket.generation.request.prompt)
+        ]  # type: ignore[union-attr]
+        prefilling = [s for s in self.slots if s.busy and s not in decoding]
+        for slot in decoding + prefilling:
+            if budget <= 0:
+                break
+            chunk = slot.feed[:budget]
+            done_feeding = len(chunk) == len(slot.feed)
+            inputs.append(SeqInput(slot.id, chunk, slot.n_past, want_logits=done_feeding))
+            budget -= len(chunk)
+        if not inputs:
+            return
+        try:
+            logits = self.engine.decode(inputs)
+        except DecodeError as exc:
+            raise RuntimeError(str(exc)) from exc
+        now = time.perf_counter()
+        for item in inputs:
+            slot = self.slots[item.seq_id]
+            slot.cached.extend(item.tokens)
+            slot.n_past += len(item.tokens)
+            slot.feed = slot.feed[len(item.tokens) :]
+            if item.seq_id in logits:
+                self._advance(slot, logits[item.seq_id], now)
+
+    def _advance(self, slot: Slot, logits, now: float) -> None:  # type: ignore[no-untyped-def]
+        ticket = slot.ticket
+        assert ticket is not None
+        gen = ticket.generation
+        if gen.t_first is None:
+            gen.t_first = now
+            gen.timings.prompt_n = gen.n_prompt - gen.timings.cached_n
+            gen.timings.prompt_ms = (now - gen.t_start) * 1000.0
+            if gen.finish_before_start():
+                self._finish(slot, now)
+                return
+        for event in gen.step(logits):
+            self._deliver(ticket, event)
+        if gen.finish is not None:
+            self._finish(slot, now)
+        else:
+            slot.feed = [gen.tokens[-1]]
+
+    def _finish(self, slot: Slot, now: float) -> None:
+        ticket = slot.ticket
+        assert ticket is not None and ticket.generation.finish is not None
+        gen = ticket.generation
+        gen.timings.predicted_n = len(gen.tokens)
+        gen.timings.predicted_ms = (now - (gen.t_first or now)) * 1000.0
+        self._deliver(ticket, Done(gen.finish, tuple(gen.tokens), gen.n_prompt, gen.timings))
+        t = gen.timings
+        rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0
+        log.info(
+            "%s: prompt %d tokens (%d cached), generated %d tokens, %.1f tok/s, %s",
+            gen.request.label,
+            gen.n_prompt,
+            t.cached_n,
+            t.predicted_n,
+            rate,
+            gen.finish.describe(),
+        )
+        self._release(slot, keep_cache=True)
+
+    def _release(self, slot: Slot, keep_cache: bool) -> None:
+        if not keep_cache:
+            self.engine.drop(slot.id, 0)
+            slot.cached = []
+        slot.ticket = None
+        slot.feed = []
+        slot.n_past = len(slot.cached)
+
+    def _deliver(self, ticket: Ticket, event: Event) -> None:
+        if ticket.cancelled:
+            return
+        try:
+            ticket.sink(event)
+        except Exception:  # a broken consumer must not stop the worker
+            log.exception("event sink failed")
+
+    def slot_states(self) -> list[dict[str, object]]:
+        out = []
+        for s in self.slots:
+            gen = s.ticket.generation if s.ticket else None
+            out.append(
+                {
+                    "id": s.id,
+                    "n_ctx": self.n_ctx_slot,
+                    "is_processing": s.busy,
+                    "n_cached": len(s.cached),
+                    "task": gen.request.label if gen else None,
+                    "n_decoded": len(gen.tokens) if gen else 0,
+                }
+            )
+        return out

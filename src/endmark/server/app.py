@@ -1,0 +1,52 @@
+"""`create_app(settings)`: load the model in the background and serve both dialects."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from endmark.runtime import load_runtime
+from endmark.server import native
+from endmark.server.errors import install_error_handlers
+from endmark.server.state import LoadingState
+from endmark.settings import Settings
+
+log = logging.getLogger("endmark")
+
+
+def create_app(settings: Settings, on_progress: Callable[[float], None] | None = None) -> FastAPI:
+    state = LoadingState()
+
+    def progress(value: float) -> None:
+        state.progress = value
+        if on_progress is not None:
+            on_progress(value)
+
+    def load() -> None:
+        # Loading runs beside the server so that /health can say "loading" meanwhile.
+        try:
+            state.runtime = load_runtime(settings, progress)
+            log.info("model loaded: %s", state.runtime.model_path)
+        except Exception as exc:
+            state.error = str(exc)
+            log.error("could not load the model: %s", exc)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=load, name="endmark-load", daemon=True)
+        loader.start()
+        yield
+        loader.join()
+        if state.runtime is not None:
+            state.runtime.close()
+
+    app = FastAPI(title="endmark", lifespan=lifespan)
+    app.state.loading = state
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(native.router)
+    return app

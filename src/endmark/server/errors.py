@@ -1,0 +1,125 @@
+"""One mapping from exceptions to HTTP errors: llama.cpp's shape, or OpenAI's on `/v1`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from endmark.generation import InvalidRequest
+from endmark.scheduler import QueueFull
+
+log = logging.getLogger("endmark.server")
+
+M = TypeVar("M", bound=BaseModel)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    500: "server_error",
+    503: "unavailable_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    if request.url.path.startswith("/v1"):
+        body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    else:
+        body = {"error": {"code": status, "message": message, "type": kind}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def describe_validation(errors: list) -> tuple[str, str | None]:  # type: ignore[type-arg]
+    """Pydantic's errors as one readable line, and the first field they name."""
+    parts, first = [], None
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        first = first or (loc.split(".")[0] if loc else None)
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request", first
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """Read a JSON body strictly: invalid UTF-8, bad JSON and wrong types are all 400s."""
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid UTF-8 ({exc.reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"malformed JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        text.encode("utf-8")
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request holds invalid UTF-8 (a lone surrogate escape)") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = describe_validation(exc.errors())
+        raise ApiError(400, message, param) from None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.message, exc.param, exc.headers)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return error_response(request, 400, str(exc), exc.param)
+
+    @app.exception_handler(QueueFull)
+    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
+        return error_response(request, 503, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation(list(exc.errors()))
+        return error_response(request, 400, message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(request, 500, f"internal error: {type(exc).__name__}")
