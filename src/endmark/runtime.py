@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +110,9 @@ class Runtime:
                 words.append(s)
         return self.eog.with_stop_tokens(self.engine.vocab, control), words
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """Submit and yield events as the worker produces them; leaving early cancels."""
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        """Submit now (so a refusal is raised here, before any response starts) and return
+        the events as the worker produces them; closing the generator early cancels."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -119,17 +120,21 @@ class Runtime:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         ticket = self.scheduler.submit(request, sink)
-        finished = False
-        try:
-            while True:
-                event = await queue.get()
-                yield event
-                if isinstance(event, (Done, Failed)):
-                    finished = True
-                    return
-        finally:
-            if not finished:
-                self.scheduler.cancel(ticket)
+
+        async def events() -> AsyncGenerator[Event, None]:
+            finished = False
+            try:
+                while True:
+                    event = await queue.get()
+                    yield event
+                    if isinstance(event, (Done, Failed)):
+                        finished = True
+                        return
+            finally:
+                if not finished:
+                    self.scheduler.cancel(ticket)
+
+        return events()
 
     def eog_tokens(self) -> list[dict[str, object]]:
         return [t.as_dict() for t in self.eog.tokens.values()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -103,7 +103,7 @@ async def completion(request: Request) -> Any:
 
 
 async def _stream(
-    rt: Runtime, req: CompletionRequest, events: AsyncIterator[Event]
+    rt: Runtime, req: CompletionRequest, events: AsyncGenerator[Event, None]
 ) -> AsyncIterator[bytes]:
     try:
         async for event in events:
@@ -131,7 +131,7 @@ async def _stream(
                     }
                 )
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 @router.post("/tokenize")

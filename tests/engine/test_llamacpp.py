@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from endmark.engine import SeqInput
+from endmark.engine.llamacpp import LlamaCppEngine
+from tests.conftest import CHATML_PROMPT
+
+
+def test_vocab_facts_of_smollm2(engine: LlamaCppEngine) -> None:
+    v = engine.vocab
+    assert v.n_vocab == 49152
+    assert (v.bos, v.eos) == (1, 2)
+    assert {0, 2} <= v.eog_flagged
+    assert {0, 1, 2} <= v.control
+    assert v.text(2) == "<|im_end|>"
+    assert v.pieces[2] == b""  # a control token adds no text unless asked for
+    assert v.special_pieces[2] == b"<|im_end|>"
+    assert engine.metadata("general.architecture") == "llama"
+    assert engine.metadata("no.such.key") is None
+    assert "im_start" in (engine.chat_template() or "")
+
+
+def test_tokenize_parses_special_tokens_only_when_asked(engine: LlamaCppEngine) -> None:
+    assert engine.tokenize("<|im_end|>", False, True) == [2]
+    assert 2 not in engine.tokenize("<|im_end|>", False, False)
+    assert engine.tokenize("", False, True) == []
+
+
+def test_batched_decode_matches_decoding_each_sequence_alone(engine: LlamaCppEngine) -> None:
+    a = engine.tokenize(CHATML_PROMPT, False, True)
+    b = engine.tokenize("The quick brown fox", False, True)
+    for s in (0, 1, 2):
+        engine.drop(s)
+    together = engine.decode([SeqInput(0, a, 0), SeqInput(1, b, 0)])
+    top_a, top_b = int(np.argmax(together[0])), int(np.argmax(together[1]))
+    a_row = np.array(together[0])
+    engine.drop(0)
+    engine.drop(1)
+    alone = engine.decode([SeqInput(2, a, 0)])
+    assert int(np.argmax(alone[2])) == top_a
+    assert np.allclose(alone[2], a_row, atol=1e-2)
+    engine.drop(2)
+    alone_b = engine.decode([SeqInput(2, b, 0)])
+    assert int(np.argmax(alone_b[2])) == top_b
+    engine.drop(2)
+
+
+def test_copy_shares_a_prefix_between_sequences(engine: LlamaCppEngine) -> None:
+    prompt = engine.tokenize(CHATML_PROMPT, False, True)
+    for s in (0, 1):
+        engine.drop(s)
+    full = np.array(engine.decode([SeqInput(0, prompt, 0)])[0])
+    engine.copy(0, 1, len(prompt) - 1)
+    engine.drop(0)
+    tail = engine.decode([SeqInput(1, prompt[-1:], len(prompt) - 1)])[1]
+    assert int(np.argmax(tail)) == int(np.argmax(full))
+    engine.drop(1)
+
+
+def test_a_batch_larger_than_n_batch_is_refused(engine: LlamaCppEngine) -> None:
+    with pytest.raises(ValueError):
+        engine.decode([SeqInput(0, [1] * (engine.n_batch + 1), 0)])
+
+
+def test_a_missing_or_broken_file_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FileNotFoundError):
+        LlamaCppEngine(str(tmp_path / "none.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(ValueError):
+        LlamaCppEngine(str(bad))

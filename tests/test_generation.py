@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from endmark.endings import EndPolicy, EogSet
+from endmark.engine import SeqInput
+from endmark.generation import Generation, GenerationRequest, InvalidRequest, tokenize_prompt
+from endmark.sampling import SamplingParams
+from tests.conftest import CHATML_PROMPT
+
+
+def test_prompts_may_be_text_ids_or_a_mix(engine) -> None:  # type: ignore[no-untyped-def]
+    tok = engine.tokenize
+    n = engine.vocab.n_vocab
+    assert tokenize_prompt("<|im_start|>", tok, n) == [1]
+    assert tokenize_prompt([1, "user", 2], tok, n) == [1, *tok("user", False, True), 2]
+    for bad in ("", [], [n], [-1]):
+        with pytest.raises(InvalidRequest):
+            tokenize_prompt(bad, tok, n)
+
+
+def run(engine, prompt: list[int], policy: EndPolicy, n_ctx: int = 1024) -> Generation:  # type: ignore[no-untyped-def]
+    """Drive one generation by hand with the real engine, as the scheduler does."""
+    req = GenerationRequest(prompt, SamplingParams(temperature=0), policy)
+    gen = Generation(req, engine.vocab, policy, n_ctx)
+    engine.drop(3)
+    feed, pos = prompt, 0
+    while gen.finish is None:
+        logits = engine.decode([SeqInput(3, feed, pos)])[3]
+        pos += len(feed)
+        gen.step(logits)
+        feed = gen.tokens[-1:]
+    engine.drop(3)
+    return gen
+
+
+def test_the_end_token_ends_and_is_not_kept(engine) -> None:  # type: ignore[no-untyped-def]
+    eog = EogSet.from_vocab(engine.vocab)
+    gen = run(engine, engine.tokenize(CHATML_PROMPT, False, True), EndPolicy(eog, n_predict=64))
+    assert gen.finish is not None and gen.finish.stop_type == "eos"
+    assert gen.finish.token is not None and gen.finish.token.id == 2
+    assert 2 not in gen.tokens
+
+
+def test_ignore_eos_bans_end_tokens_until_the_limit(engine) -> None:  # type: ignore[no-untyped-def]
+    eog = EogSet.from_vocab(engine.vocab)
+    policy = EndPolicy(eog, n_predict=20, ignore_eos=True)
+    gen = run(engine, engine.tokenize(CHATML_PROMPT, False, True), policy)
+    assert gen.finish is not None and gen.finish.stop_type == "limit"
+    assert len(gen.tokens) == 20 and not set(gen.tokens) & set(eog.ids())
+
+
+def test_running_out_of_context_is_a_truncated_limit(engine) -> None:  # type: ignore[no-untyped-def]
+    eog = EogSet.from_vocab(engine.vocab)
+    prompt = engine.tokenize(CHATML_PROMPT, False, True)
+    gen = run(engine, prompt, EndPolicy(eog, ignore_eos=True), n_ctx=len(prompt) + 5)
+    assert gen.finish is not None and gen.finish.truncated and len(gen.tokens) == 5
+
+
+def test_a_zero_budget_finishes_before_sampling(engine) -> None:  # type: ignore[no-untyped-def]
+    eog = EogSet.from_vocab(engine.vocab)
+    policy = EndPolicy(eog, n_predict=0)
+    gen = Generation(GenerationRequest([1], policy=policy), engine.vocab, policy, 64)
+    finish = gen.finish_before_start()
+    assert finish is not None and finish.stop_type == "limit"

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+
+from endmark.sampling import SamplingParams, adjust, make_rng, sample, top_logprobs
+
+
+def logits() -> np.ndarray:
+    return np.array([1.0, 3.0, 2.0, -1.0, 0.5], dtype=np.float32)
+
+
+def test_greedy_picks_the_argmax_and_reports_sorted_logprobs() -> None:
+    params = SamplingParams(temperature=0, n_probs=3)
+    s = sample(logits(), params, make_rng(0))
+    assert s.token == 1
+    assert [t for t, _ in s.top] == [1, 2, 0]
+    assert s.logprob == s.top[0][1] <= 0
+    assert np.isclose(sum(np.exp(lp) for _, lp in top_logprobs(np.log(np.full(4, 0.25)), 4)), 1)
+
+
+def test_adjust_leaves_the_view_alone_when_nothing_applies() -> None:
+    x = logits()
+    assert adjust(x, SamplingParams(), [1, 2]) is x
+
+
+def test_bias_and_bans_change_the_choice_without_touching_the_input() -> None:
+    x = logits()
+    params = SamplingParams(temperature=0, logit_bias={4: 10.0, 1: float("-inf")})
+    y = adjust(x, params, [])
+    assert sample(y, params, make_rng(0)).token == 4
+    z = adjust(x, SamplingParams(temperature=0), [], banned=[1, 2])
+    assert sample(z, SamplingParams(temperature=0), make_rng(0)).token == 0
+    assert x[1] == 3.0
+
+
+def test_penalties_follow_llama_cpp() -> None:
+    params = SamplingParams(repeat_penalty=2.0, presence_penalty=0.5, frequency_penalty=0.25)
+    y = adjust(logits(), params, [1, 1, 3])
+    assert y[1] == 3.0 / 2.0 - 2 * 0.25 - 0.5
+    assert y[3] == -1.0 * 2.0 - 0.25 - 0.5
+    assert y[2] == 2.0
+
+
+def test_the_same_seed_draws_the_same_tokens() -> None:
+    params = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=7)
+    draws = [
+        [sample(logits(), params, rng).token for _ in range(30)]
+        for rng in (make_rng(7), make_rng(7))
+    ]
+    assert draws[0] == draws[1]
+    assert len(set(draws[0])) > 1
+
+
+def test_top_k_one_and_min_p_narrow_to_the_best() -> None:
+    rng = make_rng(1)
+    for params in (
+        SamplingParams(temperature=2.0, top_k=1),
+        SamplingParams(temperature=2.0, top_k=0, top_p=1.0, min_p=0.9),
+        SamplingParams(temperature=2.0, top_k=0, top_p=0.5, min_p=0.0),
+    ):
+        assert {sample(logits(), params, rng).token for _ in range(20)} == {1}
+
+
+def test_all_but_banned_tokens_can_still_be_drawn() -> None:
+    x = np.array([0.0, -np.inf, 0.0, -np.inf], dtype=np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    seen = {sample(x, params, make_rng(i)).token for i in range(40)}
+    assert seen == {0, 2}
