@@ -91,6 +91,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port",
         "queue_size",
         "alias",
+        "chat_template",
     )
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from endmark.chat import (
+    ChatTemplate,
+    TemplateRefused,
+    TemplateRenderError,
+    end_of_turn_markers,
+    load_template,
+)
 from endmark.detokenize import piece_text
 from endmark.endings import EndPolicy, EogSet
 from endmark.engine.llamacpp import LlamaCppEngine
@@ -39,6 +48,8 @@ class Runtime:
     model_path: Path
     alias: str
     settings: Settings
+    template: ChatTemplate | None = None
+    template_error: str | None = None
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -92,9 +103,10 @@ class Runtime:
         ignore_eos: bool = False,
         cache_prompt: bool = True,
         label: str = "generate",
+        add_special: bool = True,
     ) -> GenerationRequest:
         vocab = self.engine.vocab
-        tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab)
+        tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab, add_special)
         eog, words = self._split_stops(stop)
         policy = EndPolicy(eog, tuple(words), n_predict, ignore_eos)
         return GenerationRequest(tokens, sampling, policy, label, cache_prompt)
@@ -110,29 +122,72 @@ class Runtime:
                 words.append(s)
         return self.eog.with_stop_tokens(self.engine.vocab, control), words
 
+    def render_chat(
+        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt the model's chat template (or `--chat-template`) makes of `messages`."""
+        if self.template is None:
+            raise InvalidRequest(
+                self.template_error
+                or "this model has no chat template: start endmark with --chat-template NAME|FILE",
+                "messages",
+            )
+        try:
+            return self.template.render(messages, add_generation_prompt)
+        except TemplateRenderError as exc:
+            message = f"the chat template refused these messages: {exc}"
+            raise InvalidRequest(message, "messages") from None
+
+    def chat_request(
+        self, messages: Sequence[dict[str, Any]], sampling: SamplingParams, **kwargs: Any
+    ) -> GenerationRequest:
+        prompt = self.render_chat(messages)
+        # A template that writes the BOS text itself must not get a second BOS.
+        bos = self.template.bos_token if self.template else ""
+        add_special = not (bos and prompt.startswith(bos))
+        return self.make_request(prompt, sampling, add_special=add_special, **kwargs)
+
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        """Submit now (so a refusal is raised here, before any response starts) and return
-        the events as the worker produces them; closing the generator early cancels."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        """One request's events; see `stream_many`."""
 
-        def sink(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        ticket = self.scheduler.submit(request, sink)
-
-        async def events() -> AsyncGenerator[Event, None]:
-            finished = False
-            try:
-                while True:
-                    event = await queue.get()
+        async def only() -> AsyncGenerator[Event, None]:
+            async with aclosing(self.stream_many([request])) as events:
+                async for _, event in events:
                     yield event
+
+        return only()
+
+    def stream_many(
+        self, requests: Sequence[GenerationRequest]
+    ) -> AsyncGenerator[tuple[int, Event], None]:
+        """Submit now (so a refusal is raised here, before any response starts) and return
+        `(index, event)` pairs as the worker produces them; closing early cancels the rest."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        tickets = []
+        try:
+            for i, request in enumerate(requests):
+
+                def sink(event: Event, i: int = i) -> None:
+                    loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+
+                tickets.append(self.scheduler.submit(request, sink))
+        except Exception:
+            for ticket in tickets:
+                self.scheduler.cancel(ticket)
+            raise
+
+        async def events() -> AsyncGenerator[tuple[int, Event], None]:
+            running = set(range(len(tickets)))
+            try:
+                while running:
+                    i, event = await queue.get()
                     if isinstance(event, (Done, Failed)):
-                        finished = True
-                        return
+                        running.discard(i)
+                    yield i, event
             finally:
-                if not finished:
-                    self.scheduler.cancel(ticket)
+                for i in running:
+                    self.scheduler.cancel(tickets[i])
 
         return events()
 
@@ -154,7 +209,25 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         n_batch=settings.batch_size,
         progress=progress,
     )
-    eog = EogSet.from_vocab(engine.vocab)
+    vocab = engine.vocab
+    template: ChatTemplate | None = None
+    template_error: str | None = None
+    markers: list[int] = []
+    try:
+        template = load_template(
+            settings.chat_template,
+            engine.chat_template(),
+            vocab.text(vocab.bos) if vocab.bos is not None else "",
+            vocab.text(vocab.eos) if vocab.eos is not None else "",
+        )
+    except TemplateRefused as exc:
+        template_error = str(exc)
+        log.error("%s", exc)
+    if template is not None:
+        markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
+    elif template_error is None:
+        log.warning("the model has no chat template: chat endpoints need --chat-template")
+    eog = EogSet.from_vocab(vocab, markers)
     log.info(
         "end-of-generation tokens: %s",
         ", ".join(f"{t.text} (id {t.id}, {'+'.join(t.sources)})" for t in eog.tokens.values()),
@@ -162,4 +235,4 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     scheduler = Scheduler(engine, eog, settings.parallel, settings.batch_size, settings.queue_size)
     scheduler.start()
     alias = settings.alias or model_alias(path)
-    return Runtime(engine, eog, scheduler, path, alias, settings)
+    return Runtime(engine, eog, scheduler, path, alias, settings, template, template_error)

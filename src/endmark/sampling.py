@@ -24,6 +24,7 @@ class SamplingParams:
     seed: int = -1
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     n_probs: int = 0
+    logprobs: bool = False  # the chosen token's logprob even when no alternatives are asked for
 
     @property
     def greedy(self) -> bool:
@@ -121,7 +122,7 @@ def sample(
 ) -> Sampled:
     """Pick a token from adjusted logits `x`; logprobs come from the same adjusted logits."""
     token = int(np.argmax(x)) if params.greedy else _draw(x, params, rng)
-    if not (want_logprob or params.n_probs):
+    if not (want_logprob or params.logprobs or params.n_probs):
         return Sampled(token)
     lp = log_softmax(x.astype(np.float64, copy=False))
     top = top_logprobs(lp, params.n_probs) if params.n_probs else ()

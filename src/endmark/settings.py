@@ -18,6 +18,7 @@ class Settings:
     port: int = 8080
     verbose: bool = False
     alias: str | None = None
+    chat_template: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

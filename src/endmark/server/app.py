@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from endmark.runtime import load_runtime
-from endmark.server import native
+from endmark.server import native, openai
 from endmark.server.errors import install_error_handlers
 from endmark.server.state import LoadingState
 from endmark.settings import Settings
@@ -49,4 +49,5 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(native.router)
+    app.include_router(openai.router)
     return app

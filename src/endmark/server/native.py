@@ -12,7 +12,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from endmark.generation import Done, Event, Failed, TokenEvent
 from endmark.runtime import Runtime
 from endmark.server.errors import ApiError, parse_body
-from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
+from endmark.server.protocol import (
+    ApplyTemplateRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 from endmark.server.state import loading_state, runtime_of
 
 router = APIRouter()
@@ -134,6 +139,13 @@ async def _stream(
         await events.aclose()
 
 
+@router.post("/apply-template")
+async def apply_template(request: Request) -> dict[str, Any]:
+    rt = runtime_of(request)
+    req = await parse_body(request, ApplyTemplateRequest)
+    return {"prompt": rt.render_chat([m.as_template_input() for m in req.messages])}
+
+
 @router.post("/tokenize")
 async def tokenize(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
@@ -171,7 +183,8 @@ async def props(request: Request) -> dict[str, Any]:
         "n_vocab": rt.engine.vocab.n_vocab,
         "eog_tokens": rt.eog_tokens(),
         "default_generation_settings": {"n_ctx": rt.scheduler.n_ctx_slot, **settings_of(defaults)},
-        "chat_template": rt.engine.chat_template() or "",
+        "chat_template": rt.template.source if rt.template else "",
+        "chat_template_error": rt.template_error,
         "build_info": "endmark",
     }
 

@@ -1,0 +1,128 @@
+"""Tiny GGUF models for tests, made with the `gguf` package: random weights, a real vocab.
+
+Each one is a 2-layer llama with an SPM vocabulary (bytes, a few words, and the control tokens
+of one chat-template family), so llama.cpp loads, tokenizes and decodes it like a real model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
+WORDS = ["▁hello", "▁world", "▁the", "▁a", "▁is", "▁answer", "▁user", "▁assistant", "▁system"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One chat style: its control tokens, which are eos/eot, its template, and its marker."""
+
+    name: str
+    specials: tuple[str, ...]
+    template: str
+    marker: str
+    eos: str = "</s>"
+    eot: str | None = None
+
+
+FAMILIES = {
+    "llama3": Family(
+        "llama3",
+        ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
+        "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+        "<|eot_id|>",
+        eos="<|end_of_text|>",
+    ),
+    "mistral": Family(
+        "mistral",
+        ("[INST]", "[/INST]"),
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] "
+        "{{ m['content'] }} [/INST]{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}"
+        "{% endfor %}",
+        "</s>",
+    ),
+    "phi3": Family(
+        "phi3",
+        ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>"),
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
+        "<|end|>",
+        eos="<|endoftext|>",
+    ),
+    "unknown": Family(
+        "unknown",
+        ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>"),
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|speaker:user|>"
+        "{% else %}<|speaker:bot|>{% endif %}{{ m['content'] }}<|over_to_you|>{% endfor %}"
+        "{% if add_generation_prompt %}<|speaker:bot|>{% endif %}",
+        "<|over_to_you|>",
+    ),
+}
+
+
+def build_gguf(path: Path, family: Family, template: str | None = None, seed: int = 0) -> Path:
+    """Write a tiny model of `family` (or with another `template`) to `path`."""
+    tokens = ["<unk>", "<s>", family.eos]
+    types = [UNKNOWN, CONTROL, CONTROL]
+    for s in family.specials:
+        if s not in tokens:
+            tokens.append(s)
+            types.append(CONTROL)
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [BYTE] * 256
+    tokens += WORDS
+    types += [NORMAL] * len(WORDS)
+    scores = [0.0] * (len(tokens) - len(WORDS)) + [-float(i) for i in range(len(WORDS))]
+    n_vocab, n_embd, n_ff, n_layer, n_head = len(tokens), 64, 128, 2, 4
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("endmark tiny test model")  # a name with "phi3" in it changes llama.cpp's rules
+    w.add_context_length(512)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if family.eot is not None:
+        w.add_eot_token_id(tokens.index(family.eot))
+    w.add_chat_template(template if template is not None else family.template)
+
+    rng = np.random.default_rng(seed)
+
+    def t(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("output.weight", t(n_vocab, n_embd))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
