@@ -150,8 +150,10 @@ class Runtime:
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         """One request's events; see `stream_many`."""
 
+        many = self.stream_many([request])  # submitted here, not on first iteration
+
         async def only() -> AsyncGenerator[Event, None]:
-            async with aclosing(self.stream_many([request])) as events:
+            async with aclosing(many) as events:
                 async for _, event in events:
                     yield event
 
