@@ -34,7 +34,8 @@ FAMILIES = {
         ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
         "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
         "<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}",
         "<|eot_id|>",
         eos="<|end_of_text|>",
     ),
@@ -65,7 +66,13 @@ FAMILIES = {
 }
 
 
-def build_gguf(path: Path, family: Family, template: str | None = None, seed: int = 0) -> Path:
+def build_gguf(
+    path: Path,
+    family: Family,
+    template: str | None = None,
+    seed: int = 0,
+    eos_token_ids: list[str] | None = None,
+) -> Path:
     """Write a tiny model of `family` (or with another `template`) to `path`."""
     tokens = ["<unk>", "<s>", family.eos]
     types = [UNKNOWN, CONTROL, CONTROL]
@@ -103,6 +110,8 @@ def build_gguf(path: Path, family: Family, template: str | None = None, seed: in
     if family.eot is not None:
         w.add_eot_token_id(tokens.index(family.eot))
     w.add_chat_template(template if template is not None else family.template)
+    if eos_token_ids:
+        w.add_array("tokenizer.ggml.eos_token_ids", [tokens.index(t) for t in eos_token_ids])
 
     rng = np.random.default_rng(seed)
 

@@ -50,6 +50,15 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 
 PROBE_CONTENT = "endmark-probe-5f1c"
 
+# For a model that ships no template: the built-in whose control tokens its vocabulary has.
+FAMILY_TOKENS: dict[str, tuple[str, ...]] = {
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    "gemma": ("<start_of_turn>", "<end_of_turn>"),
+    "phi3": ("<|user|>", "<|assistant|>", "<|end|>"),
+    "mistral": ("[INST]", "[/INST]"),
+}
+
 
 class TemplateRefused(ValueError):
     """A template endmark will not run: it reaches for Python internals or does not compile."""
@@ -150,10 +159,21 @@ class ChatTemplate:
             raise TemplateRenderError(f"the chat template failed: {exc}") from None
 
 
+def builtin_for_vocab(token_texts: Collection[str]) -> str | None:
+    """The one built-in whose turn tokens all exist in the vocabulary, if exactly one fits."""
+    fits = [name for name, toks in FAMILY_TOKENS.items() if all(t in token_texts for t in toks)]
+    return fits[0] if len(fits) == 1 else None
+
+
 def load_template(
-    override: str | None, from_model: str | None, bos_token: str = "", eos_token: str = ""
+    override: str | None,
+    from_model: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    fallback: str | None = None,
 ) -> ChatTemplate | None:
-    """`--chat-template` (a built-in name or a file) wins over the model's own template."""
+    """`--chat-template` (a built-in name or a file) wins over the model's own template; a
+    model without one gets the built-in `fallback` its vocabulary points to, if any."""
     if override:
         if override in BUILTIN_TEMPLATES:
             return ChatTemplate(BUILTIN_TEMPLATES[override], override, bos_token, eos_token)
@@ -166,6 +186,9 @@ def load_template(
         return ChatTemplate(path.read_text(encoding="utf-8"), str(path), bos_token, eos_token)
     if from_model:
         return ChatTemplate(from_model, "the model's", bos_token, eos_token)
+    if fallback:
+        name = f"built-in {fallback}, chosen from the vocabulary"
+        return ChatTemplate(BUILTIN_TEMPLATES[fallback], name, bos_token, eos_token)
     return None
 
 

@@ -18,6 +18,7 @@ from endmark.chat import (
     ChatTemplate,
     TemplateRefused,
     TemplateRenderError,
+    builtin_for_vocab,
     end_of_turn_markers,
     load_template,
 )
@@ -221,11 +222,13 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
             engine.chat_template(),
             vocab.text(vocab.bos) if vocab.bos is not None else "",
             vocab.text(vocab.eos) if vocab.eos is not None else "",
+            fallback=builtin_for_vocab({vocab.text(t) for t in vocab.control}),
         )
     except TemplateRefused as exc:
         template_error = str(exc)
         log.error("%s", exc)
     if template is not None:
+        log.info("chat template: %s", template.name)
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")

@@ -164,6 +164,8 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("lone surrogate", b'{"prompt": "\\ud800 bad"}'),
     ("stop of wrong type", b'{"prompt": "hi", "stop": [1, 2]}'),
     ("logit_bias outside vocab", b'{"prompt": "hi", "logit_bias": [[999999, 1.0]]}'),
+    ("logit_bias not a pair", b'{"prompt": "hi", "logit_bias": [[5]]}'),
+    ("logit_bias bias as text", b'{"prompt": "hi", "logit_bias": [[5, "up"]]}'),
 ]
 
 
@@ -182,6 +184,16 @@ def test_bad_input_is_a_400_and_the_server_keeps_serving(
         assert err["message"]
     ok = client.post("/completion", json={"prompt": "Hello", "n_predict": 2})
     assert ok.status_code == 200 and ok.json()["tokens_predicted"] == 2
+
+
+def test_logit_bias_in_every_llama_cpp_form(client: httpx.Client) -> None:
+    base = {"prompt": CHATML_PROMPT, "temperature": 0, "n_predict": 3, "return_tokens": True}
+    paris = client.post("/tokenize", json={"content": " Paris"}).json()["tokens"][0]
+    for bias in ([[paris, 100.0]], {str(paris): 100}, [[" Paris", 100]]):
+        r = client.post("/completion", json={**base, "logit_bias": bias}).json()
+        assert r["tokens"][0] == paris, bias
+    banned = client.post("/completion", json={**base, "logit_bias": [[2, False]]}).json()
+    assert banned["stop_type"] == "limit"
 
 
 def test_tokenize_and_detokenize_round_trip(client: httpx.Client) -> None:

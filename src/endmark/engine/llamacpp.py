@@ -15,6 +15,7 @@ import llama_cpp as L
 import numpy as np
 
 from endmark.engine import DecodeError, SeqInput, Vocab
+from endmark.engine.gguf_meta import read_int_array
 
 log = logging.getLogger("endmark.engine")
 
@@ -145,15 +146,8 @@ class LlamaCppEngine:
         return int(fn(v)) if fn is not None else -1
 
     def _eos_token_ids(self, n_vocab: int) -> tuple[int, ...]:
-        """`tokenizer.ggml.eos_token_ids`: an array llama.cpp's metadata API gives as text."""
-        raw = self.metadata("tokenizer.ggml.eos_token_ids")
-        if not raw:
-            return ()
-        ids = []
-        for part in raw.strip("[]").replace(" ", "").split(","):
-            if part.lstrip("-").isdigit() and 0 <= int(part) < n_vocab:
-                ids.append(int(part))
-        return tuple(ids)
+        ids = read_int_array(self.model_path, "tokenizer.ggml.eos_token_ids") or []
+        return tuple(t for t in ids if 0 <= t < n_vocab)
 
     # -- text <-> tokens --------------------------------------------------------------------
 

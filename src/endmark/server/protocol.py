@@ -17,7 +17,8 @@ class StrictModel(BaseModel):
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-LogitBiasEntry = tuple[int | str, float | bool]
+# `[id or text, bias or false]`; JSON has no tuples, so a two-item list checked below
+LogitBiasEntry = Annotated[list[int | str | float | bool], Field(min_length=2, max_length=2)]
 
 
 class SamplingFields(StrictModel):
@@ -65,6 +66,19 @@ class CompletionRequest(SamplingFields):
     def _stop_list(cls, v: list[str] | str) -> list[str]:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_pairs(
+        cls, v: list[list[int | str | float | bool]] | dict[str, float | bool]
+    ) -> list[list[int | str | float | bool]] | dict[str, float | bool]:
+        for entry in v if isinstance(v, list) else ():
+            key, bias = entry
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise ValueError(f"a bias entry starts with a token id or a text, got {key!r}")
+            if isinstance(bias, str):
+                raise ValueError(f"a bias is a number or false, got {bias!r}")
+        return v
+
     def bias_entries(self) -> list[tuple[int | str, float | bool]]:
         """llama.cpp accepts `[[id, bias], ...]`, `[["text", bias]]` and `{"id": bias}`."""
         if isinstance(self.logit_bias, dict):
@@ -72,7 +86,7 @@ class CompletionRequest(SamplingFields):
             for key, bias in self.logit_bias.items():
                 out.append((int(key) if key.lstrip("-").isdigit() else key, bias))
             return out
-        return list(self.logit_bias)
+        return [(e[0], e[1]) for e in self.logit_bias]  # type: ignore[misc]
 
 
 class TokenizeRequest(StrictModel):
