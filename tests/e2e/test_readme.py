@@ -1,0 +1,29 @@
+"""The README's examples work as written (pointed at the test server's port)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from tests.conftest import RunningServer
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_openai_sdk_example_runs_and_ends_cleanly(server: RunningServer) -> None:
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)  # type: ignore[union-attr]
+    assert len(code.strip().splitlines()) == 5
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code.replace("http://127.0.0.1:8080", server.url), {})
+    text = out.getvalue()
+    assert text.rstrip().endswith(" stop") and "4" in text
+    assert "<|im_end|>" not in text
+
+
+def test_the_readme_test_command_is_what_ci_runs() -> None:
+    ci = (README.parent / ".ci" / "run").read_text()
+    command = "python3 -m pip install -e '.[test]' && python3 -m pytest -q"
+    assert command in README.read_text() and command in ci
