@@ -8,7 +8,8 @@ import queue
 import sys
 from collections.abc import Sequence
 
-from endmark.generation import Done, Event, Failed, InvalidRequest, TokenEvent
+from endmark.generation import Done, Event, Failed, TokenEvent
+from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams
 from endmark.settings import Settings
 

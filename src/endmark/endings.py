@@ -101,6 +101,7 @@ class Finish:
     truncated: bool = False
     tail: str = ""
     detail: str = field(default="", compare=False)
+    grammar_complete: bool = False
 
     @property
     def finish_reason(self) -> str:
@@ -111,6 +112,8 @@ class Finish:
         """One phrase for logs, e.g. `eos <|im_end|> (id 2, source vocab)`."""
         if self.token is not None:
             return f"eos {self.token.text} (id {self.token.id}, source {self.token.source})"
+        if self.grammar_complete:
+            return "eos (grammar complete)"
         if self.word is not None:
             return f"word {self.word!r}"
         return f"limit ({self.detail})" if self.detail else "limit"

@@ -9,24 +9,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from endmark.detokenize import Detokenizer
 from endmark.endings import EndPolicy, Finish, StopMatcher
 from endmark.engine import Vocab
+from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams, adjust, make_rng, sample
 
+if TYPE_CHECKING:
+    from endmark.constraints import Constraint
+
+__all__ = ["InvalidRequest", "Generation", "GenerationRequest", "TokenEvent", "Done", "Failed"]
+
 log = logging.getLogger("endmark.generation")
-
-
-class InvalidRequest(ValueError):
-    """The request cannot be served as asked; the message is for the client."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass
@@ -38,6 +37,7 @@ class GenerationRequest:
     policy: EndPolicy | None = None
     label: str = "generate"
     cache_prompt: bool = True
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,9 @@ class Generation:
     def step(self, logits: np.ndarray) -> list[TokenEvent]:
         """Turn one step's logits into at most one token event; sets `finish` when done."""
         params = self.request.sampling
-        x = adjust(logits, params, self._history, self._banned)
+        constraint = self.request.constraint
+        mask = constraint.mask() if constraint is not None else None
+        x = adjust(logits, params, self._history, self._banned, mask)
         verbose = log.isEnabledFor(logging.DEBUG)
         picked = sample(x, params, self._rng, want_logprob=verbose)
         events = self._accept(picked.token, picked.logprob, picked.top)
@@ -143,15 +145,22 @@ class Generation:
     def _accept(
         self, token: int, logprob: float | None, top: tuple[tuple[int, float], ...]
     ) -> list[TokenEvent]:
+        constraint = self.request.constraint
         if token in self.policy.eog and not self.policy.ignore_eos:
-            self._end(Finish("eos", token=self.policy.eog.tokens[token]))
+            complete = constraint is not None and constraint.accepting
+            self._end(Finish("eos", token=self.policy.eog.tokens[token], grammar_complete=complete))
             return []
         self.tokens.append(token)
         self._history.append(token)
+        if constraint is not None:
+            constraint.consume(token)
         released, word = self._stops.push(self._detok.add_token(token))
         event = TokenEvent(token, released, logprob, top)
         if word is not None:
             self._end(Finish("word", word=word), flush=False)
+        elif constraint is not None and constraint.complete:
+            # Rule 5: the grammar can go no further, so stop now, without another forward pass.
+            self._end(Finish("eos", grammar_complete=True))
         elif 0 <= self.policy.n_predict <= len(self.tokens):
             self._end(Finish("limit", detail=f"n_predict {self.policy.n_predict}"))
         elif self.n_prompt + len(self.tokens) >= self.n_ctx:
@@ -160,11 +169,7 @@ class Generation:
 
     def _end(self, finish: Finish, flush: bool = True) -> None:
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
-        if tail:
-            finish = Finish(
-                finish.stop_type, finish.token, finish.word, finish.truncated, tail, finish.detail
-            )
-        self.finish = finish
+        self.finish = replace(finish, tail=tail) if tail else finish
 
     def _log_token(self, token: int, logprob: float | None) -> None:
         prob = float(np.exp(logprob)) if logprob is not None else float("nan")

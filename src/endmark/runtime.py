@@ -22,6 +22,7 @@ from endmark.chat import (
     end_of_turn_markers,
     load_template,
 )
+from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.detokenize import piece_text
 from endmark.endings import EndPolicy, EogSet
 from endmark.engine.llamacpp import LlamaCppEngine
@@ -30,9 +31,9 @@ from endmark.generation import (
     Event,
     Failed,
     GenerationRequest,
-    InvalidRequest,
     tokenize_prompt,
 )
+from endmark.invalid import InvalidRequest
 from endmark.models import model_alias, resolve_model
 from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
@@ -51,6 +52,7 @@ class Runtime:
     settings: Settings
     template: ChatTemplate | None = None
     template_error: str | None = None
+    constraints: ConstraintCompiler | None = None
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -105,12 +107,18 @@ class Runtime:
         cache_prompt: bool = True,
         label: str = "generate",
         add_special: bool = True,
+        constraint: ConstraintSpec | None = None,
     ) -> GenerationRequest:
         vocab = self.engine.vocab
         tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab, add_special)
         eog, words = self._split_stops(stop)
         policy = EndPolicy(eog, tuple(words), n_predict, ignore_eos)
-        return GenerationRequest(tokens, sampling, policy, label, cache_prompt)
+        matcher = self._matcher(constraint) if constraint is not None else None
+        return GenerationRequest(tokens, sampling, policy, label, cache_prompt, matcher)
+
+    def _matcher(self, spec: ConstraintSpec) -> Constraint:
+        assert self.constraints is not None
+        return self.constraints.matcher(self.constraints.compile(spec))
 
     def _split_stops(self, stop: Sequence[str]) -> tuple[EogSet, list[str]]:
         """A stop entry that is exactly one control token ends like an EOG token (rule 1)."""
@@ -240,4 +248,7 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     scheduler = Scheduler(engine, eog, settings.parallel, settings.batch_size, settings.queue_size)
     scheduler.start()
     alias = settings.alias or model_alias(path)
-    return Runtime(engine, eog, scheduler, path, alias, settings, template, template_error)
+    constraints = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), vocab.n_vocab)
+    return Runtime(
+        engine, eog, scheduler, path, alias, settings, template, template_error, constraints
+    )

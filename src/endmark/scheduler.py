@@ -23,8 +23,8 @@ from endmark.generation import (
     Failed,
     Generation,
     GenerationRequest,
-    InvalidRequest,
 )
+from endmark.invalid import InvalidRequest
 
 log = logging.getLogger("endmark.scheduler")
 
@@ -215,7 +215,14 @@ class Scheduler:
             if gen.finish_before_start():
                 self._finish(slot, now)
                 return
-        for event in gen.step(logits):
+        try:
+            events = gen.step(logits)
+        except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
+            log.warning("%s failed: %s", gen.request.label, exc)
+            self._deliver(ticket, Failed(str(exc)))
+            self._release(slot, keep_cache=True)
+            return
+        for event in events:
             self._deliver(ticket, event)
         if gen.finish is not None:
             self._finish(slot, now)

@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 
 import llama_cpp as L
@@ -174,6 +175,16 @@ class LlamaCppEngine:
             buf = ctypes.create_string_buffer(n + 1)
             L.llama_model_meta_val_str(self._model, key.encode(), buf, n + 1)
         return buf.value.decode("utf-8", errors="replace")
+
+    def lltokenizer(self, end_tokens: Sequence[int]):  # type: ignore[no-untyped-def]
+        """llguidance's view of this vocabulary, with `end_tokens` as its end-of-sequence set."""
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        with warnings.catch_warnings():  # it calls a deprecated alias once per token
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(
+                self._vocab_p, self.vocab.n_vocab, eos_token=list(end_tokens)
+            )
 
     def chat_template(self) -> str | None:
         raw = L.llama_model_chat_template(self._model, None)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from endmark.generation import InvalidRequest
+from endmark.invalid import InvalidRequest
 from endmark.scheduler import QueueFull
 
 log = logging.getLogger("endmark.server")

@@ -58,6 +58,7 @@ def finish_fields(rt: Runtime, req: CompletionRequest, done: Done) -> dict[str, 
         "tokens_evaluated": done.n_prompt,
         "tokens_cached": done.timings.cached_n,
         "truncated": f.truncated,
+        "grammar_complete": f.grammar_complete,
         "timings": done.timings.as_dict(),
         "generation_settings": settings_of(req),
     }
@@ -80,6 +81,7 @@ async def completion(request: Request) -> Any:
         ignore_eos=req.ignore_eos,
         cache_prompt=req.cache_prompt,
         label="POST /completion",
+        constraint=req.constraint(),
     )
     events = rt.stream(gen)
     if req.stream:

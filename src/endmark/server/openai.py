@@ -52,6 +52,7 @@ def endmark_info(done: Done) -> dict[str, Any]:
         else None,
         "stopping_word": f.word,
         "truncated": f.truncated,
+        "grammar_complete": f.grammar_complete,
         "tokens_cached": done.timings.cached_n,
         "timings": done.timings.as_dict(),
     }
@@ -197,6 +198,7 @@ async def chat_completions(request: Request) -> Any:
             stop=req.stop,  # type: ignore[arg-type]
             ignore_eos=req.ignore_eos,
             label="POST /v1/chat/completions",
+            constraint=req.constraint(),
         )
         for i in range(req.n)
     ]
@@ -289,6 +291,7 @@ async def completions(request: Request) -> Any:
             stop=req.stop,  # type: ignore[arg-type]
             ignore_eos=req.ignore_eos,
             label="POST /v1/completions",
+            constraint=req.constraint(),
         )
         for prompt in prompts
         for i in range(req.n)

@@ -5,15 +5,55 @@ Models are strict: a number given as a string or a bool given as a number is a 4
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+def pick_constraint(
+    grammar: str | None = None,
+    json_schema: dict[str, Any] | None = None,
+    response_format: ResponseFormat | None = None,
+) -> ConstraintSpec | None:
+    """At most one constraint per request; asking for two is an error, not a silent pick."""
+    specs = []
+    if grammar is not None:
+        specs.append(ConstraintSpec("grammar", grammar, "grammar"))
+    if json_schema is not None:
+        specs.append(ConstraintSpec("json_schema", json_schema, "json_schema"))
+    if response_format is not None and response_format.type != "text":
+        specs.append(response_format.spec())
+    if len(specs) > 1:
+        fields = ", ".join(s.field for s in specs)
+        raise ValueError(f"give only one constraint, not {fields}")
+    return specs[0] if specs else None
+
+
+class JsonSchemaFormat(StrictModel):
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(StrictModel):
+    type: Literal["text", "json_object", "json_schema"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    json_schema: JsonSchemaFormat | None = None
+
+    def spec(self) -> ConstraintSpec:
+        if self.type == "json_schema":
+            if self.json_schema is None or self.json_schema.schema_ is None:
+                raise ValueError("response_format json_schema needs json_schema.schema")
+            return ConstraintSpec("json_schema", self.json_schema.schema_, "response_format")
+        return ConstraintSpec("json_object", self.schema_, "response_format")
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -60,6 +100,16 @@ class CompletionRequest(SamplingFields):
     cache_prompt: bool = True
     return_tokens: bool = False
     stream: bool = False
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+    def constraint(self) -> ConstraintSpec | None:
+        return pick_constraint(grammar=self.grammar, json_schema=self.json_schema)
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> CompletionRequest:
+        self.constraint()
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -158,6 +208,17 @@ class OpenAIFields(StrictModel):
     repeat_last_n: Annotated[int, Field(ge=-1)] = 64
     n_probs: Annotated[int, Field(ge=0, le=100)] = 0
     ignore_eos: bool = False
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+
+    def constraint(self) -> ConstraintSpec | None:
+        return pick_constraint(self.grammar, self.json_schema, self.response_format)
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> OpenAIFields:
+        self.constraint()
+        return self
 
     @field_validator("stop")
     @classmethod
