@@ -83,7 +83,7 @@ class LlamaCppEngine:
         cparams.n_seq_max = n_seq_max
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = True
+        cparams.kv_unified = False  # per-slot caches: no slot's numerics depend on another's
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -232,7 +232,10 @@ class LlamaCppEngine:
         L.llama_memory_seq_rm(self._mem, seq_id, from_pos, -1)
 
     def copy(self, src: int, dst: int, up_to: int) -> None:
-        L.llama_memory_seq_cp(self._mem, src, dst, 0, up_to)
+        # Per-slot caches can only be copied whole; the tail is then dropped.
+        L.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        L.llama_memory_seq_rm(self._mem, dst, up_to, -1)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
