@@ -26,7 +26,7 @@ def running(cmd: list[str], port: int, health: str = "/health") -> Iterator[str]
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+                raise RuntimeError(f"{' '.join(cmd[:4])} exited with {proc.returncode}")
             try:
                 if httpx.get(url + health, timeout=2).status_code == 200:
                     break
@@ -44,16 +44,21 @@ def running(cmd: list[str], port: int, health: str = "/health") -> Iterator[str]
             proc.kill()
 
 
-def endmark_cmd(model: str, threads: int, port: int) -> list[str]:
+def endmark_cmd(model: str, threads: int, port: int, slots: int = 4) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "endmark",
-        "serve",
-        "-m",
-        model,
-        "-t",
-        str(threads),
-        "--port",
-        str(port),
-    ]
+        sys.executable, "-m", "endmark", "serve", "-m", model, "-t", str(threads),
+        "--port", str(port), "-np", str(slots), "-c", str(1024 * slots),
+    ]  # fmt: skip
+
+
+def llama_cpp_server_cmd(model: str, threads: int, port: int) -> list[str] | None:
+    """llama-cpp-python's own server, or None when its extras are not installed."""
+    try:
+        import sse_starlette  # noqa: F401
+        import starlette_context  # noqa: F401
+    except ImportError:
+        return None
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", model, "--n_threads", str(threads),
+        "--n_threads_batch", str(threads), "--port", str(port), "--n_ctx", "4096",
+    ]  # fmt: skip
