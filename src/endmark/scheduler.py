@@ -23,6 +23,7 @@ from endmark.generation import (
     Failed,
     Generation,
     GenerationRequest,
+    Timings,
 )
 from endmark.invalid import InvalidRequest
 
@@ -58,6 +59,19 @@ class Slot:
         return self.ticket is not None
 
 
+@dataclass
+class Stats:
+    """Running totals since start, read by `/metrics`."""
+
+    requests_finished: int = 0
+    requests_failed: int = 0
+    requests_cancelled: int = 0
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -81,6 +95,7 @@ class Scheduler:
         self.queue_size = queue_size
         self.slots = [Slot(i) for i in range(n_slots)]
         self.n_ctx_slot = engine.n_ctx // n_slots
+        self.stats = Stats()
         self._queue: deque[Ticket] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -175,6 +190,7 @@ class Scheduler:
         """One batched decode for every busy slot, then sampling for those that want it."""
         for slot in self.slots:
             if slot.ticket is not None and slot.ticket.cancelled:
+                self.stats.requests_cancelled += 1
                 self._release(slot, keep_cache=True)
         budget = self.batch_size
         inputs: list[SeqInput] = []
@@ -219,6 +235,7 @@ class Scheduler:
             events = gen.step(logits)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
             log.warning("%s failed: %s", gen.request.label, exc)
+            self.stats.requests_failed += 1
             self._deliver(ticket, Failed(str(exc)))
             self._release(slot, keep_cache=True)
             return
@@ -237,6 +254,7 @@ class Scheduler:
         gen.timings.predicted_ms = (now - (gen.t_first or now)) * 1000.0
         self._deliver(ticket, Done(gen.finish, tuple(gen.tokens), gen.n_prompt, gen.timings))
         t = gen.timings
+        self._count(t)
         rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0
         log.info(
             "%s: prompt %d tokens (%d cached), generated %d tokens, %.1f tok/s, %s",
@@ -248,6 +266,18 @@ class Scheduler:
             gen.finish.describe(),
         )
         self._release(slot, keep_cache=True)
+
+    def _count(self, t: Timings) -> None:
+        st = self.stats
+        st.requests_finished += 1
+        st.prompt_tokens += t.prompt_n
+        st.prompt_seconds += t.prompt_ms / 1000.0
+        st.generated_tokens += t.predicted_n
+        st.generation_seconds += t.predicted_ms / 1000.0
+
+    @property
+    def n_running(self) -> int:
+        return sum(s.busy for s in self.slots)
 
     def _release(self, slot: Slot, keep_cache: bool) -> None:
         if not keep_cache:

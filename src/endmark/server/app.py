@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from endmark.runtime import load_runtime
-from endmark.server import native, openai
+from endmark.server import metrics, native, openai
 from endmark.server.errors import install_error_handlers
 from endmark.server.state import LoadingState
 from endmark.settings import Settings
@@ -50,4 +50,5 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     install_error_handlers(app)
     app.include_router(native.router)
     app.include_router(openai.router)
+    app.include_router(metrics.router)
     return app

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from endmark.generation import Done, Event, Failed, TokenEvent
 from endmark.runtime import Runtime
+from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
 from endmark.server.protocol import (
     ApplyTemplateRequest,
@@ -86,26 +87,35 @@ async def completion(request: Request) -> Any:
     events = rt.stream(gen)
     if req.stream:
         return StreamingResponse(_stream(rt, req, events), media_type="text/event-stream")
+    return JSONResponse(await unless_disconnected(request, _collect(rt, req, events)))
+
+
+async def _collect(
+    rt: Runtime, req: CompletionRequest, events: AsyncGenerator[Event, None]
+) -> dict[str, Any]:
     content: list[str] = []
     probs: list[dict[str, Any]] = []
-    async for event in events:
-        if isinstance(event, TokenEvent):
-            content.append(event.text)
-            if req.n_probs:
-                probs.append(token_probs(rt, event))
-        elif isinstance(event, Failed):
-            raise ApiError(500, event.message)
-        elif isinstance(event, Done):
-            content.append(event.finish.tail)
-            body = {
-                "index": 0,
-                "content": "".join(content),
-                "tokens": list(event.tokens) if req.return_tokens else [],
-                **finish_fields(rt, req, event),
-            }
-            if req.n_probs:
-                body["completion_probabilities"] = probs
-            return JSONResponse(body)
+    try:
+        async for event in events:
+            if isinstance(event, TokenEvent):
+                content.append(event.text)
+                if req.n_probs:
+                    probs.append(token_probs(rt, event))
+            elif isinstance(event, Failed):
+                raise ApiError(500, event.message)
+            elif isinstance(event, Done):
+                content.append(event.finish.tail)
+                body = {
+                    "index": 0,
+                    "content": "".join(content),
+                    "tokens": list(event.tokens) if req.return_tokens else [],
+                    **finish_fields(rt, req, event),
+                }
+                if req.n_probs:
+                    body["completion_probabilities"] = probs
+                return body
+    finally:
+        await events.aclose()
     raise ApiError(500, "the generation ended without a result")
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from endmark.generation import Done, Event, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
+from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
 from endmark.server.protocol import ChatCompletionRequest, CompletionsRequest, OpenAIFields
 from endmark.server.state import runtime_of
@@ -83,15 +84,18 @@ def sampling_of(rt: Runtime, req: OpenAIFields, top_n: int, logprobs: bool) -> S
 
 async def collect(events: AsyncGenerator[tuple[int, Event], None], n: int) -> list[Choice]:
     choices = [Choice(i) for i in range(n)]
-    async for i, event in events:
-        if isinstance(event, TokenEvent):
-            choices[i].text.append(event.text)
-            choices[i].tokens.append(event)
-        elif isinstance(event, Done):
-            choices[i].text.append(event.finish.tail)
-            choices[i].done = event
-        else:
-            raise ApiError(500, event.message)
+    try:
+        async for i, event in events:
+            if isinstance(event, TokenEvent):
+                choices[i].text.append(event.text)
+                choices[i].tokens.append(event)
+            elif isinstance(event, Done):
+                choices[i].text.append(event.finish.tail)
+                choices[i].done = event
+            else:
+                raise ApiError(500, event.message)
+    finally:
+        await events.aclose()
     return choices
 
 
@@ -235,7 +239,7 @@ async def chat_completions(request: Request) -> Any:
     )
     if req.stream:
         return result
-    choices = await collect(result, req.n)
+    choices = await unless_disconnected(request, collect(result, req.n))
     dones = {c.index: c.done for c in choices if c.done is not None}
     body = {
         **base("chat.completion", rt, "chatcmpl"),
@@ -323,7 +327,7 @@ async def completions(request: Request) -> Any:
     )
     if req.stream:
         return result
-    choices = await collect(result, len(requests))
+    choices = await unless_disconnected(request, collect(result, len(requests)))
     dones = {c.index: c.done for c in choices if c.done is not None}
     body = {
         **base("text_completion", rt, "cmpl"),

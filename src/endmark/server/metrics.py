@@ -1,0 +1,62 @@
+"""`GET /metrics` in Prometheus text format, read from the scheduler's totals at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from endmark.scheduler import Scheduler
+from endmark.server.state import runtime_of
+
+router = APIRouter()
+
+
+class SchedulerCollector(Collector):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.scheduler
+        st = s.stats
+        requests = CounterMetricFamily(
+            "endmark_requests", "Generation requests by outcome", labels=["outcome"]
+        )
+        requests.add_metric(["finished"], st.requests_finished)
+        requests.add_metric(["failed"], st.requests_failed)
+        requests.add_metric(["cancelled"], st.requests_cancelled)
+        yield requests
+        yield GaugeMetricFamily("endmark_requests_running", "Requests in a slot", s.n_running)
+        yield GaugeMetricFamily("endmark_requests_queued", "Requests waiting", s.n_queued)
+        yield GaugeMetricFamily("endmark_slots", "Slots (parallel sequences)", len(s.slots))
+        yield CounterMetricFamily(
+            "endmark_prompt_tokens", "Prompt tokens evaluated", st.prompt_tokens
+        )
+        yield CounterMetricFamily(
+            "endmark_generated_tokens", "Tokens generated", st.generated_tokens
+        )
+        yield GaugeMetricFamily(
+            "endmark_prompt_tokens_per_second",
+            "Prompt tokens per second of prompt time, since start",
+            st.prompt_tokens / st.prompt_seconds if st.prompt_seconds else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "endmark_generated_tokens_per_second",
+            "Generated tokens per second of generation time, per request, since start",
+            st.generated_tokens / st.generation_seconds if st.generation_seconds else 0.0,
+        )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    rt = runtime_of(request)
+    registry = getattr(request.app.state, "metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(SchedulerCollector(rt.scheduler))
+        request.app.state.metrics_registry = registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,176 @@
+"""Many clients at once: batching, cancellation, the queue, the prompt cache, metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import MARKERS, RunningServer, start_server, stop_server
+
+PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n",
+    "Once upon a time",
+    "The quick brown fox",
+    "def fibonacci(n):",
+    "<|im_start|>user\nWrite a haiku about rain.<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+def streamed(url: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    parts, last = [], {}
+    with httpx.stream("POST", f"{url}/completion", json={**body, "stream": True}, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                last = json.loads(line[6:])
+                parts.append(last["content"])
+    return "".join(parts), last
+
+
+def slots_idle(url: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(s["is_processing"] for s in httpx.get(f"{url}/slots").json()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_eight_concurrent_streams_are_clean_and_equal_to_their_solo_runs(
+    server: RunningServer,
+) -> None:
+    bodies = [{"prompt": p, "temperature": 0, "n_predict": 48} for p in PROMPTS]
+    solo = [streamed(server.url, b)[0] for b in bodies]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda b: streamed(server.url, b), bodies))
+    for alone, (text, last) in zip(solo, together, strict=True):
+        assert text == alone
+        assert last["stop"] is True
+        for marker in MARKERS:
+            assert marker not in text
+    assert slots_idle(server.url)
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot_while_others_go_on(
+    server: RunningServer,
+) -> None:
+    long = {"prompt": "Once upon a time", "n_predict": 2000, "ignore_eos": True, "stream": True}
+    other: dict[str, Any] = {}
+
+    def steady() -> None:
+        other["result"] = streamed(server.url, {"prompt": PROMPTS[0], "n_predict": 64})
+
+    worker = threading.Thread(target=steady)
+    with httpx.stream("POST", f"{server.url}/completion", json=long, timeout=60) as r:
+        worker.start()
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("data: ")
+            if seen >= 5:
+                break  # leave mid-stream: the connection closes here
+    worker.join(60)
+    assert other["result"][1]["stop"] is True
+    assert slots_idle(server.url)
+    assert httpx.post(f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 2}).json()
+
+
+def test_a_non_streaming_client_that_leaves_frees_its_slot(server: RunningServer) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "Once upon a time", "n_predict": 3000, "ignore_eos": True})
+    request = (
+        f"POST /completion HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request.encode())
+        time.sleep(0.5)
+        assert any(s["is_processing"] for s in httpx.get(f"{server.url}/slots").json())
+    assert slots_idle(server.url)
+
+
+def test_a_shared_long_prefix_is_served_from_the_cache(server: RunningServer) -> None:
+    prefix = "Here is a long document. " + " ".join(f"Line {i}: nothing to see." for i in range(60))
+    first = httpx.post(
+        f"{server.url}/completion", json={"prompt": prefix + " Summary A:", "n_predict": 4}
+    ).json()
+    second = httpx.post(
+        f"{server.url}/completion", json={"prompt": prefix + " Summary B:", "n_predict": 4}
+    ).json()
+    assert second["tokens_cached"] > 0.8 * first["tokens_evaluated"]
+    assert second["timings"]["prompt_ms"] < first["timings"]["prompt_ms"]
+    usage = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"prompt": prefix + " Summary C:", "max_tokens": 2},
+    ).json()["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+def test_metrics_speak_prometheus(server: RunningServer) -> None:
+    httpx.post(f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 3})
+    r = httpx.get(f"{server.url}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    for name in (
+        'endmark_requests_total{outcome="finished"}',
+        "endmark_requests_running",
+        "endmark_requests_queued",
+        "endmark_prompt_tokens_total",
+        "endmark_generated_tokens_total",
+        "endmark_generated_tokens_per_second",
+    ):
+        assert name in text
+    generated = [ln for ln in text.splitlines() if ln.startswith("endmark_generated_tokens_total")]
+    assert float(generated[0].split()[-1]) >= 3
+
+
+@pytest.fixture()
+def one_slot_server(tmp_path: Path) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path, "-np", "1", "-c", "1024", "--queue-size", "1")
+    yield srv
+    stop_server(srv)
+
+
+def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(
+    one_slot_server: RunningServer,
+) -> None:
+    url = one_slot_server.url
+    long = {"prompt": "Once upon a time", "n_predict": 300, "ignore_eos": True}
+    busy = [threading.Thread(target=httpx.post, args=(f"{url}/completion",),
+                             kwargs={"json": long, "timeout": 120}) for _ in range(2)]  # fmt: skip
+    busy[0].start()
+    time.sleep(0.5)  # the first holds the slot
+    busy[1].start()
+    time.sleep(0.5)  # the second waits in the queue
+    r = httpx.post(f"{url}/completion", json={"prompt": "Hi", "n_predict": 2})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "queue is full" in r.json()["error"]["message"]
+    v1 = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+    assert v1.status_code == 503 and set(v1.json()["error"]) == {"message", "type", "param", "code"}
+    for t in busy:
+        t.join(120)
+    ok = httpx.post(f"{url}/completion", json={"prompt": "Hi", "n_predict": 2}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["tokens_predicted"] == 2
+
+
+def test_generation_that_fills_the_slot_context_stops_as_truncated(server: RunningServer) -> None:
+    n_ctx_slot = httpx.get(f"{server.url}/props").json()["n_ctx_slot"]
+    prompt = [1] + [28] * (n_ctx_slot - 20)
+    r = httpx.post(
+        f"{server.url}/completion",
+        json={"prompt": prompt, "n_predict": 100, "ignore_eos": True, "cache_prompt": False},
+        timeout=120,
+    ).json()
+    assert r["stop_type"] == "limit" and r["truncated"] is True
+    assert r["tokens_evaluated"] + r["tokens_predicted"] == n_ctx_slot
