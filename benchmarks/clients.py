@@ -1,7 +1,9 @@
-"""Measuring a running server through HTTP, as its users would.
+"""Measuring a running server through its OpenAI-compatible API, as its users would.
 
-The clients are kept lean (http.client, one JSON parse per response) because on a two-core
-machine every microsecond a client spends per token is taken from the server under test.
+Every server under test speaks `/v1/completions` and `/v1/chat/completions`, so one client
+measures them all. The client is lean (http.client, one JSON parse per response, none per
+streamed chunk) because on a two-core machine every microsecond it spends per token is taken
+from the server under test.
 """
 
 from __future__ import annotations
@@ -14,27 +16,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def _post(url: str, path: str, body: dict[str, Any]) -> http.client.HTTPResponse:
+def post(url: str, path: str, body: dict[str, Any]) -> http.client.HTTPResponse:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     resp = conn.getresponse()
     if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+        raise RuntimeError(f"HTTP {resp.status} from {path}: {resp.read()[:300]!r}")
     return resp
 
 
-def stream_decode_rate(url: str, body: dict[str, Any]) -> dict[str, float]:
-    """Stream one `/completion`; tokens per second from the first token to the last."""
+def stream_rate(url: str, path: str, body: dict[str, Any]) -> dict[str, float]:
+    """Stream one request; chunks per second from the first to the last, and time to first."""
     start = time.perf_counter()
-    resp = _post(url, "/completion", {**body, "stream": True})
+    resp = post(url, path, {**body, "stream": True})
     first = last = 0.0
     n = 0
     for line in resp:
-        if not line.startswith(b"data: "):
+        if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
             continue
-        if b'"stop": true' in line:
-            break
+        if b'"content":""' in line.replace(b" ", b"") and b'"role"' in line:
+            continue  # the chat role preamble carries no token
         now = time.perf_counter()
         n += 1
         if n == 1:
@@ -42,10 +44,18 @@ def stream_decode_rate(url: str, body: dict[str, Any]) -> dict[str, float]:
         last = now
     resp.close()
     return {
-        "tokens": n,
+        "chunks": n,
         "ttft_ms": (first - start) * 1000.0,
-        "tokens_per_second": (n - 1) / (last - first) if n > 1 and last > first else 0.0,
+        "tokens_per_second": (n - 2) / (last - first) if n > 2 and last > first else 0.0,
     }
+
+
+def prompt_rate(url: str, prompt: str) -> float:
+    """Prompt tokens per second: one token generated after a long, never-seen prompt."""
+    start = time.perf_counter()
+    body = {"prompt": prompt, "max_tokens": 1, "temperature": 0, "cache_prompt": False}
+    usage = json.loads(post(url, "/v1/completions", body).read())["usage"]
+    return float(usage["prompt_tokens"]) / (time.perf_counter() - start)
 
 
 def aggregate_rate(url: str, clients: int, body: dict[str, Any]) -> float:
@@ -55,7 +65,7 @@ def aggregate_rate(url: str, clients: int, body: dict[str, Any]) -> float:
 
     def one(i: int) -> None:
         try:
-            resp = _post(url, "/v1/completions", body)
+            resp = post(url, "/v1/completions", body)
             counts[i] = int(json.loads(resp.read())["usage"]["completion_tokens"])
         except Exception as exc:  # reported below, after the others finish
             errors.append(exc)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import queue
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
 
 from endmark.generation import Done, Event, Failed, TokenEvent
 from endmark.invalid import InvalidRequest
@@ -42,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--queue-size", type=int, help="requests that may wait for a slot")
     serve.add_argument("-a", "--alias", help="model name shown to clients")
+    serve.add_argument(
+        "--api-key", help="require Authorization: Bearer KEY (comma-separate several)"
+    )
+    serve.add_argument("--api-key-file", help="a file of API keys, one per line")
+    serve.add_argument("-n", "--n-predict", type=int, help="cap on tokens per request (-1: none)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    serve.add_argument("--cors", metavar="ORIGIN", help="allow browser requests from ORIGIN")
+    serve.add_argument(
+        "--shutdown-grace",
+        type=int,
+        help="seconds running requests get to finish on SIGTERM (default 10)",
+    )
     complete = sub.add_parser("complete", help="stream one completion to stdout, no server")
     _model_flags(complete)
     complete.add_argument("prompt")
@@ -93,13 +110,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         "queue_size",
         "alias",
         "chat_template",
+        "api_key",
+        "api_key_file",
+        "n_predict",
+        "max_body_bytes",
+        "cors",
+        "shutdown_grace",
     )
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from endmark.models import resolve_model
     from endmark.server.app import create_app
 
@@ -111,10 +132,51 @@ def serve(args: argparse.Namespace) -> int:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
     settings.model = str(path)
+    if not settings.api_keys() and not _is_loopback(settings.host):
+        log.warning("binding %s without --api-key: anyone on the network can use it", settings.host)
     app = create_app(settings, on_progress=ProgressBar())
     print(f"endmark: serving {path.name} at http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.shutdown_grace + 5,
+    )
+    GracefulServer(config, app, settings.shutdown_grace).run()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: stop accepting, give running generations `grace` seconds to finish,
+    then end them with a clean error, so every response closes properly; exit 0."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, grace: int) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace = grace
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit:
+            log.info("shutting down: running requests get %ds to finish", self._grace)
+            timer = threading.Timer(self._grace, self._fail_running)
+            timer.daemon = True
+            timer.start()
+        super().handle_exit(sig, frame)
+
+    def _fail_running(self) -> None:
+        runtime = self._app.state.loading.runtime
+        if runtime is not None:
+            runtime.scheduler.fail_all("the server is shutting down")
 
 
 def complete(args: argparse.Namespace) -> int:

@@ -89,6 +89,7 @@ class EndPolicy:
     stop: tuple[str, ...] = ()
     n_predict: int = -1
     ignore_eos: bool = False
+    time_limit_ms: int = 0  # llama-server's t_max_predict_ms: 0 is none
 
 
 @dataclass(frozen=True)

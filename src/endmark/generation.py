@@ -165,7 +165,15 @@ class Generation:
             self._end(Finish("limit", detail=f"n_predict {self.policy.n_predict}"))
         elif self.n_prompt + len(self.tokens) >= self.n_ctx:
             self._end(Finish("limit", truncated=True, detail=f"context {self.n_ctx} full"))
+        elif self._out_of_time():
+            self._end(Finish("limit", detail=f"t_max_predict_ms {self.policy.time_limit_ms}"))
         return [event]
+
+    def _out_of_time(self) -> bool:
+        limit = self.policy.time_limit_ms
+        if not limit or self.t_first is None:
+            return False
+        return (time.perf_counter() - self.t_first) * 1000.0 >= limit
 
     def _end(self, finish: Finish, flush: bool = True) -> None:
         tail = self._stops.flush() + self._detok.finalize() if flush else ""

@@ -108,11 +108,15 @@ class Runtime:
         label: str = "generate",
         add_special: bool = True,
         constraint: ConstraintSpec | None = None,
+        time_limit_ms: int = 0,
     ) -> GenerationRequest:
         vocab = self.engine.vocab
         tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab, add_special)
         eog, words = self._split_stops(stop)
-        policy = EndPolicy(eog, tuple(words), n_predict, ignore_eos)
+        cap = self.settings.n_predict
+        if cap >= 0 and (n_predict < 0 or n_predict > cap):
+            n_predict = cap  # the server's -n caps every request, as llama-server's does
+        policy = EndPolicy(eog, tuple(words), n_predict, ignore_eos, time_limit_ms)
         matcher = self._matcher(constraint) if constraint is not None else None
         return GenerationRequest(tokens, sampling, policy, label, cache_prompt, matcher)
 

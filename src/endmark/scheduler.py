@@ -99,6 +99,7 @@ class Scheduler:
         self._queue: deque[Ticket] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._abort: str | None = None
         self._thread = threading.Thread(target=self._run, name="endmark-scheduler", daemon=True)
 
     # -- called from other threads ----------------------------------------------------------
@@ -128,6 +129,12 @@ class Scheduler:
             self._cond.notify_all()
         return ticket
 
+    def fail_all(self, message: str) -> None:
+        """End every running and waiting request with a clean error (e.g. at shutdown)."""
+        with self._cond:
+            self._abort = message
+            self._cond.notify_all()
+
     def cancel(self, ticket: Ticket) -> None:
         with self._cond:
             ticket.cancelled = True
@@ -146,6 +153,10 @@ class Scheduler:
                     self._cond.wait()
                 if self._stopping:
                     break
+                if self._abort is not None:
+                    self._fail_everything(self._abort)
+                    self._abort = None
+                    continue
                 self._admit()
             try:
                 self.step()
@@ -155,11 +166,15 @@ class Scheduler:
                     if slot.ticket is not None:
                         self._deliver(slot.ticket, Failed(f"generation failed: {exc}"))
                         self._release(slot, keep_cache=False)
+        self._fail_everything("the server is shutting down")
+
+    def _fail_everything(self, message: str) -> None:
         for slot in self.slots:
             if slot.ticket is not None:
-                self._deliver(slot.ticket, Failed("the server is shutting down"))
-        for ticket in self._queue:
-            self._deliver(ticket, Failed("the server is shutting down"))
+                self._deliver(slot.ticket, Failed(message))
+                self._release(slot, keep_cache=True)
+        while self._queue:
+            self._deliver(self._queue.popleft(), Failed(message))
 
     def _any_busy(self) -> bool:
         return any(s.busy for s in self.slots)

@@ -19,6 +19,19 @@ class Settings:
     verbose: bool = False
     alias: str | None = None
     chat_template: str | None = None
+    api_key: str | None = None  # several: comma-separated, or one per line in api_key_file
+    api_key_file: str | None = None
+    n_predict: int = -1  # server-side cap on n_predict / max_tokens; -1: none
+    max_body_bytes: int = 4 * 1024 * 1024
+    cors: str | None = None
+    shutdown_grace: int = 10  # seconds running generations get to finish on SIGTERM
+
+    def api_keys(self) -> tuple[str, ...]:
+        keys = [k.strip() for k in (self.api_key or "").split(",")]
+        if self.api_key_file:
+            with open(self.api_key_file, encoding="utf-8") as f:
+                keys += [line.strip() for line in f]
+        return tuple(k for k in keys if k and not k.startswith("#"))
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -35,6 +48,6 @@ class Settings:
 def _parse(raw: str, default: object) -> object:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int) or default is None and raw.strip().isdigit():
+    if isinstance(default, int) or default is None and raw.strip().lstrip("-").isdigit():
         return int(raw)
     return raw

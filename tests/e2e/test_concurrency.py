@@ -42,7 +42,7 @@ def streamed(url: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def slots_idle(url: str, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(s["is_processing"] for s in httpx.get(f"{url}/slots").json()):
+        if not any(s["is_processing"] for s in httpx.get(f"{url}/slots", timeout=60).json()):
             return True
         time.sleep(0.1)
     return False
@@ -83,7 +83,9 @@ def test_a_client_leaving_mid_stream_frees_its_slot_while_others_go_on(
     worker.join(60)
     assert other["result"][1]["stop"] is True
     assert slots_idle(server.url)
-    assert httpx.post(f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 2}).json()
+    assert httpx.post(
+        f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 2}, timeout=60
+    ).json()
 
 
 def test_a_non_streaming_client_that_leaves_frees_its_slot(server: RunningServer) -> None:
@@ -96,30 +98,35 @@ def test_a_non_streaming_client_that_leaves_frees_its_slot(server: RunningServer
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(request.encode())
         time.sleep(0.5)
-        assert any(s["is_processing"] for s in httpx.get(f"{server.url}/slots").json())
+        assert any(s["is_processing"] for s in httpx.get(f"{server.url}/slots", timeout=60).json())
     assert slots_idle(server.url)
 
 
 def test_a_shared_long_prefix_is_served_from_the_cache(server: RunningServer) -> None:
     prefix = "Here is a long document. " + " ".join(f"Line {i}: nothing to see." for i in range(60))
     first = httpx.post(
-        f"{server.url}/completion", json={"prompt": prefix + " Summary A:", "n_predict": 4}
+        f"{server.url}/completion",
+        json={"prompt": prefix + " Summary A:", "n_predict": 4},
+        timeout=60,
     ).json()
     second = httpx.post(
-        f"{server.url}/completion", json={"prompt": prefix + " Summary B:", "n_predict": 4}
+        f"{server.url}/completion",
+        json={"prompt": prefix + " Summary B:", "n_predict": 4},
+        timeout=60,
     ).json()
     assert second["tokens_cached"] > 0.8 * first["tokens_evaluated"]
     assert second["timings"]["prompt_ms"] < first["timings"]["prompt_ms"]
     usage = httpx.post(
         f"{server.url}/v1/completions",
         json={"prompt": prefix + " Summary C:", "max_tokens": 2},
+        timeout=60,
     ).json()["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] > 0
 
 
 def test_metrics_speak_prometheus(server: RunningServer) -> None:
-    httpx.post(f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 3})
-    r = httpx.get(f"{server.url}/metrics")
+    httpx.post(f"{server.url}/completion", json={"prompt": "Hi", "n_predict": 3}, timeout=60)
+    r = httpx.get(f"{server.url}/metrics", timeout=60)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
     for name in (
@@ -153,10 +160,10 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(
     time.sleep(0.5)  # the first holds the slot
     busy[1].start()
     time.sleep(0.5)  # the second waits in the queue
-    r = httpx.post(f"{url}/completion", json={"prompt": "Hi", "n_predict": 2})
+    r = httpx.post(f"{url}/completion", json={"prompt": "Hi", "n_predict": 2}, timeout=60)
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "queue is full" in r.json()["error"]["message"]
-    v1 = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+    v1 = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
     assert v1.status_code == 503 and set(v1.json()["error"]) == {"message", "type", "param", "code"}
     for t in busy:
         t.join(120)
@@ -165,7 +172,7 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_recovers(
 
 
 def test_generation_that_fills_the_slot_context_stops_as_truncated(server: RunningServer) -> None:
-    n_ctx_slot = httpx.get(f"{server.url}/props").json()["n_ctx_slot"]
+    n_ctx_slot = httpx.get(f"{server.url}/props", timeout=60).json()["n_ctx_slot"]
     prompt = [1] + [28] * (n_ctx_slot - 20)
     r = httpx.post(
         f"{server.url}/completion",

@@ -186,7 +186,7 @@ def test_streaming_under_a_grammar_matches_plain(server: RunningServer) -> None:
 def test_bad_constraints_are_400s_naming_the_problem(
     server: RunningServer, sdk: openai.OpenAI, body: dict[str, Any], field: str, needle: str
 ) -> None:
-    r = httpx.post(f"{server.url}/completion", json={"prompt": "x", **body})
+    r = httpx.post(f"{server.url}/completion", json={"prompt": "x", **body}, timeout=60)
     assert r.status_code == 400 and needle in r.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError) as info:
         sdk.chat.completions.create(

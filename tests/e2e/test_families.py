@@ -48,7 +48,9 @@ def model(
         path, marker = build_gguf(folder / f"{family.name}.gguf", family), family.marker
     server = start_server(folder, "-m", str(path), "-c", "2048", "-np", "2")
     try:
-        ids = httpx.post(f"{server.url}/tokenize", json={"content": marker}).json()["tokens"]
+        ids = httpx.post(f"{server.url}/tokenize", json={"content": marker}, timeout=60).json()[
+            "tokens"
+        ]
         assert len(ids) == 1, f"{marker} is not one token"
         yield ModelUnderTest(request.param, marker, server, ids[0])
     finally:
@@ -60,7 +62,7 @@ def sdk(m: ModelUnderTest) -> openai.OpenAI:
 
 
 def test_props_lists_the_marker_among_the_end_tokens(model: ModelUnderTest) -> None:
-    props = httpx.get(f"{model.server.url}/props").json()
+    props = httpx.get(f"{model.server.url}/props", timeout=60).json()
     eog = {t["text"]: t for t in props["eog_tokens"]}
     assert model.marker in eog
     assert "template" in eog[model.marker]["sources"]
@@ -173,16 +175,19 @@ def test_a_template_reaching_for_python_internals_is_refused(tmp_path: Path, evi
     path = build_gguf(tmp_path / "evil.gguf", FAMILIES["unknown"], template=evil)
     server = start_server(tmp_path, "-m", str(path), "-c", "512", "-np", "1")
     try:
-        props = httpx.get(f"{server.url}/props").json()
+        props = httpx.get(f"{server.url}/props", timeout=60).json()
         assert "Python internals" in props["chat_template_error"]
         assert props["chat_template"] == ""
         r = httpx.post(
             f"{server.url}/v1/chat/completions",
             json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=60,
         )
         assert r.status_code == 400
         assert "refused and runs no code" in r.json()["error"]["message"]
-        ok = httpx.post(f"{server.url}/completion", json={"prompt": "hi", "n_predict": 2})
+        ok = httpx.post(
+            f"{server.url}/completion", json={"prompt": "hi", "n_predict": 2}, timeout=60
+        )
         assert ok.status_code == 200
         assert "tries to reach Python internals" in server.log()
     finally:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from endmark.runtime import load_runtime
 from endmark.server import metrics, native, openai
 from endmark.server.errors import install_error_handlers
+from endmark.server.security import install_security
 from endmark.server.state import LoadingState
 from endmark.settings import Settings
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     app.state.loading = state
     app.state.settings = settings
     install_error_handlers(app)
+    install_security(app, settings.api_keys(), settings.max_body_bytes, settings.cors)
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +45,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_body(
+    path: str, status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error shape under `/v1`, llama.cpp's everywhere else."""
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    if path.startswith("/v1"):
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"code": status, "message": message, "type": kind}}
+
+
 def error_response(
     request: Request,
     status: int,
@@ -52,11 +62,7 @@ def error_response(
     param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    if request.url.path.startswith("/v1"):
-        body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    else:
-        body = {"error": {"code": status, "message": message, "type": kind}}
+    body = error_body(request.url.path, status, message, param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

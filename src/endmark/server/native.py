@@ -82,6 +82,7 @@ async def completion(request: Request) -> Any:
         ignore_eos=req.ignore_eos,
         cache_prompt=req.cache_prompt,
         label="POST /completion",
+        time_limit_ms=req.t_max_predict_ms,
         constraint=req.constraint(),
     )
     events = rt.stream(gen)

@@ -202,6 +202,7 @@ async def chat_completions(request: Request) -> Any:
             stop=req.stop,  # type: ignore[arg-type]
             ignore_eos=req.ignore_eos,
             label="POST /v1/chat/completions",
+            time_limit_ms=req.t_max_predict_ms,
             constraint=req.constraint(),
         )
         for i in range(req.n)
@@ -295,6 +296,7 @@ async def completions(request: Request) -> Any:
             stop=req.stop,  # type: ignore[arg-type]
             ignore_eos=req.ignore_eos,
             label="POST /v1/completions",
+            time_limit_ms=req.t_max_predict_ms,
             constraint=req.constraint(),
         )
         for prompt in prompts

@@ -5,6 +5,7 @@ Models are strict: a number given as a string or a bool given as a number is a 4
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,6 +16,24 @@ from endmark.sampling import SamplingParams
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+# Limits on what one request may ask for; beyond them, a 400 that names the field.
+MAX_STOPS = 16
+MAX_STOP_CHARS = 500
+MAX_CONSTRAINT_CHARS = 64 * 1024
+
+StopWords = Annotated[
+    list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)
+]
+GrammarText = Annotated[str, Field(max_length=MAX_CONSTRAINT_CHARS)]
+TimeLimitMs = Annotated[int, Field(ge=0)]
+
+
+def _schema_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    if v is not None and len(json.dumps(v)) > MAX_CONSTRAINT_CHARS:
+        raise ValueError(f"the schema is larger than {MAX_CONSTRAINT_CHARS} characters")
+    return v
 
 
 def pick_constraint(
@@ -40,6 +59,8 @@ class JsonSchemaFormat(StrictModel):
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
+
+    _size = field_validator("schema_")(_schema_size)
     description: str | None = None
 
 
@@ -47,6 +68,8 @@ class ResponseFormat(StrictModel):
     type: Literal["text", "json_object", "json_schema"]
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     json_schema: JsonSchemaFormat | None = None
+
+    _size = field_validator("schema_")(_schema_size)
 
     def spec(self) -> ConstraintSpec:
         if self.type == "json_schema":
@@ -95,13 +118,16 @@ class SamplingFields(StrictModel):
 class CompletionRequest(SamplingFields):
     prompt: str | list[str | int]
     n_predict: Annotated[int, Field(ge=-1)] = -1
-    stop: list[str] | str = Field(default_factory=list)
+    stop: StopWords | Annotated[str, Field(max_length=MAX_STOP_CHARS)] = Field(default_factory=list)
     logit_bias: list[LogitBiasEntry] | dict[str, float | bool] = Field(default_factory=list)
     cache_prompt: bool = True
     return_tokens: bool = False
     stream: bool = False
-    grammar: str | None = None
+    grammar: GrammarText | None = None
     json_schema: dict[str, Any] | None = None
+    t_max_predict_ms: TimeLimitMs = 0
+
+    _schema_size = field_validator("json_schema")(_schema_size)
 
     def constraint(self) -> ConstraintSpec | None:
         return pick_constraint(grammar=self.grammar, json_schema=self.json_schema)
@@ -192,7 +218,9 @@ class OpenAIFields(StrictModel):
     model: str | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Probability = 1.0
-    stop: str | list[str] | None = Field(default=None, validate_default=True)
+    stop: Annotated[str, Field(max_length=MAX_STOP_CHARS)] | StopWords | None = Field(
+        default=None, validate_default=True
+    )
     seed: int | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
@@ -208,9 +236,12 @@ class OpenAIFields(StrictModel):
     repeat_last_n: Annotated[int, Field(ge=-1)] = 64
     n_probs: Annotated[int, Field(ge=0, le=100)] = 0
     ignore_eos: bool = False
-    grammar: str | None = None
+    t_max_predict_ms: TimeLimitMs = 0
+    grammar: GrammarText | None = None
     json_schema: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
+
+    _schema_size = field_validator("json_schema")(_schema_size)
 
     def constraint(self) -> ConstraintSpec | None:
         return pick_constraint(self.grammar, self.json_schema, self.response_format)

@@ -1,0 +1,147 @@
+"""The results as a Markdown page and a PNG chart."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+Values = Mapping[str, Sequence[float]]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def cell(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"{median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def ratio(a: Sequence[float], b: Sequence[float]) -> str:
+    return f"{median(a) / median(b):.2f}x" if a and b else "n/a"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def markdown(
+    figures: Mapping[str, Values],
+    memory: Mapping[str, tuple[float, float]],
+    args: argparse.Namespace,
+    notes: list[str],
+    stamp: str,
+    clients: Sequence[int],
+) -> str:
+    names = list(figures)
+    metric_rows = [
+        ("decode tok/s (one stream)", "decode"),
+        ("time to first token, ms", "ttft_ms"),
+        ("prompt processing tok/s (~1,000 tokens)", "prompt"),
+        *[(f"aggregate tok/s, {c} client{'s' * (c > 1)}", f"clients_{c}") for c in clients],
+        ("JSON-schema decode tok/s (chat)", "schema"),
+    ]
+    rows = [[label] + [cell(figures[n].get(key, [])) for n in names] for label, key in metric_rows]
+    rows.append(
+        ["resident memory MiB (now / peak)"]
+        + [f"{memory[n][0]:.0f} / {memory[n][1]:.0f}" if n in memory else "-" for n in names]
+    )
+    ours = figures.get("endmark", {})
+    cpp = figures.get("llama-server (C++)", {})
+    py = figures.get("llama-cpp-python server", {})
+    bare = figures.get("bare llama-cpp-python loop", {})
+    mem = (
+        f"{memory['endmark'][0] / memory['llama-server (C++)'][0]:.2f}x"
+        if "endmark" in memory and "llama-server (C++)" in memory
+        else "n/a"
+    )
+    targets = [
+        ["endmark / llama-server, one stream", ratio(ours.get("decode", []), cpp.get("decode", [])), ">= 1.0x"],
+        ["endmark / llama-server, 4 clients", ratio(ours.get("clients_4", []), cpp.get("clients_4", [])), ">= 1.0x"],
+        ["endmark / llama-server, resident memory", mem, "<= 1.3x"],
+        ["endmark 4 clients / endmark 1 client", ratio(ours.get("clients_4", []), ours.get("clients_1", [])), ">= 1.3x"],
+        ["endmark / llama-cpp-python server, 4 clients", ratio(ours.get("clients_4", []), py.get("clients_4", [])), ">= 2x"],
+        ["endmark / bare llama-cpp-python loop, one stream", ratio(ours.get("decode", []), bare.get("decode", [])), ">= 0.95x"],
+        ["endmark under a JSON schema / without (native, same prompt)", ratio(ours.get("constrained", []), ours.get("unconstrained", [])), ">= 0.9x"],
+    ]  # fmt: skip
+    note_text = "".join(f"\n- {n}" for n in notes)
+    return f"""# Benchmarks
+
+{stamp}; every figure on this page comes from that one run. Machine: {machine()}.
+Model: `{Path(args.model).name}`; {args.threads} threads for every server; endmark and
+llama-server with 4 slots and a 4,096-token context, llama-cpp-python's server with its one
+(it has no slots) and the same context. Each figure is the median of {args.repeats} repeats,
+(min-max) beside it; the servers take turns within each repeat.{note_text}
+
+![chart](benchmarks.png)
+
+## Results
+
+{table(["measure", *names], rows)}
+
+How each is taken: *decode* streams one `/v1/completions` request ({args.n_predict} tokens,
+greedy, a story prompt) and counts chunks per second from the first to the last; *time to
+first token* is from sending to the first chunk; *prompt processing* sends a different
+~1,000-token prompt each time for one token (`cache_prompt: false`); *aggregate* sends N such
+requests at once and divides all generated tokens by the wall time; *JSON-schema decode*
+streams a chat completion under `response_format: json_object` with a schema; *memory* is
+the server process's resident set after all runs. The bare loop is one `llama_decode` and
+llama.cpp's greedy sampler per token in Python, no server: the ceiling for a Python server.
+
+## Targets
+
+{table(["comparison", "measured", "target"], targets)}
+
+The constrained pair is endmark alone: the same greedy request on `/v1/completions` with
+`ignore_eos`, with and without a schema (an array of at least 500 short strings) that never
+completes within the budget, so every token pays for an llguidance mask.
+"""
+
+
+def chart(
+    figures: Mapping[str, Values],
+    memory: Mapping[str, tuple[float, float]],
+    clients: Sequence[int],
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = [n for n in figures if n != "bare llama-cpp-python loop"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    panels = [("decode", "one-stream decode tok/s"), ("prompt", "prompt tok/s (1k tokens)")]
+    for ax, (key, title) in zip(axes[:2], panels, strict=True):
+        ax.bar(servers, [median(figures[n].get(key, [])) for n in servers], color="C0")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    for n in servers:
+        axes[2].plot(clients, [median(figures[n].get(f"clients_{c}", [])) for c in clients],
+                     marker="o", label=n)  # fmt: skip
+    axes[2].set_title("aggregate tok/s by clients")
+    axes[2].set_xticks(list(clients))
+    axes[2].legend(fontsize=7)
+    axes[3].bar(servers, [memory.get(n, (0, 0))[0] for n in servers], color="C2")
+    axes[3].set_title("resident memory MiB")
+    axes[3].tick_params(axis="x", labelrotation=20, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
