@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from endmark.runtime import load_runtime
 from endmark.server import metrics, native, openai
 from endmark.server.errors import install_error_handlers
+from endmark.server.openapi import install_openapi
 from endmark.server.security import install_security
 from endmark.server.state import LoadingState
 from endmark.settings import Settings
@@ -53,4 +54,5 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)
+    install_openapi(app)
     return app

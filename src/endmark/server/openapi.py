@@ -1,0 +1,79 @@
+"""`/openapi.json` that describes what the routes really take and answer.
+
+The routes read their bodies themselves (strict UTF-8 and JSON checks come before pydantic),
+so FastAPI cannot see the request models; they are added here, with the error answers every
+route may give, so that clients and schemathesis see the real contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from endmark.server.protocol import (
+    ApplyTemplateRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    CompletionsRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
+
+REQUEST_BODIES: dict[str, type[BaseModel]] = {
+    "/completion": CompletionRequest,
+    "/completions": CompletionRequest,
+    "/apply-template": ApplyTemplateRequest,
+    "/tokenize": TokenizeRequest,
+    "/detokenize": DetokenizeRequest,
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionsRequest,
+}
+ERROR = {"$ref": "#/components/schemas/Error"}
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}}}},
+    "required": ["error"],
+}
+ERRORS = {
+    "400": "the request is invalid (the message names the field)",
+    "401": "a missing or wrong API key, when keys are required",
+    "413": "the body is over the size limit",
+    "499": "the client closed the request",
+    "500": "the generation failed on the server",
+    "503": "the model is loading, or the queue is full (see Retry-After)",
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = ERROR_SCHEMA
+        for path, operations in schema["paths"].items():
+            for method, op in operations.items():
+                model = REQUEST_BODIES.get(path) if method == "post" else None
+                if model is not None:
+                    body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                    components.update(body.pop("$defs", {}))
+                    components[model.__name__] = body
+                    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+                    op["requestBody"] = {
+                        "required": True,
+                        "content": {"application/json": {"schema": ref}},
+                    }
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, text in ERRORS.items():
+                    responses[status] = {
+                        "description": text,
+                        "content": {"application/json": {"schema": ERROR}},
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

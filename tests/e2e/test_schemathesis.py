@@ -1,0 +1,53 @@
+"""schemathesis against `/openapi.json`: generated requests to every endpoint, no 5xx, and
+answers that match the declared statuses, content types and schemas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import RunningServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # -n caps every generation, so that generated n_predict values stay quick.
+    srv = start_server(tmp_path_factory.mktemp("fuzz"), "-n", "4", "-np", "2", "-c", "2048")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def api(capped: RunningServer) -> Any:
+    return schemathesis.openapi.from_url(f"{capped.url}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_no_5xx_and_answers_match_the_schema(case: Any) -> None:
+    case.call_and_validate(
+        checks=[
+            schemathesis.checks.not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=60,
+    )
