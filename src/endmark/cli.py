@@ -172,6 +172,9 @@ class GracefulServer(uvicorn.Server):
             timer.daemon = True
             timer.start()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises a caught signal after shutting down (exit status -15); a clean,
+        # graceful shutdown is a success, so endmark exits 0 instead.
+        self._captured_signals.clear()
 
     def _fail_running(self) -> None:
         runtime = self._app.state.loading.runtime

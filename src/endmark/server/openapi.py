@@ -37,6 +37,14 @@ ERROR_SCHEMA = {
     "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}}}},
     "required": ["error"],
 }
+# Routes whose 200 answer may be something other than JSON.
+OTHER_CONTENT = {
+    "/metrics": {"text/plain": {"schema": {"type": "string"}}},
+    **{
+        path: {"text/event-stream": {"schema": {"type": "string"}}}
+        for path in ("/completion", "/completions", "/v1/chat/completions", "/v1/completions")
+    },
+}
 ERRORS = {
     "400": "the request is invalid (the message names the field)",
     "401": "a missing or wrong API key, when keys are required",
@@ -68,6 +76,11 @@ def install_openapi(app: FastAPI) -> None:
                     }
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
+                if path in OTHER_CONTENT and "200" in responses:
+                    content = responses["200"].setdefault("content", {})
+                    if path == "/metrics":
+                        content.clear()
+                    content.update(OTHER_CONTENT[path])
                 for status, text in ERRORS.items():
                     responses[status] = {
                         "description": text,
