@@ -173,7 +173,9 @@ def main() -> int:
             )
             idle = slots_idle(server.url)
             memory.append(server.memory_mib()[0])
-            print(f"round {i + 1}: {rounds[-1]}, slots idle: {idle}", file=sys.stderr)
+            r = rounds[-1]
+            print(f"round {i + 1}: served {r.served}, left {r.disconnected}, "
+                  f"errors {dict(r.errors)}, slots idle: {idle}", file=sys.stderr)  # fmt: skip
         slow = asyncio.run(slow_reader_ratio(server.url))
     finally:
         server.stop()

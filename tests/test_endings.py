@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from endmark.endings import EogSet, Finish, StopMatcher
+from endmark.endings import EogSet, Finish, StopMatcher, printable
 from endmark.engine import Vocab
 
 
@@ -73,5 +73,6 @@ def test_finish_describes_itself_and_maps_to_openai() -> None:
     assert f.describe() == "eos <|im_end|> (id 2, source vocab)"
     assert f.finish_reason == "stop"
     assert Finish("word", word="\n\n").describe() == "word '\\n\\n'"
+    assert printable("ok\x1b[31m<|x|>\nfake log line") == "ok\\x1b[31m<|x|>\\nfake log line"
     limit = Finish("limit", detail="n_predict 4")
     assert limit.finish_reason == "length" and limit.describe() == "limit (n_predict 4)"

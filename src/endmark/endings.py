@@ -19,6 +19,12 @@ StopType = Literal["eos", "word", "limit"]
 SOURCES = ("vocab", "eos", "eot", "eom", "eos_token_ids", "template", "stop")
 
 
+def printable(text: str) -> str:
+    """Text from a model file or a client, safe for a log line: control characters (a
+    terminal escape sequence, a newline that forges a log line) are shown escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class EogToken:
     id: int
@@ -112,11 +118,12 @@ class Finish:
     def describe(self) -> str:
         """One phrase for logs, e.g. `eos <|im_end|> (id 2, source vocab)`."""
         if self.token is not None:
-            return f"eos {self.token.text} (id {self.token.id}, source {self.token.source})"
+            text = printable(self.token.text)
+            return f"eos {text} (id {self.token.id}, source {self.token.source})"
         if self.grammar_complete:
             return "eos (grammar complete)"
         if self.word is not None:
-            return f"word {self.word!r}"
+            return f"word '{printable(self.word)}'"
         return f"limit ({self.detail})" if self.detail else "limit"
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from endmark.detokenize import Detokenizer
-from endmark.endings import EndPolicy, Finish, StopMatcher
+from endmark.endings import EndPolicy, Finish, StopMatcher, printable
 from endmark.engine import Vocab
 from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams, adjust, make_rng, sample
@@ -183,10 +183,10 @@ class Generation:
         prob = float(np.exp(logprob)) if logprob is not None else float("nan")
         decision = self.finish.describe() if self.finish else "continue"
         log.debug(
-            "%s token %d %r p=%.4f -> %s",
+            "%s token %d '%s' p=%.4f -> %s",
             self.request.label,
             token,
-            self.vocab.text(token),
+            printable(self.vocab.text(token)),
             prob,
             decision,
         )

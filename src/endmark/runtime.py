@@ -24,7 +24,7 @@ from endmark.chat import (
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.detokenize import piece_text
-from endmark.endings import EndPolicy, EogSet
+from endmark.endings import EndPolicy, EogSet, printable
 from endmark.engine.llamacpp import LlamaCppEngine
 from endmark.generation import (
     Done,
@@ -240,14 +240,16 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         template_error = str(exc)
         log.error("%s", exc)
     if template is not None:
-        log.info("chat template: %s", template.name)
+        log.info("chat template: %s", printable(template.name))
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")
     eog = EogSet.from_vocab(vocab, markers)
     log.info(
         "end-of-generation tokens: %s",
-        ", ".join(f"{t.text} (id {t.id}, {'+'.join(t.sources)})" for t in eog.tokens.values()),
+        ", ".join(
+            f"{printable(t.text)} (id {t.id}, {'+'.join(t.sources)})" for t in eog.tokens.values()
+        ),
     )
     scheduler = Scheduler(engine, eog, settings.parallel, settings.batch_size, settings.queue_size)
     scheduler.start()
