@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.load import slots_idle
 from tests.conftest import MARKERS, RunningServer, start_server, stop_server
 
 PROMPTS = [
@@ -37,15 +38,6 @@ def streamed(url: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 last = json.loads(line[6:])
                 parts.append(last["content"])
     return "".join(parts), last
-
-
-def slots_idle(url: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(s["is_processing"] for s in httpx.get(f"{url}/slots", timeout=60).json()):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_eight_concurrent_streams_are_clean_and_equal_to_their_solo_runs(

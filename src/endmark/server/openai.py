@@ -78,6 +78,18 @@ def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
     return sampling if sampling.seed < 0 or i == 0 else replace(sampling, seed=sampling.seed + i)
 
 
+def request_options(req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
+    """What both endpoints pass to the runtime besides the prompt and sampling."""
+    return {
+        "n_predict": n_predict,
+        "stop": req.stop,
+        "ignore_eos": req.ignore_eos,
+        "label": label,
+        "time_limit_ms": req.t_max_predict_ms,
+        "constraint": req.constraint(),
+    }
+
+
 def sampling_of(rt: Runtime, req: OpenAIFields, top_n: int, logprobs: bool) -> SamplingParams:
     return req.sampling_params(rt.logit_bias(req.bias_entries()), top_n, logprobs)
 
@@ -145,6 +157,32 @@ def respond(
     return events
 
 
+def whole_response(
+    head: dict[str, Any],
+    choices: list[Choice],
+    requests: list[GenerationRequest],
+    n: int,
+    render: Callable[[Choice], dict[str, Any]],
+) -> JSONResponse:
+    """A non-streaming answer: each choice as the endpoint renders it, plus how it ended."""
+    dones = {c.index: c.done for c in choices if c.done is not None}
+    body = {
+        **head,
+        "choices": [
+            {
+                "index": c.index,
+                **render(c),
+                "finish_reason": c.done.finish.finish_reason if c.done else "stop",
+                "endmark": endmark_info(c.done) if c.done else None,
+            }
+            for c in choices
+        ],
+        "usage": usage(requests, n, dones),
+        "endmark": endmark_info(dones[0]),
+    }
+    return JSONResponse(body)
+
+
 def base(kind: str, rt: Runtime, prefix: str) -> dict[str, Any]:
     return {
         "id": f"{prefix}-{uuid.uuid4().hex}",
@@ -194,19 +232,8 @@ async def chat_completions(request: Request) -> Any:
     messages = [m.as_template_input() for m in req.messages]
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
     sampling = sampling_of(rt, req, top_n, req.logprobs)
-    requests = [
-        rt.chat_request(
-            messages,
-            seeded(sampling, i),
-            n_predict=req.n_predict,
-            stop=req.stop,  # type: ignore[arg-type]
-            ignore_eos=req.ignore_eos,
-            label="POST /v1/chat/completions",
-            time_limit_ms=req.t_max_predict_ms,
-            constraint=req.constraint(),
-        )
-        for i in range(req.n)
-    ]
+    common = request_options(req, req.n_predict, "POST /v1/chat/completions")
+    requests = [rt.chat_request(messages, seeded(sampling, i), **common) for i in range(req.n)]
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
     def piece(choice: Choice, token: TokenEvent | None, done: Done | None) -> dict[str, Any]:
@@ -241,23 +268,16 @@ async def chat_completions(request: Request) -> Any:
     if req.stream:
         return result
     choices = await unless_disconnected(request, collect(result, req.n))
-    dones = {c.index: c.done for c in choices if c.done is not None}
-    body = {
-        **base("chat.completion", rt, "chatcmpl"),
-        "choices": [
-            {
-                "index": c.index,
-                "message": {"role": "assistant", "content": "".join(c.text)},
-                "logprobs": chat_logprobs(rt, c.tokens, top_n) if req.logprobs else None,
-                "finish_reason": c.done.finish.finish_reason if c.done else "stop",
-                "endmark": endmark_info(c.done) if c.done else None,
-            }
-            for c in choices
-        ],
-        "usage": usage(requests, req.n, dones),
-        "endmark": endmark_info(dones[0]),
-    }
-    return JSONResponse(body)
+    return whole_response(
+        base("chat.completion", rt, "chatcmpl"),
+        choices,
+        requests,
+        req.n,
+        lambda c: {
+            "message": {"role": "assistant", "content": "".join(c.text)},
+            "logprobs": chat_logprobs(rt, c.tokens, top_n) if req.logprobs else None,
+        },
+    )
 
 
 # -- legacy completions --------------------------------------------------------------------
@@ -288,17 +308,9 @@ async def completions(request: Request) -> Any:
     top_n = req.logprobs or 0
     sampling = sampling_of(rt, req, top_n, req.logprobs is not None)
     prompts = req.prompts()
+    common = request_options(req, req.n_predict, "POST /v1/completions")
     requests = [
-        rt.make_request(
-            prompt,
-            seeded(sampling, i),
-            n_predict=req.n_predict,
-            stop=req.stop,  # type: ignore[arg-type]
-            ignore_eos=req.ignore_eos,
-            label="POST /v1/completions",
-            time_limit_ms=req.t_max_predict_ms,
-            constraint=req.constraint(),
-        )
+        rt.make_request(prompt, seeded(sampling, i), **common)
         for prompt in prompts
         for i in range(req.n)
     ]
@@ -330,22 +342,15 @@ async def completions(request: Request) -> Any:
     if req.stream:
         return result
     choices = await unless_disconnected(request, collect(result, len(requests)))
-    dones = {c.index: c.done for c in choices if c.done is not None}
-    body = {
-        **base("text_completion", rt, "cmpl"),
-        "choices": [
-            {
-                "index": c.index,
-                "text": "".join(c.text),
-                "logprobs": completion_logprobs(rt, c.tokens, top_n)
-                if req.logprobs is not None
-                else None,
-                "finish_reason": c.done.finish.finish_reason if c.done else "stop",
-                "endmark": endmark_info(c.done) if c.done else None,
-            }
-            for c in choices
-        ],
-        "usage": usage(requests, req.n, dones),
-        "endmark": endmark_info(dones[0]),
-    }
-    return JSONResponse(body)
+    return whole_response(
+        base("text_completion", rt, "cmpl"),
+        choices,
+        requests,
+        req.n,
+        lambda c: {
+            "text": "".join(c.text),
+            "logprobs": completion_logprobs(rt, c.tokens, top_n)
+            if req.logprobs is not None
+            else None,
+        },
+    )

@@ -36,6 +36,26 @@ def _schema_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
     return v
 
 
+def sampling_from(
+    fields: Any, logit_bias: dict[int, float], seed: int, n_probs: int, logprobs: bool = False
+) -> SamplingParams:
+    """SamplingParams from either dialect's request: they share the knobs' names."""
+    return SamplingParams(
+        temperature=fields.temperature,
+        top_k=fields.top_k,
+        top_p=fields.top_p,
+        min_p=fields.min_p,
+        repeat_penalty=fields.repeat_penalty,
+        repeat_last_n=fields.repeat_last_n,
+        presence_penalty=fields.presence_penalty,
+        frequency_penalty=fields.frequency_penalty,
+        seed=seed,
+        logit_bias=logit_bias,
+        n_probs=n_probs,
+        logprobs=logprobs,
+    )
+
+
 def pick_constraint(
     grammar: str | None = None,
     json_schema: dict[str, Any] | None = None,
@@ -100,19 +120,7 @@ class SamplingFields(StrictModel):
     ignore_eos: bool = False
 
     def sampling_params(self, logit_bias: dict[int, float]) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            repeat_last_n=self.repeat_last_n,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=self.seed,
-            logit_bias=logit_bias,
-            n_probs=self.n_probs,
-        )
+        return sampling_from(self, logit_bias, self.seed, self.n_probs)
 
 
 class CompletionRequest(SamplingFields):
@@ -265,20 +273,8 @@ class OpenAIFields(StrictModel):
     def sampling_params(
         self, logit_bias: dict[int, float], top_n: int, logprobs: bool
     ) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            repeat_last_n=self.repeat_last_n,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            seed=-1 if self.seed is None else self.seed,
-            logit_bias=logit_bias,
-            n_probs=max(top_n, self.n_probs),
-            logprobs=logprobs,
-        )
+        seed = -1 if self.seed is None else self.seed
+        return sampling_from(self, logit_bias, seed, max(top_n, self.n_probs), logprobs)
 
     @field_validator("logit_bias")
     @classmethod
