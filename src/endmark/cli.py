@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="seconds running requests get to finish on SIGTERM (default 10)",
     )
+    probe = sub.add_parser("probe", help="check how cleanly any server ends its answers")
+    probe.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8080")
+    probe.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
+    probe.add_argument("--model", default="default", help="model name for /v1 requests")
+    probe.add_argument("--json", action="store_true", help="print the cells as JSON")
     complete = sub.add_parser("complete", help="stream one completion to stdout, no server")
     _model_flags(complete)
     complete.add_argument("prompt")
@@ -225,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "complete":
         return complete(args)
+    if args.command == "probe":
+        from endmark.probe import probe
+
+        return probe(args.url, args.api_key, args.model, args.json)
     parser.print_help()
     return 2
 
