@@ -66,3 +66,10 @@ def test_all_but_banned_tokens_can_still_be_drawn() -> None:
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
     seen = {sample(x, params, make_rng(i)).token for i in range(40)}
     assert seen == {0, 2}
+
+
+def test_masked_tokens_are_never_alternatives() -> None:
+    x = np.array([0.0, -np.inf, 1.0, -np.inf], dtype=np.float32)
+    s = sample(x, SamplingParams(temperature=0, n_probs=4), make_rng(0))
+    assert [t for t, _ in s.top] == [2, 0]
+    assert all(np.isfinite(lp) for _, lp in s.top)

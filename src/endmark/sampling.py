@@ -86,10 +86,12 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def top_logprobs(logprobs: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
+    """The n most likely tokens; banned or masked ones (-inf) are never alternatives, and
+    -inf would not even be valid JSON."""
     n = min(n, logprobs.shape[0])
     idx = np.argpartition(-logprobs, n - 1)[:n]
     idx = idx[np.argsort(-logprobs[idx], kind="stable")]
-    return tuple((int(i), float(logprobs[i])) for i in idx)
+    return tuple((int(i), float(logprobs[i])) for i in idx if np.isfinite(logprobs[i]))
 
 
 def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:

@@ -202,3 +202,13 @@ def test_bad_constraints_are_400s_naming_the_problem(
             messages=[{"role": "user", "content": "x"}],
             response_format=bad_format,  # type: ignore[arg-type]
         )
+
+
+def test_logprobs_under_a_grammar_are_valid_json(server: RunningServer) -> None:
+    # One token is allowed, so four of the five alternatives would be -inf, not valid JSON.
+    body = {"prompt": "Empty object:", "grammar": 'root ::= "{}"', "n_probs": 5}
+    r = httpx.post(f"{server.url}/completion", json=body, timeout=60)
+    assert r.status_code == 200
+    (p,) = r.json()["completion_probabilities"]
+    assert [t["token"] for t in p["top_logprobs"]] == ["{}"]
+    assert p["logprob"] == 0.0

@@ -6,8 +6,11 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from endmark.runtime import load_runtime
 from endmark.server import metrics, native, openai
@@ -18,6 +21,7 @@ from endmark.server.state import LoadingState
 from endmark.settings import Settings
 
 log = logging.getLogger("endmark")
+WEB = Path(__file__).resolve().parent / "web"
 
 
 def create_app(settings: Settings, on_progress: Callable[[float], None] | None = None) -> FastAPI:
@@ -55,4 +59,10 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     app.include_router(openai.router)
     app.include_router(metrics.router)
     install_openapi(app)
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
+
     return app
