@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.servers import free_port
 from endmark.models import bundled_model_path
 
 CHATML_PROMPT = (
@@ -34,12 +34,6 @@ def engine(model_path: Path):  # type: ignore[no-untyped-def]
     eng = LlamaCppEngine(str(model_path), n_ctx=2048, n_threads=2, n_seq_max=4)
     yield eng
     eng.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
