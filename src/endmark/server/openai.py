@@ -78,6 +78,11 @@ def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
     return sampling if sampling.seed < 0 or i == 0 else replace(sampling, seed=sampling.seed + i)
 
 
+def finish_of(done: Done) -> dict[str, Any]:
+    """The fields a choice's last chunk carries: OpenAI's reason and endmark's detail."""
+    return {"finish_reason": done.finish.finish_reason, "endmark": endmark_info(done)}
+
+
 def request_options(req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
     """What both endpoints pass to the runtime besides the prompt and sampling."""
     return {
@@ -115,13 +120,17 @@ async def stream_chunks(
     events: AsyncGenerator[tuple[int, Event], None],
     requests: list[GenerationRequest],
     n: int,
-    envelope: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    head: dict[str, Any],
     start: Callable[[int], dict[str, Any]] | None,
     piece: ChoiceFn,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     """The SSE body shared by both endpoints; only the choice shapes differ."""
     dones: dict[int, Done] = {}
+
+    def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**head, "choices": choices}
+
     try:
         if start is not None:
             for i in range(len(requests)):
@@ -246,8 +255,7 @@ async def chat_completions(request: Request) -> Any:
         elif done is not None:
             if done.finish.tail:
                 out["delta"] = {"content": done.finish.tail}
-            out["finish_reason"] = done.finish.finish_reason
-            out["endmark"] = endmark_info(done)
+            out.update(finish_of(done))
         return out
 
     result = respond(
@@ -255,7 +263,7 @@ async def chat_completions(request: Request) -> Any:
         requests,
         req.stream,
         n=req.n,
-        envelope=lambda choices: {**head, "choices": choices},
+        head=head,
         start=lambda i: {
             "index": i,
             "delta": {"role": "assistant", "content": ""},
@@ -325,8 +333,7 @@ async def completions(request: Request) -> Any:
                 out["logprobs"] = completion_logprobs(rt, [token], top_n)
         elif done is not None:
             out["text"] = done.finish.tail
-            out["finish_reason"] = done.finish.finish_reason
-            out["endmark"] = endmark_info(done)
+            out.update(finish_of(done))
         return out
 
     result = respond(
@@ -334,7 +341,7 @@ async def completions(request: Request) -> Any:
         requests,
         req.stream,
         n=req.n,
-        envelope=lambda choices: {**head, "choices": choices},
+        head=head,
         start=None,
         piece=piece,
         include_usage=req.include_usage,
