@@ -78,7 +78,7 @@ def stop_server(server: RunningServer) -> None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(tmp_path_factory.mktemp("server"), "--verbose")
+    srv = start_server(tmp_path_factory.mktemp("server"), "--verbose", "--metrics")
     yield srv
     stop_server(srv)
 

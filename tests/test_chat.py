@@ -5,6 +5,7 @@ import pytest
 from endmark.chat import (
     BUILTIN_TEMPLATES,
     ChatTemplate,
+    TemplateChoice,
     TemplateRefused,
     TemplateRenderError,
     end_of_turn_markers,
@@ -43,8 +44,12 @@ def test_override_beats_the_model_template_and_files_work(tmp_path) -> None:  # 
     f = tmp_path / "t.jinja"
     f.write_text("{% for m in messages %}[{{ m.role }}]{% endfor %}")
     assert load_template(str(f), None).render(CONVERSATION[:1]) == "[system]"  # type: ignore[union-attr]
-    with pytest.raises(TemplateRefused, match="neither a file nor a built-in"):
-        load_template("no-such-template", None)
+    # neither a name nor a file: Jinja source, as llama-server's --chat-template takes it
+    assert load_template("plain {{ 'text' }}", None).render([]) == "plain text"  # type: ignore[union-attr]
+    choice = TemplateChoice(file=str(f))
+    assert load_template(choice, "{{ 'model' }}").render(CONVERSATION[:1]) == "[system]"  # type: ignore[union-attr]
+    with pytest.raises(TemplateRefused, match="no such file"):
+        load_template(TemplateChoice(file=str(tmp_path / "missing.jinja")), None)
 
 
 @pytest.mark.parametrize(

@@ -118,3 +118,47 @@ def test_the_exit_code_and_table_say_it_failed(
     assert "partial stop-string leak" in out and "leaked end-token text" in out
     assert probe(leaky, None, "m", as_json=True) == 1
     assert len(json.loads(capsys.readouterr().out)) == 24
+
+
+@pytest.fixture()
+def dropping(leaky: str) -> Iterator[str]:
+    """A proxy in front of the fake server that closes every other connection unanswered, as a
+    server does when it drops a kept-alive connection just as a request goes out on it."""
+    import socket
+
+    target = ("127.0.0.1", int(leaky.rsplit(":", 1)[1]))
+    listener = socket.create_server(("127.0.0.1", 0))
+    count = {"n": 0}
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            count["n"] += 1
+            if count["n"] % 2:
+                conn.recv(65536)
+                conn.close()
+                continue
+            upstream = socket.create_connection(target)
+            threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_a_dropped_connection_is_retried_not_an_error_cell(dropping: str) -> None:
+    cells = Prober(dropping).run()
+    assert len(cells) == 24 and not [c for c in cells if c.verdict == "error"]

@@ -5,7 +5,9 @@ the template which control tokens end an assistant turn (DESIGN.md, ending rule 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
     ),
 }
+
+log = logging.getLogger("endmark")
 
 PROBE_CONTENT = "endmark-probe-5f1c"
 
@@ -159,41 +163,125 @@ class ChatTemplate:
             raise TemplateRenderError(f"the chat template failed: {exc}") from None
 
 
+@dataclass(frozen=True)
+class NativeFormats:
+    """llama.cpp's own C++ chat formats, as the engine exposes them: their names, and a
+    function `(name or Jinja source, messages, add_generation_prompt) -> prompt` that fails
+    with ValueError on a template it does not recognise."""
+
+    names: frozenset[str]
+    apply: Callable[[str, Sequence[Mapping[str, str]], bool], str]
+
+
+class NativeTemplate:
+    """A chat format rendered by llama.cpp's formatter (llama-server without --jinja)."""
+
+    bos_token = ""
+    eos_token = ""
+
+    def __init__(self, key: str, formats: NativeFormats, name: str) -> None:
+        self.source = key
+        self.name = name
+        self._formats = formats
+        self.render([{"role": "user", "content": "x"}])  # fails now on an unknown format
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        **extra: Any,
+    ) -> str:
+        plain = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in messages]
+        try:
+            return self._formats.apply(self.source, plain, add_generation_prompt)
+        except ValueError as exc:
+            raise TemplateRefused(str(exc)) from None
+
+
+Template = ChatTemplate | NativeTemplate
+
+
+def continue_final(template: Template, messages: Sequence[Mapping[str, Any]]) -> str:
+    """The prompt that continues the last (assistant) message instead of closing it: the
+    whole conversation rendered, cut right after that message's text."""
+    text = template.render(messages, add_generation_prompt=False)
+    content = str(messages[-1].get("content") or "")
+    for needle in (content, content.strip()):
+        at = text.rfind(needle) if needle else -1
+        if at >= 0:
+            return text[: at + len(needle)]
+    return template.render(messages[:-1], add_generation_prompt=True) + content
+
+
 def builtin_for_vocab(token_texts: Collection[str]) -> str | None:
     """The one built-in whose turn tokens all exist in the vocabulary, if exactly one fits."""
     fits = [name for name, toks in FAMILY_TOKENS.items() if all(t in token_texts for t in toks)]
     return fits[0] if len(fits) == 1 else None
 
 
+@dataclass(frozen=True)
+class TemplateChoice:
+    """What the user asked for: `--chat-template`, `--chat-template-file`, `--[no-]jinja`."""
+
+    name_or_source: str | None = None
+    file: str | None = None
+    jinja: bool = True
+
+
 def load_template(
-    override: str | None,
+    choice: TemplateChoice | str | None,
     from_model: str | None,
     bos_token: str = "",
     eos_token: str = "",
     fallback: str | None = None,
-) -> ChatTemplate | None:
-    """`--chat-template` (a built-in name or a file) wins over the model's own template; a
-    model without one gets the built-in `fallback` its vocabulary points to, if any."""
-    if override:
-        if override in BUILTIN_TEMPLATES:
-            return ChatTemplate(BUILTIN_TEMPLATES[override], override, bos_token, eos_token)
-        path = Path(override).expanduser()
+    native: NativeFormats | None = None,
+) -> Template | None:
+    """Which template renders chats, in llama-server's order: `--chat-template-file`, then
+    `--chat-template` (a built-in name, a file, or else Jinja source), then the model's own;
+    a model without one gets the built-in `fallback` its vocabulary points to, if any.
+    Without Jinja (`--no-jinja`), llama.cpp's own formatter renders, as in llama-server."""
+    if not isinstance(choice, TemplateChoice):
+        choice = TemplateChoice(choice)
+    tokens = (bos_token, eos_token)
+
+    def jinja_or_native(source: str, name: str) -> Template:
+        if not choice.jinja and native is not None:
+            try:
+                return NativeTemplate(source, native, f"llama.cpp's format for {name}")
+            except TemplateRefused:
+                log.warning("--no-jinja: llama.cpp has no format for %s; using its Jinja", name)
+        return ChatTemplate(source, name, *tokens)
+
+    if choice.file:
+        path = Path(choice.file).expanduser()
         if not path.is_file():
-            names = ", ".join(BUILTIN_TEMPLATES)
-            raise TemplateRefused(
-                f"--chat-template {override!r} is neither a file nor a built-in ({names})"
-            )
-        return ChatTemplate(path.read_text(encoding="utf-8"), str(path), bos_token, eos_token)
+            raise TemplateRefused(f"--chat-template-file {choice.file!r}: no such file")
+        return jinja_or_native(path.read_text(encoding="utf-8"), str(path))
+    value = choice.name_or_source
+    if value:
+        native_names = native.names if native is not None else frozenset()
+        if value in BUILTIN_TEMPLATES and (choice.jinja or value not in native_names):
+            return ChatTemplate(BUILTIN_TEMPLATES[value], value, *tokens)
+        if value in native_names and native is not None:
+            return NativeTemplate(value, native, f"llama.cpp's built-in {value}")
+        path = Path(value).expanduser()
+        if len(value) < 4096 and path.is_file():
+            return jinja_or_native(path.read_text(encoding="utf-8"), str(path))
+        log.warning(
+            "--chat-template %r is not a built-in name (%s) nor a file: using it as Jinja source",
+            value[:60], ", ".join(sorted(set(BUILTIN_TEMPLATES) | native_names)),
+        )  # fmt: skip
+        return jinja_or_native(value, "--chat-template")
     if from_model:
-        return ChatTemplate(from_model, "the model's", bos_token, eos_token)
+        return jinja_or_native(from_model, "the model's")
     if fallback:
         name = f"built-in {fallback}, chosen from the vocabulary"
-        return ChatTemplate(BUILTIN_TEMPLATES[fallback], name, bos_token, eos_token)
+        return ChatTemplate(BUILTIN_TEMPLATES[fallback], name, *tokens)
     return None
 
 
 def end_of_turn_markers(
-    template: ChatTemplate,
+    template: Template,
     tokenize: Callable[[str, bool, bool], list[int]],
     control: Collection[int],
 ) -> list[int]:

@@ -6,13 +6,24 @@ import argparse
 import ipaddress
 import logging
 import queue
+import socket
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import uvicorn
 
+from endmark import __version__
+from endmark.flags import (
+    add_model_flags,
+    add_serve_flags,
+    log_no_effect,
+    normalize_argv,
+    serve_flag_names,
+    unsupported_flag,
+)
 from endmark.generation import Done, Event, Failed, TokenEvent
 from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams
@@ -21,51 +32,24 @@ from endmark.settings import Settings
 log = logging.getLogger("endmark")
 
 
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", help="GGUF file (default: the bundled SmolLM2-135M-Instruct)")
-    p.add_argument("-c", "--ctx-size", type=int, help="context size in tokens, all slots together")
-    p.add_argument("-t", "--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("-np", "--parallel", type=int, help="number of slots (concurrent requests)")
-    p.add_argument("-b", "--batch-size", type=int, help="tokens per decode step")
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=None,
-        help="log every sampled token and its end decision",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="endmark", description="A local LLM server where every model ends cleanly."
+        prog="endmark",
+        description="A local LLM server where every model ends cleanly.",
+        allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"endmark {__version__}")
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="serve a GGUF model over HTTP")
-    _model_flags(serve)
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8080)")
-    serve.add_argument("--queue-size", type=int, help="requests that may wait for a slot")
-    serve.add_argument("-a", "--alias", help="model name shown to clients")
-    serve.add_argument(
-        "--api-key", help="require Authorization: Bearer KEY (comma-separate several)"
-    )
-    serve.add_argument("--api-key-file", help="a file of API keys, one per line")
-    serve.add_argument("-n", "--n-predict", type=int, help="cap on tokens per request (-1: none)")
-    serve.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
-    serve.add_argument("--cors", metavar="ORIGIN", help="allow browser requests from ORIGIN")
-    serve.add_argument(
-        "--shutdown-grace",
-        type=int,
-        help="seconds running requests get to finish on SIGTERM (default 10)",
-    )
+    serve = sub.add_parser("serve", help="serve a GGUF model over HTTP", allow_abbrev=False)
+    add_serve_flags(serve)
+    serve.add_argument("--version", action="version", version=f"endmark {__version__}")
     probe = sub.add_parser("probe", help="check how cleanly any server ends its answers")
     probe.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8080")
     probe.add_argument("--api-key", help="sent as Authorization: Bearer KEY")
     probe.add_argument("--model", default="default", help="model name for /v1 requests")
     probe.add_argument("--json", action="store_true", help="print the cells as JSON")
     complete = sub.add_parser("complete", help="stream one completion to stdout, no server")
-    _model_flags(complete)
+    add_model_flags(complete)
     complete.add_argument("prompt")
     complete.add_argument("-n", "--n-predict", type=int, default=-1)
     complete.add_argument("--temp", type=float, default=0.8)
@@ -103,53 +87,70 @@ class ProgressBar:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = (
-        "model",
-        "ctx_size",
-        "threads",
-        "parallel",
-        "batch_size",
-        "verbose",
-        "host",
-        "port",
-        "queue_size",
-        "alias",
-        "chat_template",
-        "api_key",
-        "api_key_file",
-        "n_predict",
-        "max_body_bytes",
-        "cors",
-        "shutdown_grace",
-    )
-    return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
+    names = {f.name for f in fields(Settings)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if values.get("parallel") == -1:
+        values["parallel"] = None  # llama-server's "auto": endmark's default of 4
+    if values.get("threads") == -1:
+        values["threads"] = None
+    return Settings.from_env(**values)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from endmark.models import resolve_model
+    from endmark.models import check_gguf, resolve_model
     from endmark.server.app import create_app
 
     settings = _settings(args)
     setup_logging(settings.verbose)
+    log_no_effect(args)
     try:
         path = resolve_model(settings.model)
-    except FileNotFoundError as exc:
+        check_gguf(path)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
     settings.model = str(path)
-    if not settings.api_keys() and not _is_loopback(settings.host):
-        log.warning("binding %s without --api-key: anyone on the network can use it", settings.host)
-    app = create_app(settings, on_progress=ProgressBar())
-    print(f"endmark: serving {path.name} at http://{settings.host}:{settings.port}", flush=True)
+    hosts = settings.hosts()
+    if not settings.api_keys() and not all(_is_loopback(h) for h in hosts):
+        log.warning("binding %s without --api-key: anyone on the network can use it", hosts)
+    holder: list[GracefulServer] = []
+    app = create_app(settings, on_progress=ProgressBar(), on_load_failure=lambda: holder[0].fail())
+    where = ", ".join(f"http://{_url_host(h)}:{settings.port}" for h in hosts)
+    print(f"endmark: serving {path.name} at {where}", flush=True)
     config = uvicorn.Config(
         app,
-        host=settings.host,
+        host=hosts[0],
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=settings.shutdown_grace + 5,
     )
-    GracefulServer(config, app, settings.shutdown_grace).run()
-    return 0
+    server = GracefulServer(config, app, settings.shutdown_grace)
+    holder.append(server)
+    try:
+        sockets = _bind_all(hosts, settings.port) if len(hosts) > 1 else None
+    except OSError as exc:
+        print(f"endmark: cannot bind: {exc}", file=sys.stderr)
+        return 1
+    server.run(sockets=sockets)
+    return server.exit_code
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _bind_all(hosts: Sequence[str], port: int) -> list[socket.socket]:
+    """One listening socket per address, for llama-server's comma-separated --host."""
+    out = []
+    for host in hosts:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        out.append(sock)
+    return out
 
 
 def _is_loopback(host: str) -> bool:
@@ -169,6 +170,12 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self._app = app
         self._grace = grace
+        self.exit_code = 0
+
+    def fail(self) -> None:
+        """The model could not load: stop serving, and exit non-zero so a supervisor knows."""
+        self.exit_code = 1
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
@@ -225,7 +232,13 @@ def complete(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = normalize_argv(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["serve"]:
+        flag = unsupported_flag(raw[1:], serve_flag_names())
+        if flag is not None:
+            parser.exit(2, f"endmark serve: {flag} is a llama-server flag that endmark does not "
+                           "support (see `endmark serve --help`)\n")  # fmt: skip
+    args = parser.parse_args(raw)
     if args.command == "serve":
         return serve(args)
     if args.command == "complete":

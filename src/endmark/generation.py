@@ -23,7 +23,15 @@ from endmark.sampling import SamplingParams, adjust, make_rng, sample
 if TYPE_CHECKING:
     from endmark.constraints import Constraint
 
-__all__ = ["InvalidRequest", "Generation", "GenerationRequest", "TokenEvent", "Done", "Failed"]
+__all__ = [
+    "InvalidRequest",
+    "Generation",
+    "GenerationRequest",
+    "TokenEvent",
+    "Progress",
+    "Done",
+    "Failed",
+]
 
 log = logging.getLogger("endmark.generation")
 
@@ -38,16 +46,8 @@ class GenerationRequest:
     label: str = "generate"
     cache_prompt: bool = True
     constraint: Constraint | None = None
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """A sampled token and the text it released (after stop-string hold-back)."""
-
-    token: int
-    text: str
-    logprob: float | None = None
-    top: tuple[tuple[int, float], ...] = ()
+    report_progress: bool = False  # Progress events while the prompt is evaluated
+    timings_per_token: bool = False  # every TokenEvent carries the timings so far
 
 
 @dataclass
@@ -79,6 +79,35 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenEvent:
+    """A sampled token and the text it released (after stop-string hold-back)."""
+
+    token: int
+    text: str
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
+    timings: Timings | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the prompt's evaluation has come (llama-server's `prompt_progress`)."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "total": self.total,
+            "cache": self.cache,
+            "processed": self.processed,
+            "time_ms": self.time_ms,
+        }
+
+
+@dataclass(frozen=True)
 class Done:
     """The last event of every generation."""
 
@@ -95,7 +124,7 @@ class Failed:
     message: str
 
 
-Event = TokenEvent | Done | Failed
+Event = TokenEvent | Progress | Done | Failed
 
 
 class Generation:
@@ -118,10 +147,20 @@ class Generation:
         self.timings = Timings()
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
+        self._now = self.t_start
 
     @property
     def n_prompt(self) -> int:
         return len(self.request.prompt)
+
+    def admitted(self, cached: int, now: float) -> Progress:
+        """The scheduler gave it a slot holding `cached` tokens of its prompt."""
+        self.timings.cached_n = cached
+        return self.progress(cached, now)
+
+    def progress(self, n_past: int, now: float) -> Progress:
+        ms = (now - self.t_start) * 1000.0
+        return Progress(self.n_prompt, self.timings.cached_n, n_past, ms)
 
     def finish_before_start(self) -> Finish | None:
         """`n_predict: 0` asks for no token at all: the prompt is evaluated and that is all."""
@@ -129,8 +168,15 @@ class Generation:
             self.finish = Finish("limit", detail="n_predict 0")
         return self.finish
 
-    def step(self, logits: np.ndarray) -> list[TokenEvent]:
+    def step(self, logits: np.ndarray, now: float | None = None) -> list[TokenEvent]:
         """Turn one step's logits into at most one token event; sets `finish` when done."""
+        self._now = time.perf_counter() if now is None else now
+        if self.t_first is None:
+            self.t_first = self._now
+            self.timings.prompt_n = self.n_prompt - self.timings.cached_n
+            self.timings.prompt_ms = (self._now - self.t_start) * 1000.0
+            if self.finish_before_start():
+                return []
         params = self.request.sampling
         constraint = self.request.constraint
         mask = constraint.mask() if constraint is not None else None
@@ -155,7 +201,8 @@ class Generation:
         if constraint is not None:
             constraint.consume(token)
         released, word = self._stops.push(self._detok.add_token(token))
-        event = TokenEvent(token, released, logprob, top)
+        timings = self._timings_now() if self.request.timings_per_token else None
+        event = TokenEvent(token, released, logprob, top, timings)
         if word is not None:
             self._end(Finish("word", word=word), flush=False)
         elif constraint is not None and constraint.complete:
@@ -175,7 +222,14 @@ class Generation:
             return False
         return (time.perf_counter() - self.t_first) * 1000.0 >= limit
 
+    def _timings_now(self) -> Timings:
+        t = self.timings
+        t.predicted_n = len(self.tokens)
+        t.predicted_ms = (self._now - (self.t_first or self._now)) * 1000.0
+        return replace(t)
+
     def _end(self, finish: Finish, flush: bool = True) -> None:
+        self._timings_now()
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
         self.finish = replace(finish, tail=tail) if tail else finish
 

@@ -39,3 +39,11 @@ def resolve_model(model: str | None) -> Path:
 
 def model_alias(path: Path) -> str:
     return path.stem
+
+
+def check_gguf(path: Path) -> None:
+    """Fail in a second, with the reason, on a file that is not a GGUF model."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF model file (it does not start with 'GGUF')")

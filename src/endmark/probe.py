@@ -50,10 +50,21 @@ class Answer:
     hit_limit: bool
 
 
+# The server closed the connection before answering: a transport hiccup, not a server error.
+DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class Prober:
     def __init__(self, url: str, api_key: str | None = None, model: str = "default") -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120)
+        # No kept-alive connections: a server may close an idle one just as a request goes
+        # out on it (llama-server does after a few seconds), which is no fault of its answers.
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=120,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         self.model = model
         self.markers = tuple(dict.fromkeys((*KNOWN_MARKERS, *TURN_STARTS, *self._learned())))
 
@@ -70,7 +81,16 @@ class Prober:
     def ask(
         self, endpoint: str, stream: bool, prompt: str, max_tokens: int, **extra: Any
     ) -> Answer:
-        """One request on `endpoint` in its own dialect; the text and whether it hit the limit."""
+        """One request on `endpoint` in its own dialect; the text and whether it hit the limit.
+        A connection dropped before the answer is retried once, on a new connection."""
+        try:
+            return self._ask(endpoint, stream, prompt, max_tokens, **extra)
+        except DROPPED:
+            return self._ask(endpoint, stream, prompt, max_tokens, **extra)
+
+    def _ask(
+        self, endpoint: str, stream: bool, prompt: str, max_tokens: int, **extra: Any
+    ) -> Answer:
         if endpoint == "/completion":
             body = {"prompt": prompt, "n_predict": max_tokens, "temperature": 0, **extra}
         elif endpoint == "/v1/completions":

@@ -15,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from endmark.chat import (
-    ChatTemplate,
+    NativeFormats,
+    Template,
+    TemplateChoice,
     TemplateRefused,
     TemplateRenderError,
     builtin_for_vocab,
+    continue_final,
     end_of_turn_markers,
     load_template,
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.detokenize import piece_text
 from endmark.endings import EndPolicy, EogSet, printable
-from endmark.engine.llamacpp import LlamaCppEngine
+from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
 from endmark.generation import (
     Done,
     Event,
@@ -50,7 +53,7 @@ class Runtime:
     model_path: Path
     alias: str
     settings: Settings
-    template: ChatTemplate | None = None
+    template: Template | None = None
     template_error: str | None = None
     constraints: ConstraintCompiler | None = None
 
@@ -109,16 +112,35 @@ class Runtime:
         add_special: bool = True,
         constraint: ConstraintSpec | None = None,
         time_limit_ms: int = 0,
+        report_progress: bool = False,
+        timings_per_token: bool = False,
     ) -> GenerationRequest:
         vocab = self.engine.vocab
         tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab, add_special)
         eog, words = self._split_stops(stop)
-        cap = self.settings.n_predict
-        if cap >= 0 and (n_predict < 0 or n_predict > cap):
-            n_predict = cap  # the server's -n caps every request, as llama-server's does
-        policy = EndPolicy(eog, tuple(words), n_predict, ignore_eos, time_limit_ms)
+        policy = EndPolicy(eog, tuple(words), self.n_predict(n_predict), ignore_eos, time_limit_ms)
         matcher = self._matcher(constraint) if constraint is not None else None
-        return GenerationRequest(tokens, sampling, policy, label, cache_prompt, matcher)
+        return GenerationRequest(
+            tokens,
+            sampling,
+            policy,
+            label,
+            cache_prompt,
+            matcher,
+            report_progress=report_progress,
+            timings_per_token=timings_per_token,
+        )
+
+    def n_predict(self, asked: int) -> int:
+        """The request's limit, else the server's `-n` (llama-server's meaning), within the
+        hard cap `--n-predict-cap`."""
+        n = asked if asked >= 0 else self.settings.n_predict
+        cap = self.settings.n_predict_cap
+        return cap if cap >= 0 and (n < 0 or n > cap) else n
+
+    def prompt_text(self, tokens: Sequence[int]) -> str:
+        """A prompt as text, special tokens written out (llama-server's `__verbose.prompt`)."""
+        return self.detokenize(tokens)
 
     def _matcher(self, spec: ConstraintSpec) -> Constraint:
         assert self.constraints is not None
@@ -136,25 +158,54 @@ class Runtime:
         return self.eog.with_stop_tokens(self.engine.vocab, control), words
 
     def render_chat(
-        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        continue_final_message: bool | None = None,
     ) -> str:
-        """The prompt the model's chat template (or `--chat-template`) makes of `messages`."""
+        """The prompt the model's chat template (or `--chat-template`) makes of `messages`.
+
+        As in llama-server, a last assistant message is continued, not closed (a prefill),
+        unless `continue_final_message` is false."""
         if self.template is None:
             raise InvalidRequest(
                 self.template_error
                 or "this model has no chat template: start endmark with --chat-template NAME|FILE",
                 "messages",
             )
+        last_is_assistant = bool(messages) and messages[-1].get("role") == "assistant"
+        if continue_final_message is None and last_is_assistant:
+            if len(messages) >= 2 and messages[-2].get("role") == "assistant":
+                raise InvalidRequest(
+                    "cannot have 2 or more assistant messages at the end of the list", "messages"
+                )
+            continue_final_message, add_generation_prompt = True, False
+        if continue_final_message and add_generation_prompt:
+            raise InvalidRequest(
+                "cannot set both add_generation_prompt and continue_final_message to true",
+                "continue_final_message",
+            )
+        if continue_final_message and not last_is_assistant:
+            raise InvalidRequest(
+                "continue_final_message needs a last assistant message", "messages"
+            )
         try:
+            if continue_final_message:
+                return continue_final(self.template, messages)
             return self.template.render(messages, add_generation_prompt)
-        except TemplateRenderError as exc:
+        except (TemplateRenderError, TemplateRefused) as exc:
             message = f"the chat template refused these messages: {exc}"
             raise InvalidRequest(message, "messages") from None
 
     def chat_request(
-        self, messages: Sequence[dict[str, Any]], sampling: SamplingParams, **kwargs: Any
+        self,
+        messages: Sequence[dict[str, Any]],
+        sampling: SamplingParams,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool | None = None,
+        **kwargs: Any,
     ) -> GenerationRequest:
-        prompt = self.render_chat(messages)
+        prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
         # A template that writes the BOS text itself must not get a second BOS.
         bos = self.template.bos_token if self.template else ""
         add_special = not (bos and prompt.startswith(bos))
@@ -216,6 +267,15 @@ class Runtime:
 
 def load_runtime(settings: Settings, progress: Callable[[float], None] | None = None) -> Runtime:
     path = resolve_model(settings.model)
+    options = ContextOptions(
+        n_ubatch=settings.ubatch_size,
+        n_threads_batch=settings.threads_batch,
+        kv_unified=settings.kv_unified,
+        type_k=settings.cache_type_k,
+        type_v=settings.cache_type_v,
+        flash_attn=settings.flash_attn,
+        swa_full=settings.swa_full,
+    )
     engine = LlamaCppEngine(
         str(path),
         n_ctx=settings.ctx_size,
@@ -223,18 +283,33 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         n_seq_max=settings.parallel,
         n_batch=settings.batch_size,
         progress=progress,
+        options=options,
     )
+    per_slot = (
+        "one cache shared by the slots"
+        if settings.kv_unified
+        else (f"{engine.n_ctx // settings.parallel} tokens per slot")
+    )
+    log.info(
+        "context: %d tokens, %d slots, %s (the model was trained on %d)",
+        engine.n_ctx, settings.parallel, per_slot, engine.n_ctx_train,
+    )  # fmt: skip
     vocab = engine.vocab
-    template: ChatTemplate | None = None
+    template: Template | None = None
     template_error: str | None = None
     markers: list[int] = []
+    native = NativeFormats(
+        frozenset(engine.builtin_template_names()), engine.apply_builtin_template
+    )
+    choice = TemplateChoice(settings.chat_template, settings.chat_template_file, settings.jinja)
     try:
         template = load_template(
-            settings.chat_template,
+            choice,
             engine.chat_template(),
             vocab.text(vocab.bos) if vocab.bos is not None else "",
             vocab.text(vocab.eos) if vocab.eos is not None else "",
             fallback=builtin_for_vocab({vocab.text(t) for t in vocab.control}),
+            native=native,
         )
     except TemplateRefused as exc:
         template_error = str(exc)
@@ -251,9 +326,17 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
             f"{printable(t.text)} (id {t.id}, {'+'.join(t.sources)})" for t in eog.tokens.values()
         ),
     )
-    scheduler = Scheduler(engine, eog, settings.parallel, settings.batch_size, settings.queue_size)
+    scheduler = Scheduler(
+        engine,
+        eog,
+        settings.parallel,
+        settings.batch_size,
+        settings.queue_size,
+        shared_cache=settings.kv_unified,
+        cont_batching=settings.cont_batching,
+    )
     scheduler.start()
-    alias = settings.alias or model_alias(path)
+    alias = (settings.aliases() or [model_alias(path)])[0]
     constraints = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), vocab.n_vocab)
     return Runtime(
         engine, eog, scheduler, path, alias, settings, template, template_error, constraints

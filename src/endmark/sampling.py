@@ -25,6 +25,7 @@ class SamplingParams:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     n_probs: int = 0
     logprobs: bool = False  # the chosen token's logprob even when no alternatives are asked for
+    post_sampling_probs: bool = False  # report probabilities after top-k/p, min-p, temperature
 
     @property
     def greedy(self) -> bool:
@@ -94,7 +95,8 @@ def top_logprobs(logprobs: np.ndarray, n: int) -> tuple[tuple[int, float], ...]:
     return tuple((int(i), float(logprobs[i])) for i in idx if np.isfinite(logprobs[i]))
 
 
-def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+def _candidates(x: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens the sampling chain keeps, most likely first, and their final probabilities."""
     n = x.shape[0]
     k = params.top_k if 0 < params.top_k < n else n
     cand = np.argpartition(-x, k - 1)[:k] if k < n else np.arange(n)
@@ -103,7 +105,7 @@ def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> in
     finite = np.isfinite(vals)
     if not finite.all():
         if not finite.any():
-            return int(cand[0])
+            return cand[:1], np.ones(1)
         cand, vals = cand[finite], vals[finite]
     probs = np.exp(vals - vals[0])
     probs /= probs.sum()
@@ -116,13 +118,33 @@ def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> in
     scaled = vals[:keep] / params.temperature
     p = np.exp(scaled - scaled[0])
     p /= p.sum()
-    return int(cand[rng.choice(keep, p=p)])
+    return cand[:keep], p
+
+
+def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    cand, p = _candidates(x, params)
+    return int(cand[rng.choice(len(cand), p=p)])
+
+
+def _sample_post(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> Sampled:
+    """llama-server's `post_sampling_probs`: probabilities from the end of the chain, only
+    for the tokens it kept (none of them zero)."""
+    if params.greedy:
+        token = int(np.argmax(x))
+        return Sampled(token, 0.0, ((token, 0.0),) if params.n_probs else ())
+    cand, p = _candidates(x, params)
+    i = int(rng.choice(len(cand), p=p))
+    logp = np.log(p)
+    top = tuple((int(t), float(lp)) for t, lp in zip(cand, logp, strict=True))
+    return Sampled(int(cand[i]), float(logp[i]), top[: params.n_probs])
 
 
 def sample(
     x: np.ndarray, params: SamplingParams, rng: np.random.Generator, want_logprob: bool = False
 ) -> Sampled:
     """Pick a token from adjusted logits `x`; logprobs come from the same adjusted logits."""
+    if params.post_sampling_probs and (params.n_probs or params.logprobs):
+        return _sample_post(x, params, rng)
     token = int(np.argmax(x)) if params.greedy else _draw(x, params, rng)
     if not (want_logprob or params.logprobs or params.n_probs):
         return Sampled(token)

@@ -25,7 +25,7 @@ from endmark.generation import (
     GenerationRequest,
     Timings,
 )
-from endmark.invalid import InvalidRequest
+from endmark.invalid import ContextExceeded
 
 log = logging.getLogger("endmark.scheduler")
 
@@ -88,13 +88,19 @@ class Scheduler:
         n_slots: int = 1,
         batch_size: int = 512,
         queue_size: int = 64,
+        shared_cache: bool = False,
+        cont_batching: bool = True,
     ) -> None:
+        """`shared_cache`: the slots share one cache (llama-server's --kv-unified), so each
+        request may use all of it; `cont_batching=False` admits requests only into an idle
+        server (llama-server's --no-cont-batching)."""
         self.engine = engine
         self.eog = eog
         self.batch_size = batch_size
         self.queue_size = queue_size
+        self.cont_batching = cont_batching
         self.slots = [Slot(i) for i in range(n_slots)]
-        self.n_ctx_slot = engine.n_ctx // n_slots
+        self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.stats = Stats()
         self._queue: deque[Ticket] = deque()
         self._cond = threading.Condition()
@@ -116,11 +122,7 @@ class Scheduler:
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
         if len(request.prompt) >= self.n_ctx_slot:
-            raise InvalidRequest(
-                f"the prompt has {len(request.prompt)} tokens, more than the context of "
-                f"{self.n_ctx_slot} tokens per slot can hold",
-                "prompt",
-            )
+            raise ContextExceeded(len(request.prompt), self.n_ctx_slot)
         ticket = Ticket(Generation(request, self.engine.vocab, policy, self.n_ctx_slot), sink)
         with self._cond:
             if len(self._queue) >= self.queue_size:
@@ -183,7 +185,7 @@ class Scheduler:
         """Move queued requests into free slots, preferring the slot with the longest match."""
         while self._queue and not self._queue[0].cancelled:
             free = [s for s in self.slots if not s.busy]
-            if not free:
+            if not free or not self.cont_batching and len(free) < len(self.slots):
                 return
             ticket = self._queue.popleft()
             prompt = ticket.generation.request.prompt
@@ -197,7 +199,9 @@ class Scheduler:
             slot.feed = prompt[keep:]
             slot.ticket = ticket
             ticket.slot = slot.id
-            ticket.generation.timings.cached_n = keep
+            progress = ticket.generation.admitted(keep, time.perf_counter())
+            if ticket.generation.request.report_progress:
+                self._deliver(ticket, progress)
         while self._queue and self._queue[0].cancelled:
             self._queue.popleft()
 
@@ -206,6 +210,12 @@ class Scheduler:
         for slot in self.slots:
             if slot.ticket is not None and slot.ticket.cancelled:
                 self.stats.requests_cancelled += 1
+                gen = slot.ticket.generation
+                log.info(
+                    "%s: prompt %d tokens (%d cached), cancelled after %d tokens: "
+                    "the client left",
+                    gen.request.label, gen.n_prompt, gen.timings.cached_n, len(gen.tokens),
+                )  # fmt: skip
                 self._release(slot, keep_cache=True)
         budget = self.batch_size
         inputs: list[SeqInput] = []
@@ -232,6 +242,9 @@ class Scheduler:
             slot.cached.extend(item.tokens)
             slot.n_past += len(item.tokens)
             slot.feed = slot.feed[len(item.tokens) :]
+            gen = slot.ticket.generation  # type: ignore[union-attr]
+            if gen.request.report_progress and gen.t_first is None:
+                self._deliver(slot.ticket, gen.progress(slot.n_past, now))  # type: ignore[arg-type]
             if item.seq_id in logits:
                 self._advance(slot, logits[item.seq_id], now)
 
@@ -239,15 +252,8 @@ class Scheduler:
         ticket = slot.ticket
         assert ticket is not None
         gen = ticket.generation
-        if gen.t_first is None:
-            gen.t_first = now
-            gen.timings.prompt_n = gen.n_prompt - gen.timings.cached_n
-            gen.timings.prompt_ms = (now - gen.t_start) * 1000.0
-            if gen.finish_before_start():
-                self._finish(slot, now)
-                return
         try:
-            events = gen.step(logits)
+            events = gen.step(logits, now)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
             log.warning("%s failed: %s", gen.request.label, exc)
             self.stats.requests_failed += 1
@@ -257,16 +263,14 @@ class Scheduler:
         for event in events:
             self._deliver(ticket, event)
         if gen.finish is not None:
-            self._finish(slot, now)
+            self._finish(slot)
         else:
             slot.feed = [gen.tokens[-1]]
 
-    def _finish(self, slot: Slot, now: float) -> None:
+    def _finish(self, slot: Slot) -> None:
         ticket = slot.ticket
         assert ticket is not None and ticket.generation.finish is not None
         gen = ticket.generation
-        gen.timings.predicted_n = len(gen.tokens)
-        gen.timings.predicted_ms = (now - (gen.t_first or now)) * 1000.0
         self._deliver(ticket, Done(gen.finish, tuple(gen.tokens), gen.n_prompt, gen.timings))
         t = gen.timings
         self._count(t)

@@ -4,27 +4,67 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from typing import Any
+
+# Server-wide sampling defaults (llama-server's --temp, --seed, ...): None leaves each dialect
+# its own default (llama.cpp's on the native API, OpenAI's on /v1).
+SAMPLING_DEFAULTS = (
+    "temperature",
+    "seed",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
 @dataclass
 class Settings:
     model: str | None = None
-    ctx_size: int = 4096
+    ctx_size: int = 0  # 0: from the model (each slot gets the training context; see README)
     threads: int | None = None
+    threads_batch: int | None = None
     parallel: int = 4
     batch_size: int = 512
+    ubatch_size: int = 512
     queue_size: int = 64
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # several: comma-separated, as llama-server's --host
     port: int = 8080
     verbose: bool = False
-    alias: str | None = None
+    alias: str | None = None  # several: comma-separated; the first is the model's id
+    tags: str | None = None
     chat_template: str | None = None
+    chat_template_file: str | None = None
+    jinja: bool = True  # False: llama.cpp's built-in template formatting, as llama-server
     api_key: str | None = None  # several: comma-separated, or one per line in api_key_file
     api_key_file: str | None = None
-    n_predict: int = -1  # server-side cap on n_predict / max_tokens; -1: none
+    n_predict: int = -1  # default for requests that set no limit; -1: none (llama-server's -n)
+    n_predict_cap: int = -1  # endmark: hard cap on every request's tokens; -1: none
     max_body_bytes: int = 4 * 1024 * 1024
-    cors: str | None = None
+    cors: str | None = None  # comma-separated origins
     shutdown_grace: int = 10  # seconds running generations get to finish on SIGTERM
+    slots_endpoint: bool = True
+    metrics: bool = False
+    ui: bool = True
+    kv_unified: bool = False  # True: slots share one cache of ctx_size tokens
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    flash_attn: str = "auto"
+    swa_full: bool = False
+    cont_batching: bool = True
+    cache_prompt: bool = True
+    temperature: float | None = None
+    seed: int | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     def api_keys(self) -> tuple[str, ...]:
         keys = [k.strip() for k in (self.api_key or "").split(",")]
@@ -33,6 +73,16 @@ class Settings:
                 keys += [line.strip() for line in f]
         return tuple(k for k in keys if k and not k.startswith("#"))
 
+    def hosts(self) -> list[str]:
+        return [h.strip() for h in self.host.split(",") if h.strip()]
+
+    def aliases(self) -> list[str]:
+        return [a.strip() for a in (self.alias or "").split(",") if a.strip()]
+
+    def sampling_defaults(self) -> dict[str, Any]:
+        """The server-wide sampling defaults that were set."""
+        return {k: getattr(self, k) for k in SAMPLING_DEFAULTS if getattr(self, k) is not None}
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Defaults, then ENDMARK_<NAME> variables, then explicit (non-None) overrides."""
@@ -40,14 +90,17 @@ class Settings:
         for f in fields(cls):
             raw = os.environ.get(f"ENDMARK_{f.name.upper()}")
             if raw is not None:
-                values[f.name] = _parse(raw, f.default)
+                values[f.name] = _parse(raw, f.default, str(f.type))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _parse(raw: str, default: object) -> object:
+def _parse(raw: str, default: object, kind: str) -> object:
+    text = raw.strip()
     if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int) or default is None and raw.strip().lstrip("-").isdigit():
-        return int(raw)
+        return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int) or kind.startswith("int"):
+        return int(text)
+    if isinstance(default, float) or kind.startswith("float"):
+        return float(text)
     return raw

@@ -39,7 +39,8 @@ def test_health_and_props_name_the_bundled_model(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     props = client.get("/props").json()
     assert props["model_path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert props["n_ctx"] == 4096
+    # -c 0 (the default): every slot gets the model's training context, 8,192 tokens
+    assert (props["n_ctx_slot"], props["n_ctx"]) == (8192, 4 * 8192)
     eog = {t["text"]: t for t in props["eog_tokens"]}
     assert eog["<|im_end|>"]["id"] == 2
 
@@ -153,7 +154,7 @@ BAD_BODIES: list[tuple[str, bytes]] = [
     ("empty token list", b'{"prompt": []}'),
     ("token id too large", b'{"prompt": [1, 999999]}'),
     ("negative token id", b'{"prompt": [-3]}'),
-    ("prompt longer than the context", json.dumps({"prompt": "hello " * 3000}).encode()),
+    ("prompt longer than the context", json.dumps({"prompt": "hello " * 9000}).encode()),
     ("n_predict below -1", b'{"prompt": "hi", "n_predict": -2}'),
     ("n_predict as text", b'{"prompt": "hi", "n_predict": "ten"}'),
     ("temperature as text", b'{"prompt": "hi", "temperature": "hot"}'),

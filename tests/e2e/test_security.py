@@ -39,7 +39,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     key_file.write_text("# team keys\nkey-from-file\n")
     srv = start_server(
         folder, "--api-key", "key-one,key-two", "--api-key-file", str(key_file),
-        "-np", "1", "-c", "1024", "-n", "5", "--max-body-bytes", "4000",
+        "-np", "1", "-c", "1024", "--n-predict-cap", "5", "--max-body-bytes", "4000", "--metrics",
         "--cors", "http://app.example",
     )  # fmt: skip
     yield srv

@@ -10,7 +10,8 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import llama_cpp as L
 import numpy as np
@@ -46,6 +47,36 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
+@dataclass(frozen=True)
+class ContextOptions:
+    """llama.cpp context knobs beyond size and threads (llama-server's flag names)."""
+
+    n_ubatch: int = 512
+    n_threads_batch: int | None = None
+    kv_unified: bool = False  # False: one cache per sequence, so no slot's numerics depend
+    # on another's; True: sequences share one cache of n_ctx cells, as llama-server's slots do
+    type_k: str = "f16"
+    type_v: str = "f16"
+    flash_attn: str = "auto"
+    swa_full: bool = False
+    kv_budget_fraction: float = 0.25  # -c 0: at most this share of RAM for the KV cache
+
+
+_GGML_TYPES = {
+    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+    "iq4_nl": 20, "bf16": 30,
+}  # fmt: skip
+_BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625}
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float(8 * 2**30)
+
+
 def _none_if_invalid(token: int) -> int | None:
     return None if token < 0 else int(token)
 
@@ -61,7 +92,12 @@ class LlamaCppEngine:
         n_seq_max: int = 1,
         n_batch: int = 512,
         progress: ProgressFn | None = None,
+        options: ContextOptions | None = None,
     ) -> None:
+        """`n_ctx` is the whole context, all sequences together; 0 takes it from the model:
+        the training context for each sequence (for the shared cache when unified), within a
+        share of the machine's memory."""
+        opts = options or ContextOptions()
         _init_backend()
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
@@ -75,15 +111,22 @@ class LlamaCppEngine:
         if not self._model:
             raise ValueError(f"llama.cpp could not load {model_path}: is it a GGUF model?")
         self._vocab_p = L.llama_model_get_vocab(self._model)
+        self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+        if n_ctx <= 0:
+            n_ctx = self._context_from_model(n_seq_max, opts)
         threads = n_threads or max(1, os.cpu_count() or 1)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
+        cparams.n_ubatch = min(opts.n_ubatch, n_batch)
         cparams.n_seq_max = n_seq_max
         cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.kv_unified = False  # per-slot caches: no slot's numerics depend on another's
+        cparams.n_threads_batch = opts.n_threads_batch or threads
+        cparams.kv_unified = opts.kv_unified
+        cparams.type_k = _GGML_TYPES[opts.type_k]
+        cparams.type_v = _GGML_TYPES[opts.type_v]
+        cparams.flash_attn_type = _FLASH_ATTN[opts.flash_attn]
+        cparams.swa_full = opts.swa_full
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -98,7 +141,31 @@ class LlamaCppEngine:
         self._batch = L.llama_batch_init(self._batch_cap, 0, n_seq_max)
         self._piece_buf = ctypes.create_string_buffer(256)
         self.vocab = self._read_vocab()
-        self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+        self.kv_unified = opts.kv_unified
+
+    def _context_from_model(self, n_seq_max: int, opts: ContextOptions) -> int:
+        per_token = self._kv_bytes_per_token(opts)
+        seqs = 1 if opts.kv_unified else n_seq_max
+        wanted = self.n_ctx_train * seqs
+        budget = _physical_memory() * opts.kv_budget_fraction
+        if per_token * wanted <= budget:
+            return wanted
+        fitted = max(256, int(budget / per_token) // seqs // 256 * 256) * seqs
+        log.warning(
+            "the model's context of %d tokens for %d slot(s) needs %.1f GiB of KV cache; "
+            "using %d tokens per slot (set -c to choose)",
+            self.n_ctx_train, seqs, per_token * wanted / 2**30, fitted // seqs,
+        )  # fmt: skip
+        return fitted
+
+    def _kv_bytes_per_token(self, opts: ContextOptions) -> float:
+        n_layer = int(L.llama_model_n_layer(self._model))
+        n_head = max(1, int(L.llama_model_n_head(self._model)))
+        n_head_kv = int(L.llama_model_n_head_kv(self._model))
+        width = int(L.llama_model_n_embd(self._model)) // n_head * n_head_kv
+        k = _BYTES_PER_VALUE.get(opts.type_k, 0.6)
+        v = _BYTES_PER_VALUE.get(opts.type_v, 0.6)
+        return n_layer * width * (k + v)
 
     @staticmethod
     def _make_progress(progress: ProgressFn | None):  # type: ignore[no-untyped-def]
@@ -186,6 +253,38 @@ class LlamaCppEngine:
                 self._vocab_p, self.vocab.n_vocab, eos_token=list(end_tokens)
             )
 
+    def builtin_template_names(self) -> list[str]:
+        """llama.cpp's own chat formats (llama-server's --chat-template names)."""
+        n = L.llama_chat_builtin_templates(None, 0)
+        names = (ctypes.c_char_p * n)()
+        L.llama_chat_builtin_templates(names, n)
+        return [name.decode() for name in names if name]
+
+    def apply_builtin_template(
+        self, template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool
+    ) -> str:
+        """Format `messages` with llama.cpp's C++ formatter for `template` (a built-in name, or
+        a Jinja source it recognises), as llama-server does without --jinja."""
+        chat = (L.llama_chat_message * len(messages))()
+        keep = []  # the C strings must outlive the call
+        for item, m in zip(chat, messages, strict=True):
+            role, content = m["role"].encode(), (m.get("content") or "").encode()
+            keep += [role, content]
+            item.role, item.content = role, content
+        size = 4096 + sum(len(b) for b in keep) * 2
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_chat_apply_template(
+            template.encode(), chat, len(messages), add_generation_prompt, buf, size
+        )
+        if n < 0:
+            raise ValueError(f"llama.cpp has no built-in chat format for {template[:40]!r}")
+        if n > size:
+            buf = ctypes.create_string_buffer(n)
+            n = L.llama_chat_apply_template(
+                template.encode(), chat, len(messages), add_generation_prompt, buf, n
+            )
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
     def chat_template(self) -> str | None:
         raw = L.llama_model_chat_template(self._model, None)
         return raw.decode("utf-8", errors="replace") if raw else None
@@ -219,6 +318,8 @@ class LlamaCppEngine:
                 k += 1
         b.n_tokens = k
         rc = L.llama_decode(self._ctx, b)
+        if rc == 1:
+            raise DecodeError("the context size has been exceeded: the shared cache is full")
         if rc != 0:
             raise DecodeError(f"llama_decode returned {rc} for a batch of {k} tokens")
         n_vocab = self.vocab.n_vocab

@@ -24,7 +24,13 @@ log = logging.getLogger("endmark")
 WEB = Path(__file__).resolve().parent / "web"
 
 
-def create_app(settings: Settings, on_progress: Callable[[float], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    on_progress: Callable[[float], None] | None = None,
+    on_load_failure: Callable[[], None] | None = None,
+) -> FastAPI:
+    """`on_load_failure` is called when the model cannot load: with one model there is nothing
+    to serve, so the CLI ends the process non-zero, as llama-server does."""
     state = LoadingState()
 
     def progress(value: float) -> None:
@@ -40,6 +46,8 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
         except Exception as exc:
             state.error = str(exc)
             log.error("could not load the model: %s", exc)
+            if on_load_failure is not None:
+                on_load_failure()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -59,10 +67,11 @@ def create_app(settings: Settings, on_progress: Callable[[float], None] | None =
     app.include_router(openai.router)
     app.include_router(metrics.router)
     install_openapi(app)
-    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    if settings.ui:  # llama-server's --no-ui turns the page off
+        app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-    @app.get("/", include_in_schema=False)
-    async def chat_page() -> FileResponse:
-        return FileResponse(WEB / "index.html")
+        @app.get("/", include_in_schema=False)
+        async def chat_page() -> FileResponse:
+            return FileResponse(WEB / "index.html")
 
     return app

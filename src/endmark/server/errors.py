@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from endmark.invalid import InvalidRequest
+from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.scheduler import QueueFull
 
 log = logging.getLogger("endmark.server")
@@ -26,6 +26,7 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     500: "server_error",
+    501: "not_supported_error",
     503: "unavailable_error",
 }
 
@@ -46,13 +47,22 @@ class ApiError(Exception):
 
 
 def error_body(
-    path: str, status: int, message: str, param: str | None = None, code: str | None = None
+    path: str,
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """OpenAI's error shape under `/v1`, llama.cpp's everywhere else."""
-    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    """OpenAI's error shape under `/v1`, llama.cpp's everywhere else; `details` are extra
+    fields llama-server adds for some errors (e.g. `n_ctx` when the prompt is too long)."""
+    kind = kind or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     if path.startswith("/v1"):
-        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return {"error": {"code": status, "message": message, "type": kind}}
+        body = {"message": message, "type": kind, "param": param, "code": code}
+    else:
+        body = {"code": status, "message": message, "type": kind}
+    return {"error": {**body, **(details or {})}}
 
 
 def error_response(
@@ -61,8 +71,9 @@ def error_response(
     message: str,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    body = error_body(request.url.path, status, message, param)
+    body = error_body(request.url.path, status, message, param, **extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -110,6 +121,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+        if isinstance(exc, ContextExceeded):
+            return error_response(
+                request, 400, str(exc), exc.param, kind=exc.kind, details=exc.details()
+            )
         return error_response(request, 400, str(exc), exc.param)
 
     @app.exception_handler(QueueFull)
@@ -123,7 +138,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = (
+                f"no route {request.method} {request.url.path}: the llama.cpp-style API is at "
+                "/completion, /tokenize, /props, ...; OpenAI-style clients use the base URL "
+                "/v1 (/v1/chat/completions, /v1/completions, /v1/models)"
+            )
+        return error_response(request, exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

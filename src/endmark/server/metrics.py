@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from endmark.scheduler import Scheduler
+from endmark.server.errors import ApiError
 from endmark.server.state import runtime_of
 
 router = APIRouter()
@@ -54,6 +55,8 @@ class SchedulerCollector(Collector):
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     rt = runtime_of(request)
+    if not rt.settings.metrics:
+        raise ApiError(501, "the /metrics endpoint is off: start the server with --metrics")
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = CollectorRegistry()

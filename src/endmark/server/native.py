@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from endmark.generation import Done, Event, Failed, TokenEvent
+from endmark.generation import Done, Event, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
+from endmark.sampling import SamplingParams
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
 from endmark.server.protocol import (
@@ -28,23 +31,63 @@ def sse(data: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def token_probs(rt: Runtime, event: TokenEvent) -> dict[str, Any]:
-    """One `completion_probabilities` entry, in llama-server's logprob format."""
+def token_probs(rt: Runtime, event: TokenEvent, post_sampling: bool) -> dict[str, Any]:
+    """One `completion_probabilities` entry, in llama-server's format: logprobs, or with
+    `post_sampling_probs` the probabilities after the sampling chain."""
 
     def entry(token: int, logprob: float) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": token,
             "token": rt.token_text(token),
             "bytes": rt.token_bytes(token),
-            "logprob": logprob,
         }
+        if post_sampling:
+            out["prob"] = math.exp(logprob)
+        else:
+            out["logprob"] = logprob
+        return out
 
     out = entry(event.token, event.logprob if event.logprob is not None else 0.0)
-    out["top_logprobs"] = [entry(t, lp) for t, lp in event.top]
+    out["top_probs" if post_sampling else "top_logprobs"] = [entry(t, lp) for t, lp in event.top]
     return out
 
 
-def finish_fields(rt: Runtime, req: CompletionRequest, done: Done) -> dict[str, Any]:
+def params_json(gen: GenerationRequest, stream: bool) -> dict[str, Any]:
+    """llama-server's `generation_settings`: the values the request actually ran with."""
+    s: SamplingParams = gen.sampling
+    policy = gen.policy
+    bias = [{"bias": b if math.isfinite(b) else None, "token": t} for t, b in s.logit_bias.items()]
+    if policy is not None and policy.ignore_eos:  # the end tokens are banned: -inf, null in JSON
+        bias += [{"bias": None, "token": t} for t in policy.eog.ids()]
+    n_predict = policy.n_predict if policy is not None else -1
+    return {
+        "seed": s.seed,
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
+        "repeat_last_n": s.repeat_last_n,
+        "repeat_penalty": s.repeat_penalty,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "adaptive_target": -1.0,
+        "adaptive_decay": 0.9,
+        "stop": list(policy.stop) if policy is not None else [],
+        "max_tokens": n_predict,
+        "n_predict": n_predict,
+        "ignore_eos": bool(policy and policy.ignore_eos),
+        "stream": stream,
+        "logit_bias": bias,
+        "n_probs": s.n_probs,
+        "post_sampling_probs": s.post_sampling_probs,
+        "timings_per_token": gen.timings_per_token,
+        "cache_prompt": gen.cache_prompt,
+        "t_max_predict_ms": policy.time_limit_ms if policy is not None else 0,
+        "grammar_constrained": gen.constraint is not None,
+    }
+
+
+def finish_fields(rt: Runtime, gen: GenerationRequest, done: Done, stream: bool) -> dict[str, Any]:
     """Everything the last response (or last stream chunk) says about how it ended."""
     f = done.finish
     return {
@@ -61,12 +104,49 @@ def finish_fields(rt: Runtime, req: CompletionRequest, done: Done) -> dict[str, 
         "truncated": f.truncated,
         "grammar_complete": f.grammar_complete,
         "timings": done.timings.as_dict(),
-        "generation_settings": settings_of(req),
+        "generation_settings": params_json(gen, stream),
+        "prompt": rt.prompt_text(gen.prompt),
     }
 
 
-def settings_of(req: CompletionRequest) -> dict[str, Any]:
-    return req.model_dump(exclude={"prompt", "stream"})
+@dataclass
+class Result:
+    """One prompt's answer as it is collected."""
+
+    index: int
+    gen: GenerationRequest
+    text: list[str] = field(default_factory=list)
+    probs: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self, rt: Runtime, req: CompletionRequest, done: Done, stream: bool) -> dict[str, Any]:
+        content = "".join(self.text) + done.finish.tail
+        body: dict[str, Any] = {
+            "index": self.index,
+            "content": done.finish.tail if stream else content,
+            "tokens": list(done.tokens) if req.return_tokens else [],
+            "id_slot": -1,
+            "has_new_line": "\n" in content,
+            **finish_fields(rt, self.gen, done, stream),
+        }
+        if req.n_probs and not stream:
+            body["completion_probabilities"] = self.probs
+        return pick_fields(body, req.response_fields)
+
+
+def pick_fields(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """llama-server's `response_fields`: only these, `a/b` lifting a nested value to the top."""
+    if not paths:
+        return body
+    out: dict[str, Any] = {}
+    for path in paths:
+        value: Any = body
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            out[path] = value
+    return out
 
 
 @router.post("/completion")
@@ -74,80 +154,98 @@ def settings_of(req: CompletionRequest) -> dict[str, Any]:
 async def completion(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionRequest)
-    gen = rt.make_request(
-        req.prompt,
-        req.sampling_params(rt.logit_bias(req.bias_entries())),
-        n_predict=req.n_predict,
-        stop=req.stop,
-        ignore_eos=req.ignore_eos,
-        cache_prompt=req.cache_prompt,
-        label="POST /completion",
-        time_limit_ms=req.t_max_predict_ms,
-        constraint=req.constraint(),
-    )
-    events = rt.stream(gen)
+    defaults = rt.settings.sampling_defaults()
+    sampling = req.sampling_params(rt.logit_bias(req.bias_entries()), defaults)
+    cache = req.cache_prompt if "cache_prompt" in req.model_fields_set else rt.settings.cache_prompt
+    gens = [
+        rt.make_request(
+            prompt,
+            sampling,
+            n_predict=req.limit,
+            stop=req.stop,
+            ignore_eos=req.ignore_eos,
+            cache_prompt=cache,
+            label="POST /completion",
+            time_limit_ms=req.t_max_predict_ms,
+            constraint=req.constraint(),
+            report_progress=req.return_progress and req.stream,
+            timings_per_token=req.timings_per_token,
+        )
+        for prompt in req.prompts()
+    ]
+    results = [Result(i, gen) for i, gen in enumerate(gens)]
+    events = rt.stream_many(gens)
     if req.stream:
-        return StreamingResponse(_stream(rt, req, events), media_type="text/event-stream")
-    return JSONResponse(await unless_disconnected(request, _collect(rt, req, events)))
+        return StreamingResponse(_stream(rt, req, results, events), media_type="text/event-stream")
+    bodies = await unless_disconnected(request, _collect(rt, req, results, events))
+    return JSONResponse(bodies[0] if len(bodies) == 1 else bodies)
 
 
 async def _collect(
-    rt: Runtime, req: CompletionRequest, events: AsyncGenerator[Event, None]
-) -> dict[str, Any]:
-    content: list[str] = []
-    probs: list[dict[str, Any]] = []
+    rt: Runtime,
+    req: CompletionRequest,
+    results: list[Result],
+    events: AsyncGenerator[tuple[int, Event], None],
+) -> list[dict[str, Any]]:
+    bodies: dict[int, dict[str, Any]] = {}
     try:
-        async for event in events:
+        async for i, event in events:
+            result = results[i]
             if isinstance(event, TokenEvent):
-                content.append(event.text)
+                result.text.append(event.text)
                 if req.n_probs:
-                    probs.append(token_probs(rt, event))
+                    result.probs.append(token_probs(rt, event, req.post_sampling_probs))
             elif isinstance(event, Failed):
                 raise ApiError(500, event.message)
             elif isinstance(event, Done):
-                content.append(event.finish.tail)
-                body = {
-                    "index": 0,
-                    "content": "".join(content),
-                    "tokens": list(event.tokens) if req.return_tokens else [],
-                    **finish_fields(rt, req, event),
-                }
-                if req.n_probs:
-                    body["completion_probabilities"] = probs
-                return body
+                bodies[i] = result.body(rt, req, event, stream=False)
     finally:
         await events.aclose()
-    raise ApiError(500, "the generation ended without a result")
+    if len(bodies) != len(results):
+        raise ApiError(500, "the generation ended without a result")
+    return [bodies[i] for i in range(len(results))]
 
 
 async def _stream(
-    rt: Runtime, req: CompletionRequest, events: AsyncGenerator[Event, None]
+    rt: Runtime,
+    req: CompletionRequest,
+    results: list[Result],
+    events: AsyncGenerator[tuple[int, Event], None],
 ) -> AsyncIterator[bytes]:
     try:
-        async for event in events:
+        async for i, event in events:
+            result = results[i]
             if isinstance(event, TokenEvent):
                 chunk: dict[str, Any] = {
-                    "index": 0,
+                    "index": i,
                     "content": event.text,
                     "tokens": [event.token],
                     "stop": False,
+                    "id_slot": -1,
                 }
                 if req.n_probs:
-                    chunk["completion_probabilities"] = [token_probs(rt, event)]
+                    chunk["completion_probabilities"] = [
+                        token_probs(rt, event, req.post_sampling_probs)
+                    ]
+                if event.timings is not None:
+                    chunk["timings"] = event.timings.as_dict()
                 yield sse(chunk)
+            elif isinstance(event, Progress):
+                yield sse(
+                    {
+                        "index": i,
+                        "content": "",
+                        "tokens": [],
+                        "stop": False,
+                        "prompt_progress": event.as_dict(),
+                    }
+                )
             elif isinstance(event, Failed):
                 yield sse(
                     {"error": {"code": 500, "message": event.message, "type": "server_error"}}
                 )
             else:
-                yield sse(
-                    {
-                        "index": 0,
-                        "content": event.finish.tail,
-                        "tokens": list(event.tokens) if req.return_tokens else [],
-                        **finish_fields(rt, req, event),
-                    }
-                )
+                yield sse(result.body(rt, req, event, stream=True))
     finally:
         await events.aclose()
 
@@ -174,6 +272,7 @@ async def detokenize(request: Request) -> dict[str, Any]:
 
 
 @router.get("/health")
+@router.get("/v1/health")
 async def health(request: Request) -> JSONResponse:
     state = loading_state(request)
     if state.runtime is not None:
@@ -186,16 +285,24 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/props")
 async def props(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
-    defaults = CompletionRequest(prompt="")
+    defaults = rt.make_request(
+        [0], CompletionRequest(prompt="").sampling_params({}, rt.settings.sampling_defaults())
+    )
     return {
         "model_path": str(rt.model_path),
         "model_alias": rt.alias,
+        "model_aliases": rt.settings.aliases() or [rt.alias],
         "n_ctx": rt.engine.n_ctx,
         "n_ctx_slot": rt.scheduler.n_ctx_slot,
         "total_slots": len(rt.scheduler.slots),
         "n_vocab": rt.engine.vocab.n_vocab,
         "eog_tokens": rt.eog_tokens(),
-        "default_generation_settings": {"n_ctx": rt.scheduler.n_ctx_slot, **settings_of(defaults)},
+        "default_generation_settings": {
+            "id": 0,
+            "n_ctx": rt.scheduler.n_ctx_slot,
+            "is_processing": False,
+            "params": params_json(defaults, stream=False),
+        },
         "chat_template": rt.template.source if rt.template else "",
         "chat_template_error": rt.template_error,
         "build_info": "endmark",
@@ -204,4 +311,7 @@ async def props(request: Request) -> dict[str, Any]:
 
 @router.get("/slots")
 async def slots(request: Request) -> list[dict[str, object]]:
-    return runtime_of(request).scheduler.slot_states()
+    rt = runtime_of(request)
+    if not rt.settings.slots_endpoint:
+        raise ApiError(501, "the /slots endpoint is off: start the server with --slots")
+    return rt.scheduler.slot_states()

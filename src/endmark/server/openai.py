@@ -1,7 +1,9 @@
 """The OpenAI-compatible routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
 
 Each response carries an `endmark` object (how it stopped, which token or word, timings), so
-this dialect loses no detail against `/completion`.
+this dialect loses no detail against `/completion`. As in llama-server, `/models` and
+`/chat/completions` answer without the `/v1` prefix too, and llama.cpp's extensions
+(`timings_per_token`, `return_progress`, `verbose`, ...) are honoured.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from endmark.generation import Done, Event, GenerationRequest, TokenEvent
+from endmark.generation import Done, Event, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
 from endmark.server.disconnect import unless_disconnected
@@ -24,9 +26,9 @@ from endmark.server.errors import ApiError, parse_body
 from endmark.server.protocol import ChatCompletionRequest, CompletionsRequest, OpenAIFields
 from endmark.server.state import runtime_of
 
-router = APIRouter(prefix="/v1")
+router = APIRouter()
 
-ChoiceFn = Callable[["Choice", TokenEvent | None, Done | None], dict[str, Any]]
+ChoiceFn = Callable[[int, TokenEvent | Progress | Done], list[dict[str, Any]]]
 
 
 @dataclass
@@ -83,7 +85,7 @@ def finish_of(done: Done) -> dict[str, Any]:
     return {"finish_reason": done.finish.finish_reason, "endmark": endmark_info(done)}
 
 
-def request_options(req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
+def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
     """What both endpoints pass to the runtime besides the prompt and sampling."""
     return {
         "n_predict": n_predict,
@@ -92,11 +94,27 @@ def request_options(req: OpenAIFields, n_predict: int, label: str) -> dict[str, 
         "label": label,
         "time_limit_ms": req.t_max_predict_ms,
         "constraint": req.constraint(),
+        "cache_prompt": rt.settings.cache_prompt,
+        "report_progress": req.return_progress and req.stream,
+        "timings_per_token": req.timings_per_token,
     }
 
 
 def sampling_of(rt: Runtime, req: OpenAIFields, top_n: int, logprobs: bool) -> SamplingParams:
-    return req.sampling_params(rt.logit_bias(req.bias_entries()), top_n, logprobs)
+    bias = rt.logit_bias(req.bias_entries())
+    return req.sampling_params(bias, top_n, logprobs, rt.settings.sampling_defaults())
+
+
+def verbose_info(rt: Runtime, req: OpenAIFields, gen: GenerationRequest, choice: Choice) -> Any:
+    """llama-server's `__verbose` (asked for with `verbose`, or on a `--verbose` server)."""
+    if not (req.verbose or rt.settings.verbose) or choice.done is None:
+        return None
+    return {
+        "prompt": rt.prompt_text(gen.prompt),
+        "content": "".join(choice.text),
+        "tokens": list(choice.done.tokens),
+        **endmark_info(choice.done),
+    }
 
 
 async def collect(events: AsyncGenerator[tuple[int, Event], None], n: int) -> list[Choice]:
@@ -109,7 +127,7 @@ async def collect(events: AsyncGenerator[tuple[int, Event], None], n: int) -> li
             elif isinstance(event, Done):
                 choices[i].text.append(event.finish.tail)
                 choices[i].done = event
-            else:
+            elif isinstance(event, Failed):
                 raise ApiError(500, event.message)
     finally:
         await events.aclose()
@@ -122,10 +140,11 @@ async def stream_chunks(
     n: int,
     head: dict[str, Any],
     start: Callable[[int], dict[str, Any]] | None,
-    piece: ChoiceFn,
+    pieces: ChoiceFn,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """The SSE body shared by both endpoints; only the choice shapes differ."""
+    """The SSE body shared by both endpoints; only the choice shapes differ. As llama-server
+    does, chunks carry `timings` (with `timings_per_token`) and `prompt_progress`."""
     dones: dict[int, Done] = {}
 
     def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -136,17 +155,23 @@ async def stream_chunks(
             for i in range(len(requests)):
                 yield sse(envelope([start(i)]))
         async for i, event in events:
-            choice = Choice(i)
-            if isinstance(event, TokenEvent):
-                yield sse(envelope([piece(choice, event, None)]))
-            elif isinstance(event, Done):
-                dones[i] = event
-                choice.text.append(event.finish.tail)
-                yield sse(envelope([piece(choice, None, event)]))
-            else:
+            if isinstance(event, Failed):
                 yield sse({"error": {"message": event.message, "type": "server_error"}})
+                continue
+            if isinstance(event, Done):
+                dones[i] = event
+            for choice in pieces(i, event):
+                chunk = envelope([choice])
+                if isinstance(event, TokenEvent) and event.timings is not None:
+                    chunk["timings"] = event.timings.as_dict()
+                elif isinstance(event, Progress):
+                    chunk["prompt_progress"] = event.as_dict()
+                yield sse(chunk)
         if include_usage:
-            yield sse({**envelope([]), "usage": usage(requests, n, dones)})
+            last: dict[str, Any] = {**envelope([]), "usage": usage(requests, n, dones)}
+            if 0 in dones:
+                last["timings"] = dones[0].timings.as_dict()
+            yield sse(last)
         yield sse("[DONE]")
     finally:
         await events.aclose()
@@ -172,6 +197,7 @@ def whole_response(
     requests: list[GenerationRequest],
     n: int,
     render: Callable[[Choice], dict[str, Any]],
+    verbose: Any = None,
 ) -> JSONResponse:
     """A non-streaming answer: each choice as the endpoint renders it, plus how it ended."""
     dones = {c.index: c.done for c in choices if c.done is not None}
@@ -187,8 +213,11 @@ def whole_response(
             for c in choices
         ],
         "usage": usage(requests, n, dones),
+        "timings": dones[0].timings.as_dict(),
         "endmark": endmark_info(dones[0]),
     }
+    if verbose is not None:
+        body["__verbose"] = verbose
     return JSONResponse(body)
 
 
@@ -202,6 +231,7 @@ def base(kind: str, rt: Runtime, prefix: str) -> dict[str, Any]:
     }
 
 
+@router.get("/v1/models")
 @router.get("/models")
 async def models(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
@@ -213,6 +243,8 @@ async def models(request: Request) -> dict[str, Any]:
                 "object": "model",
                 "created": int(rt.model_path.stat().st_mtime),
                 "owned_by": "endmark",
+                "aliases": rt.settings.aliases() or [rt.alias],
+                "tags": [t.strip() for t in (rt.settings.tags or "").split(",") if t.strip()],
                 "meta": {"n_ctx": rt.engine.n_ctx, "n_vocab": rt.engine.vocab.n_vocab},
             }
         ],
@@ -234,29 +266,43 @@ def chat_logprobs(rt: Runtime, tokens: list[TokenEvent], top_n: int) -> dict[str
     return {"content": content, "refusal": None}
 
 
+def chat_requests(rt: Runtime, req: ChatCompletionRequest) -> list[GenerationRequest]:
+    messages = [m.as_template_input() for m in req.messages]
+    top_n = (req.top_logprobs or 0) if req.logprobs else 0
+    sampling = sampling_of(rt, req, top_n, req.logprobs)
+    common = request_options(rt, req, req.n_predict, "POST /v1/chat/completions")
+    return [
+        rt.chat_request(
+            messages,
+            seeded(sampling, i),
+            add_generation_prompt=req.add_generation_prompt,
+            continue_final_message=req.continue_final_message,
+            **common,
+        )
+        for i in range(req.n)
+    ]
+
+
+@router.post("/v1/chat/completions")
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
-    messages = [m.as_template_input() for m in req.messages]
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
-    sampling = sampling_of(rt, req, top_n, req.logprobs)
-    common = request_options(req, req.n_predict, "POST /v1/chat/completions")
-    requests = [rt.chat_request(messages, seeded(sampling, i), **common) for i in range(req.n)]
+    requests = chat_requests(rt, req)
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
-    def piece(choice: Choice, token: TokenEvent | None, done: Done | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": choice.index, "delta": {}, "logprobs": None}
-        if token is not None:
-            out["delta"] = {"content": token.text}
-            if req.logprobs:
-                out["logprobs"] = chat_logprobs(rt, [token], top_n)
-            out["finish_reason"] = None
-        elif done is not None:
-            if done.finish.tail:
-                out["delta"] = {"content": done.finish.tail}
-            out.update(finish_of(done))
-        return out
+    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
+        def choice(delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+            return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+
+        if isinstance(event, TokenEvent):
+            probs = chat_logprobs(rt, [event], top_n) if req.logprobs else None
+            return [choice({"content": event.text} if event.text else {}, probs)]
+        if isinstance(event, Progress):
+            return [choice({})]
+        out = [choice({"content": event.finish.tail})] if event.finish.tail else []
+        return [*out, {**choice({}), **finish_of(event)}]
 
     result = respond(
         rt,
@@ -266,17 +312,17 @@ async def chat_completions(request: Request) -> Any:
         head=head,
         start=lambda i: {
             "index": i,
-            "delta": {"role": "assistant", "content": ""},
+            "delta": {"role": "assistant", "content": None},
             "logprobs": None,
             "finish_reason": None,
         },
-        piece=piece,
+        pieces=pieces,
         include_usage=req.include_usage,
     )
     if req.stream:
         return result
     choices = await unless_disconnected(request, collect(result, req.n))
-    return whole_response(
+    response = whole_response(
         base("chat.completion", rt, "chatcmpl"),
         choices,
         requests,
@@ -285,7 +331,18 @@ async def chat_completions(request: Request) -> Any:
             "message": {"role": "assistant", "content": "".join(c.text)},
             "logprobs": chat_logprobs(rt, c.tokens, top_n) if req.logprobs else None,
         },
+        verbose_info(rt, req, requests[0], choices[0]),
     )
+    return response
+
+
+@router.post("/v1/chat/completions/input_tokens")
+@router.post("/chat/completions/input_tokens")
+async def chat_input_tokens(request: Request) -> dict[str, Any]:
+    """llama-server's count of the prompt tokens a chat request would use."""
+    rt = runtime_of(request)
+    req = await parse_body(request, ChatCompletionRequest)
+    return {"input_tokens": len(chat_requests(rt, req.model_copy(update={"n": 1}))[0].prompt)}
 
 
 # -- legacy completions --------------------------------------------------------------------
@@ -307,7 +364,7 @@ def completion_logprobs(
     }
 
 
-@router.post("/completions")
+@router.post("/v1/completions")
 async def completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionsRequest)
@@ -316,7 +373,7 @@ async def completions(request: Request) -> Any:
     top_n = req.logprobs or 0
     sampling = sampling_of(rt, req, top_n, req.logprobs is not None)
     prompts = req.prompts()
-    common = request_options(req, req.n_predict, "POST /v1/completions")
+    common = request_options(rt, req, req.n_predict, "POST /v1/completions")
     requests = [
         rt.make_request(prompt, seeded(sampling, i), **common)
         for prompt in prompts
@@ -324,17 +381,16 @@ async def completions(request: Request) -> Any:
     ]
     head = base("text_completion", rt, "cmpl")
 
-    def piece(choice: Choice, token: TokenEvent | None, done: Done | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": choice.index, "text": "", "logprobs": None}
-        out["finish_reason"] = None
-        if token is not None:
-            out["text"] = token.text
+    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
+        out: dict[str, Any] = {"index": i, "text": "", "logprobs": None, "finish_reason": None}
+        if isinstance(event, TokenEvent):
+            out["text"] = event.text
             if req.logprobs is not None:
-                out["logprobs"] = completion_logprobs(rt, [token], top_n)
-        elif done is not None:
-            out["text"] = done.finish.tail
-            out.update(finish_of(done))
-        return out
+                out["logprobs"] = completion_logprobs(rt, [event], top_n)
+        elif isinstance(event, Done):
+            out["text"] = event.finish.tail
+            out.update(finish_of(event))
+        return [out]
 
     result = respond(
         rt,
@@ -343,7 +399,7 @@ async def completions(request: Request) -> Any:
         n=req.n,
         head=head,
         start=None,
-        piece=piece,
+        pieces=pieces,
         include_usage=req.include_usage,
     )
     if req.stream:
@@ -360,4 +416,5 @@ async def completions(request: Request) -> Any:
             if req.logprobs is not None
             else None,
         },
+        verbose_info(rt, req, requests[0], choices[0]),
     )

@@ -29,6 +29,9 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/tokenize": TokenizeRequest,
     "/detokenize": DetokenizeRequest,
     "/v1/chat/completions": ChatCompletionRequest,
+    "/chat/completions": ChatCompletionRequest,
+    "/v1/chat/completions/input_tokens": ChatCompletionRequest,
+    "/chat/completions/input_tokens": ChatCompletionRequest,
     "/v1/completions": CompletionsRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -42,7 +45,13 @@ OTHER_CONTENT = {
     "/metrics": {"text/plain": {"schema": {"type": "string"}}},
     **{
         path: {"text/event-stream": {"schema": {"type": "string"}}}
-        for path in ("/completion", "/completions", "/v1/chat/completions", "/v1/completions")
+        for path in (
+            "/completion",
+            "/completions",
+            "/chat/completions",
+            "/v1/chat/completions",
+            "/v1/completions",
+        )
     },
 }
 ERRORS = {
@@ -51,6 +60,7 @@ ERRORS = {
     "413": "the body is over the size limit",
     "499": "the client closed the request",
     "500": "the generation failed on the server",
+    "501": "the endpoint is turned off (/slots without --slots, /metrics without --metrics)",
     "503": "the model is loading, or the queue is full (see Retry-After)",
 }
 

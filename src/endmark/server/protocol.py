@@ -6,6 +6,7 @@ Models are strict: a number given as a string or a bool given as a number is a 4
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -36,23 +37,44 @@ def _schema_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
     return v
 
 
+KNOBS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
 def sampling_from(
-    fields: Any, logit_bias: dict[int, float], seed: int, n_probs: int, logprobs: bool = False
+    fields: BaseModel,
+    logit_bias: dict[int, float],
+    seed: int | None,
+    n_probs: int,
+    logprobs: bool = False,
+    defaults: Mapping[str, Any] | None = None,
 ) -> SamplingParams:
-    """SamplingParams from either dialect's request: they share the knobs' names."""
+    """SamplingParams from either dialect's request: they share the knobs' names. A knob the
+    request leaves out takes the server-wide default (`--temp`, `--seed`, ...) if one was set,
+    else the dialect's own."""
+    defaults = defaults or {}
+    given = fields.model_fields_set
+
+    def pick(name: str) -> Any:
+        return defaults[name] if name not in given and name in defaults else getattr(fields, name)
+
+    if seed is None or "seed" not in given:
+        seed = defaults.get("seed", -1 if seed is None else seed)
     return SamplingParams(
-        temperature=fields.temperature,
-        top_k=fields.top_k,
-        top_p=fields.top_p,
-        min_p=fields.min_p,
-        repeat_penalty=fields.repeat_penalty,
-        repeat_last_n=fields.repeat_last_n,
-        presence_penalty=fields.presence_penalty,
-        frequency_penalty=fields.frequency_penalty,
+        **{name: pick(name) for name in KNOBS},
         seed=seed,
         logit_bias=logit_bias,
         n_probs=n_probs,
         logprobs=logprobs,
+        post_sampling_probs=bool(getattr(fields, "post_sampling_probs", False)),
     )
 
 
@@ -118,14 +140,59 @@ class SamplingFields(StrictModel):
     seed: int = -1
     n_probs: Annotated[int, Field(ge=0, le=100)] = 0
     ignore_eos: bool = False
+    post_sampling_probs: bool = False
 
-    def sampling_params(self, logit_bias: dict[int, float]) -> SamplingParams:
-        return sampling_from(self, logit_bias, self.seed, self.n_probs)
+    def sampling_params(
+        self, logit_bias: dict[int, float], defaults: Mapping[str, Any] | None = None
+    ) -> SamplingParams:
+        return sampling_from(self, logit_bias, self.seed, self.n_probs, defaults=defaults)
+
+
+# One llama.cpp prompt: text, token ids, or a mix of both.
+Prompt = str | list[str | int]
+MULTIMODAL_KEY = "multimodal_data"
+
+
+def _one_prompt(p: Any) -> Prompt:
+    """llama-server's JSON prompt object `{"prompt_string": ..., "multimodal_data": [...]}`,
+    or a plain prompt."""
+    if isinstance(p, dict):
+        if p.get(MULTIMODAL_KEY):
+            raise ValueError("multimodal_data: this server serves a text-only model")
+        text = p.get("prompt_string")
+        if not isinstance(text, str):
+            raise ValueError("a JSON prompt object needs a prompt_string")
+        return text
+    if isinstance(p, str):
+        return p
+    if isinstance(p, list) and all(
+        isinstance(x, (str, int)) and not isinstance(x, bool) for x in p
+    ):
+        return p
+    raise ValueError("each prompt is a text, a list of token ids, or a JSON prompt object")
+
+
+def split_prompts(prompt: Any) -> list[Prompt]:
+    """llama-server's rules: a text, a list of ids, or a list mixing texts and ids is one
+    prompt; any other list (of texts, of id lists, of prompt objects) is several."""
+    if isinstance(prompt, (str, dict)):
+        return [_one_prompt(prompt)]
+    if isinstance(prompt, list) and prompt:
+        ints = [isinstance(x, int) and not isinstance(x, bool) for x in prompt]
+        strs = [isinstance(x, str) for x in prompt]
+        if all(ints) or (any(ints) and all(i or s for i, s in zip(ints, strs, strict=True))):
+            return [_one_prompt(prompt)]
+        return [_one_prompt(p) for p in prompt]
+    raise ValueError("the prompt is empty")
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str | int]
+    prompt: str | dict[str, Any] | list[Any]
     n_predict: Annotated[int, Field(ge=-1)] = -1
+    max_tokens: Annotated[int, Field(ge=-1)] | None = None  # llama-server takes either
+    timings_per_token: bool = False
+    return_progress: bool = False
+    response_fields: list[str] = Field(default_factory=list)
     stop: StopWords | Annotated[str, Field(max_length=MAX_STOP_CHARS)] = Field(default_factory=list)
     logit_bias: list[LogitBiasEntry] | dict[str, float | bool] = Field(default_factory=list)
     cache_prompt: bool = True
@@ -143,7 +210,17 @@ class CompletionRequest(SamplingFields):
     @model_validator(mode="after")
     def _one_constraint(self) -> CompletionRequest:
         self.constraint()
+        self.prompts()
         return self
+
+    def prompts(self) -> list[Prompt]:
+        return split_prompts(self.prompt)
+
+    @property
+    def limit(self) -> int:
+        if "n_predict" not in self.model_fields_set and self.max_tokens is not None:
+            return self.max_tokens
+        return self.n_predict
 
     @field_validator("stop")
     @classmethod
@@ -207,9 +284,10 @@ class ChatMessage(StrictModel):
         return v
 
     def as_template_input(self) -> dict[str, str]:
-        """The plain `{role, content}` that chat templates expect."""
+        """The plain `{role, content}` that chat templates expect; text parts are joined by a
+        blank line, as llama-server joins them."""
         if isinstance(self.content, list):
-            text = "".join(p.text or "" for p in self.content)
+            text = "\n\n".join(p.text or "" for p in self.content)
         else:
             text = self.content or ""
         role = "system" if self.role == "developer" else self.role
@@ -248,6 +326,10 @@ class OpenAIFields(StrictModel):
     grammar: GrammarText | None = None
     json_schema: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
+    timings_per_token: bool = False
+    return_progress: bool = False
+    post_sampling_probs: bool = False
+    verbose: bool = False  # llama-server: add `__verbose` (the prompt, the raw result)
 
     _schema_size = field_validator("json_schema")(_schema_size)
 
@@ -271,10 +353,14 @@ class OpenAIFields(StrictModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def sampling_params(
-        self, logit_bias: dict[int, float], top_n: int, logprobs: bool
+        self,
+        logit_bias: dict[int, float],
+        top_n: int,
+        logprobs: bool,
+        defaults: Mapping[str, Any] | None = None,
     ) -> SamplingParams:
-        seed = -1 if self.seed is None else self.seed
-        return sampling_from(self, logit_bias, seed, max(top_n, self.n_probs), logprobs)
+        n_probs = max(top_n, self.n_probs)
+        return sampling_from(self, logit_bias, self.seed, n_probs, logprobs, defaults)
 
     @field_validator("logit_bias")
     @classmethod
@@ -294,6 +380,8 @@ class ChatCompletionRequest(OpenAIFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool | None = None
 
     @property
     def n_predict(self) -> int:

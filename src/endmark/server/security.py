@@ -19,7 +19,7 @@ from endmark.server.errors import error_body
 log = logging.getLogger("endmark.server")
 
 # Routes anyone may reach: liveness, and the chat page with its static files.
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/v1/health")
 OPEN_PREFIXES = ("/static/",)
 
 
@@ -129,7 +129,7 @@ def install_security(app: FastAPI, keys: Sequence[str], max_body: int, cors: str
     if cors:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=[cors],
+            allow_origins=[o.strip() for o in cors.split(",") if o.strip()],
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
