@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+from endmark import __version__
 from endmark.cli import build_parser
 
 
@@ -34,3 +36,32 @@ def test_complete_streams_a_clean_answer_to_stdout() -> None:
     assert "Paris" in out.stdout and "<|im_end|>" not in out.stdout
     assert "loading model" in out.stderr
     assert "[end: eos <|im_end|> (id 2, source vocab)]" in out.stderr
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "endmark", "serve", "--port", "0", "-t", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_a_file_that_is_not_a_gguf_ends_the_server_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\n")
+    started = time.monotonic()
+    out = serve("-m", str(notes))
+    assert out.returncode != 0 and time.monotonic() - started < 10
+    assert "is not a GGUF model file" in out.stderr
+
+
+def test_a_broken_gguf_ends_the_server_non_zero_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    started = time.monotonic()
+    out = serve("-m", str(broken))
+    assert out.returncode == 1 and time.monotonic() - started < 20
+    assert "could not load the model" in out.stderr
+
+
+def test_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "endmark", "--version"], capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == f"endmark {__version__}"

@@ -131,7 +131,11 @@ class LlamaCppEngine:
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             L.llama_model_free(self._model)
-            raise ValueError("llama.cpp could not create a context (out of memory?)")
+            raise ValueError(
+                f"llama.cpp could not create a context of {n_ctx} tokens with a "
+                f"{opts.type_k}/{opts.type_v} cache and flash attention {opts.flash_attn} "
+                "(a quantized V cache needs -fa on; or it is out of memory)"
+            )
         self._mem = L.llama_get_memory(self._ctx)
         self.n_ctx = int(L.llama_n_ctx(self._ctx))
         self.n_seq_max = n_seq_max

@@ -1,0 +1,85 @@
+"""`endmark serve`'s flags: llama-server's spellings map onto Settings; the rest are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from endmark.cli import _settings, build_parser, main
+from endmark.flags import LLAMA_SERVER_FLAGS, normalize_argv, serve_flag_names, unsupported_flag
+
+
+def settings_of(*argv: str):  # type: ignore[no-untyped-def]
+    return _settings(build_parser().parse_args(["serve", *normalize_argv(argv)]))
+
+
+def test_llama_server_spellings_set_the_settings() -> None:
+    s = settings_of(
+        "--temp", "0.8", "--seed", "42", "--top-k", "5", "--top-p", "0.5", "--min-p", "0.1",
+        "--repeat-penalty", "1.1", "--repeat-last-n", "32", "--presence-penalty", "0.2",
+        "--frequency-penalty", "0.3", "-n", "64", "-c", "0", "-np", "-1", "-t", "-1", "-tb", "2",
+        "-ub", "128", "-ctk", "q8_0", "-ctv", "q4_0", "-fa", "on", "--swa-full", "-kvu",
+        "-nocb", "--no-cache-prompt", "--no-slots", "--metrics", "--no-ui", "--no-jinja",
+        "--chat-template", "chatml", "--chat-template-file", "t.jinja", "--alias", "a,b",
+        "--tags", "x", "--cors-origins", "http://a,http://b", "--host", "127.0.0.1,::1",
+        "--log-verbose",
+    )  # fmt: skip
+    assert (s.temperature, s.seed, s.top_k, s.top_p, s.min_p) == (0.8, 42, 5, 0.5, 0.1)
+    assert (s.repeat_penalty, s.repeat_last_n, s.presence_penalty, s.frequency_penalty) == (
+        1.1, 32, 0.2, 0.3,
+    )  # fmt: skip
+    assert (s.n_predict, s.ctx_size, s.parallel, s.threads, s.threads_batch) == (64, 0, 4, None, 2)
+    assert (s.ubatch_size, s.cache_type_k, s.cache_type_v, s.flash_attn) == (
+        128,
+        "q8_0",
+        "q4_0",
+        "on",
+    )
+    assert s.swa_full and s.kv_unified and not s.cont_batching and not s.cache_prompt
+    assert not s.slots_endpoint and s.metrics and not s.ui and not s.jinja and s.verbose
+    assert (s.chat_template, s.chat_template_file) == ("chatml", "t.jinja")
+    assert s.aliases() == ["a", "b"] and s.tags == "x" and s.cors == "http://a,http://b"
+    assert s.hosts() == ["127.0.0.1", "::1"]
+    assert s.sampling_defaults()["temperature"] == 0.8
+
+
+def test_defaults_leave_each_dialect_its_own_sampling() -> None:
+    s = settings_of()
+    assert s.sampling_defaults() == {} and s.ctx_size == 0 and s.n_predict == -1
+    assert s.slots_endpoint and not s.metrics and s.ui and s.jinja and s.cont_batching
+
+
+def test_underscores_read_as_dashes_as_llama_server_does() -> None:
+    assert normalize_argv(["--backend_sampling", "--n_predict=3", "x_y"]) == [
+        "--backend-sampling", "--n-predict=3", "x_y",
+    ]  # fmt: skip
+
+
+def test_flags_that_cannot_apply_are_accepted_and_noted() -> None:
+    args = build_parser().parse_args(
+        ["serve", "-ngl", "99", "--offline", "--embedding", "--pooling", "mean", "-bs", "--fit"]
+    )
+    notes = args.no_effect
+    assert len(notes) == 6 and all("no effect on this build" in n for n in notes)
+    assert notes[0].startswith("-ngl: ") and "CPU" in notes[0]
+
+
+def test_llama_server_flags_endmark_lacks_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert unsupported_flag(["--lora", "x.gguf"], serve_flag_names()) == "--lora"
+    assert unsupported_flag(["--temp", "0.5"], serve_flag_names()) is None
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--model-draft", "d.gguf"])
+    assert exc.value.code == 2
+    assert "--model-draft is a llama-server flag that endmark does not support" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_unknown_flag_is_an_error_that_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--no-such-flag"])
+    assert exc.value.code == 2 and "--no-such-flag" in capsys.readouterr().err
+
+
+def test_every_flag_endmark_defines_is_one_llama_server_has_or_its_own() -> None:
+    own = {"--queue-size", "--n-predict-cap", "--max-body-bytes", "--shutdown-grace", "--cors"}
+    assert serve_flag_names() - LLAMA_SERVER_FLAGS - own <= {"-no-kvu", "--usage"}
