@@ -181,7 +181,9 @@ def test_bad_input_is_a_400_and_the_server_keeps_serving(
         r = client.post("/completion", content=data, headers={"content-type": "application/json"})
         assert r.status_code == 400, (name, r.text)
         err = r.json()["error"]
-        assert err["code"] == 400 and err["type"] == "invalid_request_error"
+        too_long = name == "prompt longer than the context"  # llama-server's own error type
+        kind = "exceed_context_size_error" if too_long else "invalid_request_error"
+        assert err["code"] == 400 and err["type"] == kind
         assert err["message"]
     ok = client.post("/completion", json={"prompt": "Hello", "n_predict": 2})
     assert ok.status_code == 200 and ok.json()["tokens_predicted"] == 2

@@ -20,8 +20,9 @@ from tests.conftest import RunningServer, start_server, stop_server
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    # -n caps every generation, so that generated n_predict values stay quick.
-    srv = start_server(tmp_path_factory.mktemp("fuzz"), "-n", "4", "-np", "2", "-c", "2048")
+    # --n-predict-cap caps every generation, so that generated n_predict values stay quick.
+    folder = tmp_path_factory.mktemp("fuzz")
+    srv = start_server(folder, "--n-predict-cap", "4", "-np", "2", "-c", "2048", "--metrics")
     yield srv
     stop_server(srv)
 

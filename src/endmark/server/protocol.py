@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
+from endmark.settings import SAMPLING_DEFAULTS
 
 
 class StrictModel(BaseModel):
@@ -37,16 +38,7 @@ def _schema_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
     return v
 
 
-KNOBS = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "presence_penalty",
-    "frequency_penalty",
-)
+KNOBS = tuple(k for k in SAMPLING_DEFAULTS if k != "seed")  # seed has its own rule
 
 
 def sampling_from(
