@@ -106,6 +106,8 @@ class Prober:
         parts: list[str] = []
         finish: Any = None
         with self.http.stream("POST", endpoint, json={**body, "stream": True}) as r:
+            if r.is_error:
+                r.read()  # keep the server's error message for the cell
             r.raise_for_status()
             for data in _sse(r.iter_lines()):
                 text, end = self._chunk(endpoint, data)
@@ -168,10 +170,9 @@ class Prober:
         if endpoint != "/v1/chat/completions":
             prompt = f"<|im_start|>user\n{STORY_PROMPT}<|im_end|>\n<|im_start|>assistant\n"
         full = self.ask(endpoint, stream, prompt, 48).text
-        at = len(full) // 3
-        stop = full[at : at + 8]
-        if len(stop.strip()) < 4:
-            return UNSUPPORTED, "the answer was too short to cut a stop string from"
+        stop = _stop_window(full)
+        if stop is None:
+            return UNSUPPORTED, "the answer had no clean text to cut a stop string from"
         expected = full[: full.index(stop)]
         got = self.ask(endpoint, stream, prompt, 48, stop=[stop]).text
         if got == expected or got.rstrip() == expected.rstrip():
@@ -229,11 +230,33 @@ class Prober:
                         optional = name in ("grammar", "json schema")
                         code = exc.response.status_code
                         verdict = UNSUPPORTED if optional and code < 500 else ERROR
-                        detail = f"HTTP {code}"
+                        detail = f"HTTP {code}{_server_message(exc.response)}"
                     except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
                         verdict, detail = ERROR, f"{type(exc).__name__}: {exc}"[:80]
                     cells.append(Cell(name, endpoint, stream, verdict, detail))
         return cells
+
+
+def _stop_window(text: str, size: int = 8) -> str | None:
+    """Eight characters from a third of the way into `text`, or later: never a piece with
+    U+FFFD (text the server could not decode, which no stop string can match) or mostly
+    blank."""
+    for at in range(len(text) // 3, len(text) - size + 1):
+        window = text[at : at + size]
+        if "\ufffd" not in window and len(window.strip()) >= 4:
+            return window
+    return None
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's own words for an error answer, when it gives any."""
+    try:
+        response.read()
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError, httpx.HTTPError, httpx.StreamError):
+        return ""
+    return f": {str(message)[:100]}" if message else ""
 
 
 def _sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
