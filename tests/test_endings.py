@@ -1,6 +1,15 @@
 from __future__ import annotations
 
-from endmark.endings import EogSet, Finish, StopMatcher, printable
+from endmark.endings import (
+    EndPolicy,
+    EogSet,
+    Finish,
+    StepFacts,
+    StopMatcher,
+    check_stop,
+    end_token,
+    printable,
+)
 from endmark.engine import Vocab
 
 
@@ -76,3 +85,33 @@ def test_finish_describes_itself_and_maps_to_openai() -> None:
     assert printable("ok\x1b[31m<|x|>\nfake log line") == "ok\\x1b[31m<|x|>\\nfake log line"
     limit = Finish("limit", detail="n_predict 4")
     assert limit.finish_reason == "length" and limit.describe() == "limit (n_predict 4)"
+
+
+def test_end_token_ends_on_any_eog_token_unless_ignore_eos() -> None:
+    eog = EogSet.from_vocab(make_vocab(), template_markers=[3])
+    policy = EndPolicy(eog)
+    assert end_token(policy, 4) is None
+    finish = end_token(policy, 3, grammar_accepting=True)
+    assert finish is not None and finish.stop_type == "eos" and finish.grammar_complete
+    assert finish.token is not None and finish.token.text == "<|turn_done|>"
+    assert end_token(EndPolicy(eog, ignore_eos=True), 3) is None
+
+
+def test_check_stop_decides_in_order_word_grammar_limit_context_time() -> None:
+    eog = EogSet.from_vocab(make_vocab())
+    policy = EndPolicy(eog, n_predict=10, time_limit_ms=500)
+
+    def facts(**kw: object) -> StepFacts:
+        return StepFacts(**{"n_generated": 3, "n_prompt": 5, "n_ctx": 100, **kw})  # type: ignore[arg-type]
+
+    assert check_stop(policy, facts()) is None
+    assert check_stop(policy, facts(word="END", n_generated=10)) == Finish("word", word="END")
+    grammar = check_stop(policy, facts(grammar_complete=True, n_generated=10))
+    assert grammar is not None and grammar.stop_type == "eos" and grammar.grammar_complete
+    limit = check_stop(policy, facts(n_generated=10))
+    assert limit is not None and limit.stop_type == "limit" and not limit.truncated
+    full = check_stop(policy, facts(n_prompt=97))
+    assert full is not None and full.truncated
+    late = check_stop(policy, facts(elapsed_ms=501))
+    assert late is not None and "t_max_predict_ms" in late.detail
+    assert check_stop(EndPolicy(eog), facts(n_generated=10_000, n_ctx=20_000)) is None

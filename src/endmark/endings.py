@@ -2,7 +2,8 @@
 
 The EOG set is gathered from everything the model says about itself (DESIGN.md, ending rule 1);
 stop strings are matched on text with hold-back while streaming (rule 4); a `Finish` says why
-(rule 6).
+(rule 6). The decision itself is two pure functions, in the shape of vLLM's `check_stop`:
+`end_token` before a sampled token is kept, `check_stop` after.
 """
 
 from __future__ import annotations
@@ -125,6 +126,41 @@ class Finish:
         if self.word is not None:
             return f"word '{printable(self.word)}'"
         return f"limit ({self.detail})" if self.detail else "limit"
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What the end decision needs to know after a token was kept."""
+
+    n_generated: int  # tokens kept so far, this one included
+    n_prompt: int
+    n_ctx: int  # the sequence's context
+    word: str | None = None  # a stop string this token's text completed
+    grammar_complete: bool = False  # the constraint can go no further
+    elapsed_ms: float = 0.0  # since the first token
+
+
+def end_token(policy: EndPolicy, token: int, grammar_accepting: bool = False) -> Finish | None:
+    """A sampled EOG token ends the generation and is never kept (rules 1-2); under
+    `ignore_eos` such tokens are banned before sampling, so none arrives here."""
+    if token not in policy.eog or policy.ignore_eos:
+        return None
+    return Finish("eos", token=policy.eog.tokens[token], grammar_complete=grammar_accepting)
+
+
+def check_stop(policy: EndPolicy, facts: StepFacts) -> Finish | None:
+    """Whether the generation ends after the token just kept, and why (rules 4-6)."""
+    if facts.word is not None:
+        return Finish("word", word=facts.word)
+    if facts.grammar_complete:  # rule 5: stop now, without another forward pass
+        return Finish("eos", grammar_complete=True)
+    if 0 <= policy.n_predict <= facts.n_generated:
+        return Finish("limit", detail=f"n_predict {policy.n_predict}")
+    if facts.n_prompt + facts.n_generated >= facts.n_ctx:
+        return Finish("limit", truncated=True, detail=f"context {facts.n_ctx} full")
+    if policy.time_limit_ms and facts.elapsed_ms >= policy.time_limit_ms:
+        return Finish("limit", detail=f"t_max_predict_ms {policy.time_limit_ms}")
+    return None
 
 
 class StopMatcher:

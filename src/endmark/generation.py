@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from endmark.detokenize import Detokenizer
-from endmark.endings import EndPolicy, Finish, StopMatcher, printable
+from endmark.endings import (
+    EndPolicy,
+    Finish,
+    StepFacts,
+    StopMatcher,
+    check_stop,
+    end_token,
+    printable,
+)
 from endmark.engine import Vocab
 from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams, adjust, make_rng, sample
@@ -192,9 +200,10 @@ class Generation:
         self, token: int, logprob: float | None, top: tuple[tuple[int, float], ...]
     ) -> list[TokenEvent]:
         constraint = self.request.constraint
-        if token in self.policy.eog and not self.policy.ignore_eos:
-            complete = constraint is not None and constraint.accepting
-            self._end(Finish("eos", token=self.policy.eog.tokens[token], grammar_complete=complete))
+        accepting = constraint is not None and constraint.accepting
+        ended = end_token(self.policy, token, accepting)
+        if ended is not None:
+            self._end(ended)
             return []
         self.tokens.append(token)
         self._history.append(token)
@@ -202,25 +211,18 @@ class Generation:
             constraint.consume(token)
         released, word = self._stops.push(self._detok.add_token(token))
         timings = self._timings_now() if self.request.timings_per_token else None
-        event = TokenEvent(token, released, logprob, top, timings)
-        if word is not None:
-            self._end(Finish("word", word=word), flush=False)
-        elif constraint is not None and constraint.complete:
-            # Rule 5: the grammar can go no further, so stop now, without another forward pass.
-            self._end(Finish("eos", grammar_complete=True))
-        elif 0 <= self.policy.n_predict <= len(self.tokens):
-            self._end(Finish("limit", detail=f"n_predict {self.policy.n_predict}"))
-        elif self.n_prompt + len(self.tokens) >= self.n_ctx:
-            self._end(Finish("limit", truncated=True, detail=f"context {self.n_ctx} full"))
-        elif self._out_of_time():
-            self._end(Finish("limit", detail=f"t_max_predict_ms {self.policy.time_limit_ms}"))
-        return [event]
-
-    def _out_of_time(self) -> bool:
-        limit = self.policy.time_limit_ms
-        if not limit or self.t_first is None:
-            return False
-        return (time.perf_counter() - self.t_first) * 1000.0 >= limit
+        facts = StepFacts(
+            n_generated=len(self.tokens),
+            n_prompt=self.n_prompt,
+            n_ctx=self.n_ctx,
+            word=word,
+            grammar_complete=constraint is not None and constraint.complete,
+            elapsed_ms=(self._now - self.t_first) * 1000.0 if self.t_first is not None else 0.0,
+        )
+        finish = check_stop(self.policy, facts)
+        if finish is not None:
+            self._end(finish, flush=finish.stop_type != "word")
+        return [TokenEvent(token, released, logprob, top, timings)]
 
     def _timings_now(self) -> Timings:
         t = self.timings
