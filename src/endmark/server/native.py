@@ -16,12 +16,8 @@ from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
-from endmark.server.protocol import (
-    ApplyTemplateRequest,
-    CompletionRequest,
-    DetokenizeRequest,
-    TokenizeRequest,
-)
+from endmark.server.openai_protocol import ApplyTemplateRequest
+from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
 from endmark.server.state import loading_state, runtime_of
 
 router = APIRouter()

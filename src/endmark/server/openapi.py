@@ -13,14 +13,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from endmark.server.protocol import (
+from endmark.server.openai_protocol import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
-    CompletionRequest,
     CompletionsRequest,
-    DetokenizeRequest,
-    TokenizeRequest,
 )
+from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/completion": CompletionRequest,

@@ -1,0 +1,119 @@
+"""The OpenAI chat routes: `/v1/chat/completions` (also without `/v1`) and llama-server's
+`/chat/completions/input_tokens`. The plumbing both `/v1` endpoints share is in `openai.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
+from endmark.runtime import Runtime
+from endmark.server.disconnect import unless_disconnected
+from endmark.server.errors import parse_body
+from endmark.server.openai import (
+    base,
+    collect,
+    finish_of,
+    request_options,
+    respond,
+    sampling_of,
+    seeded,
+    verbose_info,
+    whole_response,
+)
+from endmark.server.openai_protocol import ChatCompletionRequest
+from endmark.server.state import runtime_of
+
+router = APIRouter()
+
+
+def chat_logprobs(rt: Runtime, tokens: list[TokenEvent], top_n: int) -> dict[str, Any]:
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        return {"token": rt.token_text(token), "logprob": logprob, "bytes": rt.token_bytes(token)}
+
+    content = []
+    for e in tokens:
+        item = entry(e.token, e.logprob if e.logprob is not None else 0.0)
+        item["top_logprobs"] = [entry(t, lp) for t, lp in e.top[:top_n]]
+        content.append(item)
+    return {"content": content, "refusal": None}
+
+
+def chat_requests(rt: Runtime, req: ChatCompletionRequest) -> list[GenerationRequest]:
+    messages = [m.as_template_input() for m in req.messages]
+    top_n = (req.top_logprobs or 0) if req.logprobs else 0
+    sampling = sampling_of(rt, req, top_n, req.logprobs)
+    common = request_options(rt, req, req.n_predict, "POST /v1/chat/completions")
+    return [
+        rt.chat_request(
+            messages,
+            seeded(sampling, i),
+            add_generation_prompt=req.add_generation_prompt,
+            continue_final_message=req.continue_final_message,
+            **common,
+        )
+        for i in range(req.n)
+    ]
+
+
+@router.post("/v1/chat/completions")
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    rt = runtime_of(request)
+    req = await parse_body(request, ChatCompletionRequest)
+    top_n = (req.top_logprobs or 0) if req.logprobs else 0
+    requests = chat_requests(rt, req)
+    head = base("chat.completion.chunk", rt, "chatcmpl")
+
+    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
+        def choice(delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+            return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+
+        if isinstance(event, TokenEvent):
+            probs = chat_logprobs(rt, [event], top_n) if req.logprobs else None
+            return [choice({"content": event.text} if event.text else {}, probs)]
+        if isinstance(event, Progress):
+            return [choice({})]
+        out = [choice({"content": event.finish.tail})] if event.finish.tail else []
+        return [*out, {**choice({}), **finish_of(event)}]
+
+    result = respond(
+        rt,
+        requests,
+        req.stream,
+        n=req.n,
+        head=head,
+        start=lambda i: {
+            "index": i,
+            "delta": {"role": "assistant", "content": None},
+            "logprobs": None,
+            "finish_reason": None,
+        },
+        pieces=pieces,
+        include_usage=req.include_usage,
+    )
+    if req.stream:
+        return result
+    choices = await unless_disconnected(request, collect(result, req.n))
+    response = whole_response(
+        base("chat.completion", rt, "chatcmpl"),
+        choices,
+        requests,
+        req.n,
+        lambda c: {
+            "message": {"role": "assistant", "content": "".join(c.text)},
+            "logprobs": chat_logprobs(rt, c.tokens, top_n) if req.logprobs else None,
+        },
+        verbose_info(rt, req, requests[0], choices[0]),
+    )
+    return response
+
+
+@router.post("/v1/chat/completions/input_tokens")
+@router.post("/chat/completions/input_tokens")
+async def chat_input_tokens(request: Request) -> dict[str, Any]:
+    """llama-server's count of the prompt tokens a chat request would use."""
+    rt = runtime_of(request)
+    req = await parse_body(request, ChatCompletionRequest)
+    return {"input_tokens": len(chat_requests(rt, req.model_copy(update={"n": 1}))[0].prompt)}

@@ -1,0 +1,173 @@
+"""Wire models of the OpenAI dialect (and of `/apply-template`, which takes chat messages)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from endmark.constraints import ConstraintSpec
+from endmark.sampling import SamplingParams
+from endmark.server.protocol import (
+    MAX_STOP_CHARS,
+    GrammarText,
+    Probability,
+    ResponseFormat,
+    StopWords,
+    StrictModel,
+    TimeLimitMs,
+    check_schema_size,
+    pick_constraint,
+    sampling_from,
+)
+
+
+class ContentPart(StrictModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(StrictModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, v: str | list[ContentPart] | None) -> str | list[ContentPart] | None:
+        if isinstance(v, list):
+            kinds = {p.type for p in v} - {"text"}
+            if kinds:
+                raise ValueError(f"content parts of type {sorted(kinds)} are not supported")
+        return v
+
+    def as_template_input(self) -> dict[str, str]:
+        """The plain `{role, content}` that chat templates expect; text parts are joined by a
+        blank line, as llama-server joins them."""
+        if isinstance(self.content, list):
+            text = "\n\n".join(p.text or "" for p in self.content)
+        else:
+            text = self.content or ""
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": text}
+
+
+class StreamOptions(StrictModel):
+    include_usage: bool = False
+
+
+class OpenAIFields(StrictModel):
+    """Fields both `/v1` generation endpoints take: OpenAI's, plus llama.cpp's as extensions."""
+
+    model: str | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    top_p: Probability = 1.0
+    stop: Annotated[str, Field(max_length=MAX_STOP_CHARS)] | StopWords | None = Field(
+        default=None, validate_default=True
+    )
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    n: Annotated[int, Field(ge=1, le=16)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # llama.cpp extensions
+    top_k: Annotated[int, Field(ge=0)] = 40
+    min_p: Probability = 0.05
+    repeat_penalty: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    repeat_last_n: Annotated[int, Field(ge=-1)] = 64
+    n_probs: Annotated[int, Field(ge=0, le=100)] = 0
+    ignore_eos: bool = False
+    t_max_predict_ms: TimeLimitMs = 0
+    grammar: GrammarText | None = None
+    json_schema: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    timings_per_token: bool = False
+    return_progress: bool = False
+    post_sampling_probs: bool = False
+    verbose: bool = False  # llama-server: add `__verbose` (the prompt, the raw result)
+
+    check_schema_size = field_validator("json_schema")(check_schema_size)
+
+    def constraint(self) -> ConstraintSpec | None:
+        return pick_constraint(self.grammar, self.json_schema, self.response_format)
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> OpenAIFields:
+        self.constraint()
+        return self
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> list[str]:
+        if v is None:
+            return []
+        return [v] if isinstance(v, str) else v
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(
+        self,
+        logit_bias: dict[int, float],
+        top_n: int,
+        logprobs: bool,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> SamplingParams:
+        n_probs = max(top_n, self.n_probs)
+        return sampling_from(self, logit_bias, self.seed, n_probs, logprobs, defaults)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_id_keys(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key in v or {}:
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys must be token ids, got {key!r}")
+        return v
+
+    def bias_entries(self) -> list[tuple[int | str, float | bool]]:
+        return [(int(key), bias) for key, bias in (self.logit_bias or {}).items()]
+
+
+class ChatCompletionRequest(OpenAIFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool | None = None
+
+    @property
+    def n_predict(self) -> int:
+        limit = self.max_completion_tokens or self.max_tokens
+        return -1 if limit is None else limit
+
+
+class CompletionsRequest(OpenAIFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: Annotated[int, Field(ge=0)] | None = 16
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    echo: bool = False
+    suffix: str | None = None
+
+    @property
+    def n_predict(self) -> int:
+        return -1 if self.max_tokens is None else self.max_tokens
+
+    def prompts(self) -> list[str | list[int]]:
+        """OpenAI's prompt forms as a list of prompts: text, or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and all(isinstance(x, int) for x in p):
+            return [p]  # type: ignore[list-item]
+        return list(p)  # type: ignore[arg-type]
+
+
+class ApplyTemplateRequest(StrictModel):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
