@@ -169,6 +169,7 @@ class StopMatcher:
     def __init__(self, stops: Iterable[str]) -> None:
         self.stops = tuple(s for s in stops if s)
         self._pending = ""
+        self.after_stop = ""  # the text that followed the stop string found last
 
     def push(self, text: str) -> tuple[str, str | None]:
         """Add text; return what is safe to release and the stop string found, if any."""
@@ -182,6 +183,7 @@ class StopMatcher:
                 hit_at, hit = i, s
         if hit is not None:
             self._pending = ""
+            self.after_stop = buf[hit_at + len(hit) :]
             return buf[:hit_at], hit
         keep = self._held_suffix(buf)
         self._pending = buf[len(buf) - keep :]

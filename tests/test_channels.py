@@ -1,0 +1,125 @@
+"""The channel splitter on recorded outputs of each family, whole and in pieces."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from endmark.channels import (
+    GENERIC,
+    HERMES,
+    LLAMA3,
+    MISTRAL,
+    CallFormat,
+    ChannelSplitter,
+    MalformedCall,
+    Piece,
+    ThinkFormat,
+)
+
+WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
+TIME = {"name": "get_time", "arguments": {"zone": "Europe/Paris"}}
+NOT_A_MARKER = "a <tool_cal is not <thin either"
+
+
+def hermes(call: dict[str, object]) -> str:
+    return f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
+
+
+# (format, think format, recorded output, expected content, reasoning, calls)
+RECORDED = {
+    "hermes text then a call": (
+        HERMES, None, "Let me check.\n" + hermes(WEATHER),
+        "Let me check.\n", "", [WEATHER],
+    ),
+    "hermes two calls": (
+        HERMES, None, hermes(WEATHER) + "\n" + hermes(TIME), "\n", "", [WEATHER, TIME],
+    ),
+    "llama3 bare JSON": (
+        LLAMA3, None, json.dumps({"name": "get_weather", "parameters": WEATHER["arguments"]}),
+        "", "", [WEATHER],
+    ),
+    "llama3 python tag": (
+        LLAMA3, None, "<|python_tag|>" + json.dumps(
+            {"name": "get_weather", "parameters": WEATHER["arguments"]}
+        ), "", "", [WEATHER],
+    ),
+    "mistral array of two": (
+        MISTRAL, None, "[TOOL_CALLS]" + json.dumps([WEATHER, TIME]), "", "", [WEATHER, TIME],
+    ),
+    "qwen3 call right after thinking": (
+        HERMES, ThinkFormat(), "<think>\nThe user wants the weather.\n</think>\n\n"
+        + hermes(WEATHER), "\n\n", "\nThe user wants the weather.\n", [WEATHER],
+    ),
+    "thinking opened by the prompt": (
+        None, ThinkFormat(open=True), "I should greet.\n</think>\nHello!",
+        "\nHello!", "I should greet.\n", [],
+    ),
+    "a marker's prefix that is not one": (
+        GENERIC, ThinkFormat(), NOT_A_MARKER, NOT_A_MARKER, "", [],
+    ),
+    "an unknown family's markers": (
+        CallFormat("learned", "<|call|>", "<|/call|>"), None,
+        "ok <|call|>" + json.dumps(WEATHER) + "<|/call|>", "ok ", "", [WEATHER],
+    ),
+}  # fmt: skip
+
+
+def split(fmt: CallFormat | None, think: ThinkFormat | None, chunks: list[str]) -> list[Piece]:
+    splitter = ChannelSplitter(fmt, think)
+    pieces = [p for chunk in chunks for p in splitter.push(chunk)]
+    return pieces + splitter.finish()
+
+
+def channels(pieces: list[Piece]) -> tuple[str, str, list[dict[str, object]]]:
+    content = "".join(p.text for p in pieces if p.channel == "content")
+    reasoning = "".join(p.text for p in pieces if p.channel == "reasoning")
+    calls = [
+        {"name": p.call.name, "arguments": json.loads(p.call.arguments)}
+        for p in pieces
+        if p.call is not None
+    ]
+    return content, reasoning, calls
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_recorded_outputs_split_into_their_channels(name: str) -> None:
+    fmt, think, text, content, reasoning, calls = RECORDED[name]
+    assert channels(split(fmt, think, [text])) == (content, reasoning, calls)
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_markers_split_across_pieces_change_nothing(name: str) -> None:
+    fmt, think, text, content, reasoning, calls = RECORDED[name]
+    assert channels(split(fmt, think, list(text))) == (content, reasoning, calls)
+    rng = random.Random(name)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(text)), k=min(6, len(text) - 1)))
+        chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert channels(split(fmt, think, chunks)) == (content, reasoning, calls)
+
+
+def test_no_markup_ever_reaches_content() -> None:
+    for fmt, think, text, *_ in RECORDED.values():
+        content = channels(split(fmt, think, list(text)))[0]
+        for marker in ("<tool_call>", "</tool_call>", "<think>", "</think>", "[TOOL_CALLS]"):
+            assert marker not in content or marker in text.split(marker)[0]
+
+
+def test_calls_get_ids_and_openai_shape() -> None:
+    pieces = split(HERMES, None, [hermes(WEATHER) + hermes(TIME)])
+    first, second = (p.call for p in pieces if p.call is not None)
+    assert first is not None and second is not None and first.id != second.id
+    assert first.as_openai(0) == {
+        "id": first.id, "type": "function", "index": 0,
+        "function": {"name": "get_weather", "arguments": json.dumps(WEATHER["arguments"])},
+    }  # fmt: skip
+
+
+def test_a_body_that_is_not_a_call_is_malformed() -> None:
+    with pytest.raises(MalformedCall, match="not JSON"):
+        split(HERMES, None, ["<tool_call>{oops</tool_call>"])
+    with pytest.raises(MalformedCall, match="no name"):
+        split(HERMES, None, ['<tool_call>{"arguments": {}}</tool_call>'])
