@@ -30,10 +30,11 @@ class CallFormat:
     end: str = ""
     array: bool = False
     bare_json: bool = False
+    args_key: str = "arguments"  # Llama 3.x writes "parameters"
 
 
 HERMES = CallFormat("hermes", "<tool_call>", "</tool_call>")
-LLAMA3 = CallFormat("llama3", "<|python_tag|>", bare_json=True)
+LLAMA3 = CallFormat("llama3", "<|python_tag|>", bare_json=True, args_key="parameters")
 MISTRAL = CallFormat("mistral", "[TOOL_CALLS]", array=True)
 GENERIC = CallFormat("generic", "<tool_call>", "</tool_call>")  # what endmark asks for
 

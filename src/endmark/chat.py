@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from jinja2 import TemplateError as JinjaError
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from endmark.channels import HERMES, LLAMA3, MISTRAL, CallFormat
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -303,3 +306,53 @@ def end_of_turn_markers(
             break
         markers.append(token)
     return markers
+
+
+PROBE_TOOL_NAME = "endmark_probe_fn"
+PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": PROBE_TOOL_NAME,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {"endmark_probe_arg": {"type": "integer"}}},
+    },
+}
+
+
+def learn_call_format(template: Template, end_texts: Collection[str]) -> CallFormat | None:
+    """How the template writes an assistant's tool call, read from a rendered probe call, as
+    the end of turn is (DESIGN.md): the text before the call's JSON is its start marker, what
+    follows it up to the end of the turn its end marker. None: the template knows no tools."""
+    if not isinstance(template, ChatTemplate) or "tool" not in template.source:
+        return None
+    user = [{"role": "user", "content": "Hello"}]
+    function = {"name": PROBE_TOOL_NAME, "arguments": {"endmark_probe_arg": 1}}
+    call = {"id": "probe0001", "type": "function", "function": function}  # Mistral: 9 chars
+    turn = {"role": "assistant", "content": "", "tool_calls": [call]}
+    try:
+        prefix = template.render(user, True, tools=[PROBE_TOOL])
+        full = template.render([*user, turn], False, tools=[PROBE_TOOL])
+    except TemplateRenderError:
+        return None
+    if not full.startswith(prefix) or PROBE_TOOL_NAME not in full[len(prefix) :]:
+        return None
+    body = full[len(prefix) :]
+    at = body.rfind("{", 0, body.index(PROBE_TOOL_NAME))
+    try:
+        data, length = json.JSONDecoder().raw_decode(body[at:])
+    except (json.JSONDecodeError, ValueError):
+        return None
+    args_key = next((k for k in data if k != "name"), "arguments")
+    before, after = body[:at].strip(), body[at + length :]
+    before = re.sub(r"^<think>\s*</think>\s*", "", before)  # Qwen3's empty thinking
+    array = before.endswith("[")
+    if array:
+        before, after = before[:-1].strip(), after.lstrip().removeprefix("]")
+    ends = [after.find(t) for t in end_texts if t and t in after]
+    end = after[: min(ends)].strip() if ends else after.strip()
+    for known in (HERMES, MISTRAL, LLAMA3):
+        if (before, end, array) == (known.start, known.end, known.array):
+            return replace(known, args_key=args_key)
+    if before in ("", "<|python_tag|>") and not array:
+        return replace(LLAMA3, args_key=args_key)
+    return CallFormat("learned", before, end, array, bare_json=not before, args_key=args_key)

@@ -17,7 +17,7 @@ import numpy as np
 
 from endmark.invalid import InvalidRequest
 
-Kind = Literal["grammar", "json_schema", "json_object"]
+Kind = Literal["grammar", "json_schema", "json_object", "lark"]
 
 # Compact JSON: a small model cannot run away in blanks between tokens.
 JSON_OPTIONS: dict[str, Any] = {
@@ -102,6 +102,8 @@ class ConstraintCompiler:
 
     @staticmethod
     def _grammar(spec: ConstraintSpec) -> str:
+        if spec.kind == "lark":  # built by endmark itself (tool calls)
+            return lg.grammar_from("lark", str(spec.source))
         if spec.kind == "grammar":
             if not isinstance(spec.source, str) or not spec.source.strip():
                 raise ValueError("the grammar must be a non-empty GBNF text")
