@@ -123,3 +123,11 @@ def test_a_body_that_is_not_a_call_is_malformed() -> None:
         split(HERMES, None, ["<tool_call>{oops</tool_call>"])
     with pytest.raises(MalformedCall, match="no name"):
         split(HERMES, None, ['<tool_call>{"arguments": {}}</tool_call>'])
+
+
+def test_a_call_cut_by_the_limit_is_kept_apart_not_released() -> None:
+    splitter = ChannelSplitter(HERMES)
+    pieces = splitter.push('Sure. <tool_call>{"name": "get_weather", "argu')
+    pieces += splitter.finish()
+    assert channels(pieces) == ("Sure. ", "", [])
+    assert splitter.cut_call == '{"name": "get_weather", "argu'

@@ -103,6 +103,7 @@ class ChannelSplitter:
         self._state: Channel | Literal["call"] = "reasoning" if think and think.open else "content"
         self._matcher = self._matcher_for(self._state)
         self._body: list[str] = []
+        self.cut_call = ""
         self._at_start = True  # nothing but whitespace written in the content channel yet
 
     def _matcher_for(self, state: str) -> StopMatcher:
@@ -134,13 +135,28 @@ class ChannelSplitter:
             out += self._switch(marker)
         return out
 
+    @property
+    def in_call(self) -> bool:
+        return self._state == "call"
+
+    @property
+    def call_text(self) -> str:
+        """The open call's text so far (after its start marker)."""
+        return "".join(self._body)
+
     def finish(self) -> list[Piece]:
-        """Release what is held back; a call that runs to the end of the turn is parsed now."""
+        """Release what is held back; a call that runs to the end of the turn is parsed now.
+        A call the generation was cut off in (a token limit) is not a call: its text is kept
+        in `cut_call`, never released as content."""
         out: list[Piece] = []
         held = self._matcher.flush()
         if self._state == "call":
             self._body.append(held)
-            out += self._close_call()
+            body = self.call_text
+            try:
+                out += self._close_call()
+            except MalformedCall:
+                self.cut_call = body
         elif held:
             out.append(Piece(self._state, held))
         return out

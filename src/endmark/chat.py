@@ -204,16 +204,16 @@ class NativeTemplate:
 Template = ChatTemplate | NativeTemplate
 
 
-def continue_final(template: Template, messages: Sequence[Mapping[str, Any]]) -> str:
+def continue_final(template: Template, messages: Sequence[Mapping[str, Any]], **extra: Any) -> str:
     """The prompt that continues the last (assistant) message instead of closing it: the
     whole conversation rendered, cut right after that message's text."""
-    text = template.render(messages, add_generation_prompt=False)
+    text = template.render(messages, add_generation_prompt=False, **extra)
     content = str(messages[-1].get("content") or "")
     for needle in (content, content.strip()):
         at = text.rfind(needle) if needle else -1
         if at >= 0:
             return text[: at + len(needle)]
-    return template.render(messages[:-1], add_generation_prompt=True) + content
+    return template.render(messages[:-1], add_generation_prompt=True, **extra) + content
 
 
 def builtin_for_vocab(token_texts: Collection[str]) -> str | None:

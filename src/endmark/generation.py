@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from endmark.channels import ChannelSplitter, Piece, ToolCall
 from endmark.detokenize import Detokenizer
 from endmark.endings import (
     EndPolicy,
@@ -56,6 +57,11 @@ class GenerationRequest:
     constraint: Constraint | None = None
     report_progress: bool = False  # Progress events while the prompt is evaluated
     timings_per_token: bool = False  # every TokenEvent carries the timings so far
+    # Content, reasoning and tool calls told apart (channels.py); and, for calls the model
+    # may or may not make, the grammar that takes over once it starts one: given the call's
+    # text so far, a constraint that has consumed it.
+    channels: ChannelSplitter | None = None
+    on_call: Callable[[str], Constraint] | None = None
 
 
 @dataclass
@@ -88,13 +94,16 @@ class Timings:
 
 @dataclass(frozen=True)
 class TokenEvent:
-    """A sampled token and the text it released (after stop-string hold-back)."""
+    """A sampled token and the text it released (after stop-string hold-back): `text` is
+    content; with channels, `reasoning` and finished tool `calls` come apart from it."""
 
     token: int
     text: str
     logprob: float | None = None
     top: tuple[tuple[int, float], ...] = ()
     timings: Timings | None = None
+    reasoning: str = ""
+    calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,12 +126,17 @@ class Progress:
 
 @dataclass(frozen=True)
 class Done:
-    """The last event of every generation."""
+    """The last event of every generation. `finish.tail` is content released at the end;
+    `reasoning_tail` and `tail_calls` are the other channels' share of it, and `calls` every
+    tool call the generation made."""
 
     finish: Finish
     tokens: tuple[int, ...]
     n_prompt: int
     timings: Timings
+    reasoning_tail: str = ""
+    tail_calls: tuple[ToolCall, ...] = ()
+    calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,10 @@ class Generation:
         self._stops = StopMatcher(policy.stop)
         self._banned = policy.eog.ids() if policy.ignore_eos else ()
         self.finish: Finish | None = None
+        self.constraint = request.constraint
+        self.channels = request.channels
+        self.reasoning_tail = ""
+        self.tail_calls: tuple[ToolCall, ...] = ()
         self.timings = Timings()
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
@@ -186,7 +204,7 @@ class Generation:
             if self.finish_before_start():
                 return []
         params = self.request.sampling
-        constraint = self.request.constraint
+        constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
         x = adjust(logits, params, self._history, self._banned, mask)
         verbose = log.isEnabledFor(logging.DEBUG)
@@ -199,7 +217,7 @@ class Generation:
     def _accept(
         self, token: int, logprob: float | None, top: tuple[tuple[int, float], ...]
     ) -> list[TokenEvent]:
-        constraint = self.request.constraint
+        constraint = self.constraint
         accepting = constraint is not None and constraint.accepting
         ended = end_token(self.policy, token, accepting)
         if ended is not None:
@@ -210,6 +228,8 @@ class Generation:
         if constraint is not None:
             constraint.consume(token)
         released, word = self._stops.push(self._detok.add_token(token))
+        released, reasoning, calls = self._split(released)
+        constraint = self.constraint
         timings = self._timings_now() if self.request.timings_per_token else None
         facts = StepFacts(
             n_generated=len(self.tokens),
@@ -222,7 +242,17 @@ class Generation:
         finish = check_stop(self.policy, facts)
         if finish is not None:
             self._end(finish, flush=finish.stop_type != "word")
-        return [TokenEvent(token, released, logprob, top, timings)]
+        return [TokenEvent(token, released, logprob, top, timings, reasoning, calls)]
+
+    def _split(self, text: str) -> tuple[str, str, tuple[ToolCall, ...]]:
+        """Content, reasoning and finished calls in `text`; a call the model starts under
+        `auto` switches its grammar on from here (a lazy grammar)."""
+        if self.channels is None:
+            return text, "", ()
+        pieces = self.channels.push(text)
+        if self.channels.in_call and self.constraint is None and self.request.on_call:
+            self.constraint = self.request.on_call(self.channels.call_text)
+        return join_pieces(pieces)
 
     def _timings_now(self) -> Timings:
         t = self.timings
@@ -233,7 +263,14 @@ class Generation:
     def _end(self, finish: Finish, flush: bool = True) -> None:
         self._timings_now()
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
+        if self.channels is not None:
+            pieces = self.channels.push(tail) + self.channels.finish()
+            tail, self.reasoning_tail, self.tail_calls = join_pieces(pieces)
         self.finish = replace(finish, tail=tail) if tail else finish
+
+    @property
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(self.channels.calls) if self.channels is not None else ()
 
     def _log_token(self, token: int, logprob: float | None) -> None:
         prob = float(np.exp(logprob)) if logprob is not None else float("nan")
@@ -246,6 +283,12 @@ class Generation:
             prob,
             decision,
         )
+
+
+def join_pieces(pieces: Sequence[Piece]) -> tuple[str, str, tuple[ToolCall, ...]]:
+    content = "".join(p.text for p in pieces if p.channel == "content")
+    reasoning = "".join(p.text for p in pieces if p.channel == "reasoning")
+    return content, reasoning, tuple(p.call for p in pieces if p.call is not None)
 
 
 def tokenize_prompt(

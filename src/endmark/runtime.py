@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from endmark.channels import GENERIC, CallFormat, ChannelSplitter
 from endmark.chat import (
     NativeFormats,
     Template,
@@ -23,6 +24,7 @@ from endmark.chat import (
     builtin_for_vocab,
     continue_final,
     end_of_turn_markers,
+    learn_call_format,
     load_template,
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
@@ -41,6 +43,13 @@ from endmark.models import model_alias, resolve_model
 from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
 from endmark.settings import Settings
+from endmark.tools import (
+    ToolRequest,
+    call_grammar,
+    flatten_calls,
+    generic_system_prompt,
+    with_system_text,
+)
 
 log = logging.getLogger("endmark")
 
@@ -56,6 +65,7 @@ class Runtime:
     template: Template | None = None
     template_error: str | None = None
     constraints: ConstraintCompiler | None = None
+    call_format: CallFormat | None = None  # how the template writes calls; None: generic
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -162,6 +172,7 @@ class Runtime:
         messages: Sequence[dict[str, Any]],
         add_generation_prompt: bool = True,
         continue_final_message: bool | None = None,
+        **extra: Any,
     ) -> str:
         """The prompt the model's chat template (or `--chat-template`) makes of `messages`.
 
@@ -191,8 +202,8 @@ class Runtime:
             )
         try:
             if continue_final_message:
-                return continue_final(self.template, messages)
-            return self.template.render(messages, add_generation_prompt)
+                return continue_final(self.template, messages, **extra)
+            return self.template.render(messages, add_generation_prompt, **extra)
         except (TemplateRenderError, TemplateRefused) as exc:
             message = f"the chat template refused these messages: {exc}"
             raise InvalidRequest(message, "messages") from None
@@ -203,13 +214,56 @@ class Runtime:
         sampling: SamplingParams,
         add_generation_prompt: bool = True,
         continue_final_message: bool | None = None,
+        tools: ToolRequest | None = None,
         **kwargs: Any,
     ) -> GenerationRequest:
+        if tools is not None and tools.choice != "none":
+            return self._tool_request(messages, sampling, tools, **kwargs)
         prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
+        return self._chat_prompt(prompt, sampling, **kwargs)
+
+    def _chat_prompt(
+        self, prompt: str, sampling: SamplingParams, **kwargs: Any
+    ) -> GenerationRequest:
         # A template that writes the BOS text itself must not get a second BOS.
         bos = self.template.bos_token if self.template else ""
         add_special = not (bos and prompt.startswith(bos))
         return self.make_request(prompt, sampling, add_special=add_special, **kwargs)
+
+    def _tool_request(
+        self,
+        messages: Sequence[dict[str, Any]],
+        sampling: SamplingParams,
+        tools: ToolRequest,
+        **kwargs: Any,
+    ) -> GenerationRequest:
+        """A chat turn that may (`auto`) or must (`required`, a named tool) call tools: in the
+        template's own call format, or, for a template that knows no tools, endmark's generic
+        one, described in a system message. A forced call is constrained from the first token;
+        an optional one from the moment the model starts it."""
+        fmt = self.call_format or GENERIC
+        if self.call_format is not None:
+            extra = {"tools": [t.as_openai() for t in tools.tools]}
+            prompt = self.render_chat(messages, **extra)
+        else:
+            plain = with_system_text(flatten_calls(messages, fmt), generic_system_prompt(tools))
+            prompt = self.render_chat(plain)
+        control = {self.token_text(t) for t in self.engine.vocab.control}
+        grammar = call_grammar(fmt, tools, control)
+        request = self._chat_prompt(prompt, sampling, **kwargs)
+        request.channels = ChannelSplitter(fmt)
+        if tools.forced:
+            request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))
+        else:
+            lazy = call_grammar(fmt, tools, control, lazy=True)
+            request.on_call = lambda text: self._call_matcher(lazy, text)
+        return request
+
+    def _call_matcher(self, grammar: str, text_so_far: str) -> Constraint:
+        matcher = self._matcher(ConstraintSpec("lark", grammar, "tools"))
+        for token in self.engine.tokenize(text_so_far, False, False):
+            matcher.consume(token)
+        return matcher
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         """One request's events; see `stream_many`."""
@@ -314,12 +368,22 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     except TemplateRefused as exc:
         template_error = str(exc)
         log.error("%s", exc)
+    call_format: CallFormat | None = None
     if template is not None:
         log.info("chat template: %s", printable(template.name))
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
+
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")
     eog = EogSet.from_vocab(vocab, markers)
+    if template is not None:
+        # the end of a call is what follows its JSON up to the end of the turn
+        call_format = learn_call_format(template, [t.text for t in eog.tokens.values()])
+        if call_format is not None:
+            log.info(
+                "tool calls: the template's %s format, %s ... %s",
+                call_format.name, printable(call_format.start), printable(call_format.end),
+            )  # fmt: skip
     log.info(
         "end-of-generation tokens: %s",
         ", ".join(
@@ -339,5 +403,14 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     alias = (settings.aliases() or [model_alias(path)])[0]
     constraints = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), vocab.n_vocab)
     return Runtime(
-        engine, eog, scheduler, path, alias, settings, template, template_error, constraints
+        engine,
+        eog,
+        scheduler,
+        path,
+        alias,
+        settings,
+        template,
+        template_error,
+        constraints,
+        call_format,
     )

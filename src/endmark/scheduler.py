@@ -271,7 +271,18 @@ class Scheduler:
         ticket = slot.ticket
         assert ticket is not None and ticket.generation.finish is not None
         gen = ticket.generation
-        self._deliver(ticket, Done(gen.finish, tuple(gen.tokens), gen.n_prompt, gen.timings))
+        self._deliver(
+            ticket,
+            Done(
+                gen.finish,
+                tuple(gen.tokens),
+                gen.n_prompt,
+                gen.timings,
+                gen.reasoning_tail,
+                gen.tail_calls,
+                gen.calls,
+            ),
+        )
         t = gen.timings
         self._count(t)
         rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0

@@ -7,7 +7,7 @@ or is endmark's generic one; splitting the output is `channels.py`'s job.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from endmark.channels import CallFormat
 from endmark.constraints import JSON_OPTIONS
 
 Choice = str  # "auto", "none", "required", or the name of the one tool to call
+MAX_CALLS = 8  # calls in one turn, at most
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,27 @@ class ToolRequest:
         return tuple(t for t in self.tools if t.name == self.choice)
 
 
+def closed(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` wherever an object lists its properties and
+    says nothing of others, as llama.cpp does: a tool gets no arguments it did not declare,
+    and a small model cannot ramble in made-up keys until the token limit."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) if k not in ("const", "enum", "default", "examples") else v
+           for k, v in schema.items()}  # fmt: skip
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    return out
+
+
 def call_schema(tool: Tool, args_key: str = "arguments") -> dict[str, Any]:
     """One call of `tool`: its name, and arguments valid against its parameters."""
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, args_key: tool.parameters},
+        "properties": {"name": {"const": tool.name}, args_key: closed(tool.parameters)},
         "required": ["name", args_key],
         "additionalProperties": False,
     }
@@ -73,8 +90,7 @@ def call_grammar(
     schema: dict[str, Any] = {"anyOf": [call_schema(t, fmt.args_key) for t in calls]}
     if fmt.array:
         schema = {"type": "array", "items": schema, "minItems": 1}
-        if not request.parallel:
-            schema["maxItems"] = 1
+        schema["maxItems"] = MAX_CALLS if request.parallel else 1
     schema["x-guidance"] = JSON_OPTIONS  # compact JSON: no runaway blanks
     start = _literal(fmt.start, control_texts) if fmt.start else ""
     end = _literal(fmt.end, control_texts) if fmt.end else ""
@@ -82,7 +98,8 @@ def call_grammar(
     body = f"{nl} call_json {nl} {end}" if end else f"{nl} call_json"
     one = f"{start} {body}".strip()
     first = body if lazy else one
-    more = "" if fmt.array or not request.parallel or not end else f" ({nl} {one})*"
+    extra = MAX_CALLS - 1  # a small model may repeat calls until the token limit otherwise
+    more = "" if fmt.array or not request.parallel or not end else f" ({nl} {one}){{0,{extra}}}"
     return f"%llguidance {{}}\nstart: {first}{more}\ncall_json: %json {json.dumps(schema)}\n"
 
 
@@ -100,3 +117,31 @@ def generic_system_prompt(request: ToolRequest) -> str:
     if request.forced:
         text += "\nThis answer must be a tool call."
     return text
+
+
+def flatten_calls(messages: Sequence[Mapping[str, Any]], fmt: CallFormat) -> list[dict[str, Any]]:
+    """A history for a template that knows no tools: an assistant's calls written out in `fmt`
+    (as the model would have written them), tool results as `tool` messages of plain text."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        calls = m.pop("tool_calls", None) or []
+        written = [
+            fmt.start + json.dumps({"name": c["function"]["name"],
+                                    fmt.args_key: c["function"]["arguments"]}) + fmt.end
+            for c in calls
+        ]  # fmt: skip
+        if written:
+            m["content"] = "".join([m.get("content") or "", *written])
+        m.pop("tool_call_id", None)
+        out.append(m)
+    return out
+
+
+def with_system_text(messages: Sequence[Mapping[str, Any]], text: str) -> list[dict[str, Any]]:
+    """`text` added to the system message, or as one in front."""
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{out[0].get('content') or ''}\n\n{text}".strip()
+        return out
+    return [{"role": "system", "content": text}, *out]

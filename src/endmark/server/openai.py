@@ -40,6 +40,7 @@ class Choice:
 
     index: int
     text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     tokens: list[TokenEvent] = field(default_factory=list)
     done: Done | None = None
 
@@ -85,7 +86,15 @@ def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
 
 def finish_of(done: Done) -> dict[str, Any]:
     """The fields a choice's last chunk carries: OpenAI's reason and endmark's detail."""
-    return {"finish_reason": done.finish.finish_reason, "endmark": endmark_info(done)}
+    return {"finish_reason": reason_of(done), "endmark": endmark_info(done)}
+
+
+def reason_of(done: Done) -> str:
+    """OpenAI's finish_reason: a turn that made tool calls ends with `tool_calls` (rule 7),
+    unless the token limit cut it."""
+    if done.calls and done.finish.stop_type != "limit":
+        return "tool_calls"
+    return done.finish.finish_reason
 
 
 def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
@@ -126,9 +135,11 @@ async def collect(events: AsyncGenerator[tuple[int, Event], None], n: int) -> li
         async for i, event in events:
             if isinstance(event, TokenEvent):
                 choices[i].text.append(event.text)
+                choices[i].reasoning.append(event.reasoning)
                 choices[i].tokens.append(event)
             elif isinstance(event, Done):
                 choices[i].text.append(event.finish.tail)
+                choices[i].reasoning.append(event.reasoning_tail)
                 choices[i].done = event
             elif isinstance(event, Failed):
                 raise ApiError(500, event.message)
@@ -210,7 +221,7 @@ def whole_response(
             {
                 "index": c.index,
                 **render(c),
-                "finish_reason": c.done.finish.finish_reason if c.done else "stop",
+                "finish_reason": reason_of(c.done) if c.done else "stop",
                 "endmark": endmark_info(c.done) if c.done else None,
             }
             for c in choices

@@ -7,11 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from endmark.channels import ToolCall
 from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import parse_body
 from endmark.server.openai import (
+    Choice,
     base,
     collect,
     finish_of,
@@ -51,6 +53,7 @@ def chat_requests(rt: Runtime, req: ChatCompletionRequest) -> list[GenerationReq
             seeded(sampling, i),
             add_generation_prompt=req.add_generation_prompt,
             continue_final_message=req.continue_final_message,
+            tools=req.tool_request(),
             **common,
         )
         for i in range(req.n)
@@ -66,17 +69,31 @@ async def chat_completions(request: Request) -> Any:
     requests = chat_requests(rt, req)
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
+    calls_sent = [0] * req.n  # each choice's calls so far: a call's index in the stream
+
+    def deltas(i: int, text: str, reasoning: str, calls: tuple[ToolCall, ...]) -> list[Any]:
+        out: list[dict[str, Any]] = []
+        if reasoning:
+            out.append({"reasoning_content": reasoning})
+        if text:
+            out.append({"content": text})
+        for call in calls:
+            out.append({"tool_calls": [call.as_openai(calls_sent[i])]})
+            calls_sent[i] += 1
+        return out
+
     def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
         def choice(delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
             return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": None}
 
         if isinstance(event, TokenEvent):
             probs = chat_logprobs(rt, [event], top_n) if req.logprobs else None
-            return [choice({"content": event.text} if event.text else {}, probs)]
+            found = deltas(i, event.text, event.reasoning, event.calls) or [{}]
+            return [choice(d, probs if k == 0 else None) for k, d in enumerate(found)]
         if isinstance(event, Progress):
             return [choice({})]
-        out = [choice({"content": event.finish.tail})] if event.finish.tail else []
-        return [*out, {**choice({}), **finish_of(event)}]
+        tail = deltas(i, event.finish.tail, event.reasoning_tail, event.tail_calls)
+        return [*map(choice, tail), {**choice({}), **finish_of(event)}]
 
     result = respond(
         rt,
@@ -102,12 +119,28 @@ async def chat_completions(request: Request) -> Any:
         requests,
         req.n,
         lambda c: {
-            "message": {"role": "assistant", "content": "".join(c.text)},
+            "message": message(c),
             "logprobs": chat_logprobs(rt, c.tokens, top_n) if req.logprobs else None,
         },
         verbose_info(rt, req, requests[0], choices[0]),
     )
     return response
+
+
+def message(choice: Choice) -> dict[str, Any]:
+    """The assistant message: content, and apart from it the reasoning and the tool calls."""
+    content: str | None = "".join(choice.text)
+    calls = choice.done.calls if choice.done is not None else ()
+    out: dict[str, Any] = {"role": "assistant"}
+    reasoning = "".join(choice.reasoning)
+    if reasoning:
+        out["reasoning_content"] = reasoning
+    if calls:
+        out["content"] = content if content and content.strip() else None
+        out["tool_calls"] = [c.as_openai() for c in calls]
+    else:
+        out["content"] = content
+    return out
 
 
 @router.post("/v1/chat/completions/input_tokens")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from endmark.server.protocol import (
     pick_constraint,
     sampling_from,
 )
+from endmark.tools import Tool, ToolRequest
 
 
 class ContentPart(StrictModel):
@@ -28,10 +30,23 @@ class ContentPart(StrictModel):
     text: str | None = None
 
 
+class FunctionCall(StrictModel):
+    name: str
+    arguments: str = "{}"  # a JSON text, as OpenAI sends it
+
+
+class ToolCallIn(StrictModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(StrictModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content")
     @classmethod
@@ -42,15 +57,35 @@ class ChatMessage(StrictModel):
                 raise ValueError(f"content parts of type {sorted(kinds)} are not supported")
         return v
 
-    def as_template_input(self) -> dict[str, str]:
-        """The plain `{role, content}` that chat templates expect; text parts are joined by a
-        blank line, as llama-server joins them."""
+    def as_template_input(self) -> dict[str, Any]:
+        """The message as Hugging Face chat templates expect it: `{role, content}`, with an
+        assistant's `tool_calls` (arguments as objects, for templates that write them with
+        `tojson`) and a tool result's `tool_call_id`; text parts are joined by a blank line,
+        as llama-server joins them."""
         if isinstance(self.content, list):
             text = "\n\n".join(p.text or "" for p in self.content)
         else:
             text = self.content or ""
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": text}
+        role = {"developer": "system", "function": "tool"}.get(self.role, self.role)
+        out: dict[str, Any] = {"role": role, "content": text}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id or f"call_{i}", "type": "function",
+                 "function": {"name": c.function.name, "arguments": _arguments(c.function)}}
+                for i, c in enumerate(self.tool_calls)
+            ]  # fmt: skip
+        if role == "tool":
+            out["tool_call_id"] = self.tool_call_id or ""
+            if self.name:
+                out["name"] = self.name
+        return out
+
+
+def _arguments(call: FunctionCall) -> Any:
+    try:
+        return json.loads(call.arguments)
+    except json.JSONDecodeError:
+        return call.arguments
 
 
 class StreamOptions(StrictModel):
@@ -133,8 +168,34 @@ class OpenAIFields(StrictModel):
         return [(int(key), bias) for key, bias in (self.logit_bias or {}).items()]
 
 
+class FunctionDef(StrictModel):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    strict: bool | None = None
+
+
+class ToolDef(StrictModel):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(StrictModel):
+    name: str
+
+
+class NamedToolChoice(StrictModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(OpenAIFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    functions: list[FunctionDef] | None = None  # deprecated by OpenAI; mapped onto tools
+    function_call: Literal["auto", "none"] | NamedFunction | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
@@ -146,6 +207,39 @@ class ChatCompletionRequest(OpenAIFields):
     def n_predict(self) -> int:
         limit = self.max_completion_tokens or self.max_tokens
         return -1 if limit is None else limit
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> ChatCompletionRequest:
+        request = self.tool_request()
+        if request is not None and request.choice != "none" and self.constraint() is not None:
+            raise ValueError(
+                "tools cannot be combined with grammar, json_schema or response_format"
+            )
+        return self
+
+    def tool_request(self) -> ToolRequest | None:
+        """The tools offered, and how they may be used; the deprecated `functions` and
+        `function_call` mean the same with one call at most."""
+        defs = [t.function for t in self.tools or []] or list(self.functions or [])
+        choice_in: Any = self.tool_choice if self.tools else self.function_call
+        parallel = self.parallel_tool_calls if self.tools else False
+        if not defs:
+            if self.tool_choice not in (None, "none", "auto") or self.function_call is not None:
+                raise ValueError("tool_choice names a tool, but the request gives no tools")
+            return None
+        names = [d.name for d in defs]
+        if len(set(names)) != len(names):
+            raise ValueError("two tools have the same name")
+        if choice_in is None:
+            choice = "auto"
+        elif isinstance(choice_in, str):
+            choice = choice_in
+        else:
+            choice = choice_in.function.name if self.tools else choice_in.name
+            if choice not in names:
+                raise ValueError(f"tool_choice names {choice!r}, which is not among the tools")
+        tools = tuple(Tool(d.name, d.description, d.parameters) for d in defs)
+        return ToolRequest(tools, choice, parallel)
 
 
 class CompletionsRequest(OpenAIFields):
