@@ -55,6 +55,36 @@ FAMILIES = {
         "<|end|>",
         eos="<|endoftext|>",
     ),
+    # Qwen2.5's way with tools (Hermes): the tools in the system turn, calls in <tool_call>
+    "hermes": Family(
+        "hermes",
+        ("<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"),
+        "{% if tools %}<|im_start|>system\nYou may call functions.\n<tools>"
+        "{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n</tools><|im_end|>\n{% endif %}"
+        "{% for m in messages %}"
+        "{% if m['role'] == 'assistant' and m.get('tool_calls') %}<|im_start|>assistant\n"
+        "{{ m['content'] or '' }}{% for c in m['tool_calls'] %}<tool_call>\n"
+        '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}'
+        "\n</tool_call>{% endfor %}<|im_end|>\n"
+        "{% elif m['role'] == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m['content'] }}"
+        "\n</tool_response><|im_end|>\n"
+        "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        "<|im_end|>",
+    ),
+    # a tool marker no list knows: endmark must learn it from the template
+    "unknown_tools": Family(
+        "unknown_tools",
+        ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>", "<|call|>", "<|/call|>"),
+        "{% if tools %}<|speaker:user|>tools: {{ tools | tojson }}<|over_to_you|>{% endif %}"
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|speaker:user|>"
+        "{% else %}<|speaker:bot|>{% endif %}{{ m['content'] or '' }}"
+        "{% for c in m.get('tool_calls') or [] %}<|call|>"
+        '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}'
+        "<|/call|>{% endfor %}<|over_to_you|>{% endfor %}"
+        "{% if add_generation_prompt %}<|speaker:bot|>{% endif %}",
+        "<|over_to_you|>",
+    ),
     "unknown": Family(
         "unknown",
         ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>"),

@@ -136,6 +136,14 @@ class ChannelSplitter:
         return out
 
     @property
+    def markers(self) -> frozenset[str]:
+        """Every marker text this splitter acts on."""
+        found = [self.think.start, self.think.end] if self.think else []
+        if self.calls_format is not None:
+            found += [self.calls_format.start, self.calls_format.end]
+        return frozenset(m for m in found if m)
+
+    @property
     def in_call(self) -> bool:
         return self._state == "call"
 

@@ -227,7 +227,7 @@ class Generation:
         self._history.append(token)
         if constraint is not None:
             constraint.consume(token)
-        released, word = self._stops.push(self._detok.add_token(token))
+        released, word = self._stops.push(self._detok.add_token(token) + self._marker(token))
         released, reasoning, calls = self._split(released)
         constraint = self.constraint
         timings = self._timings_now() if self.request.timings_per_token else None
@@ -243,6 +243,14 @@ class Generation:
         if finish is not None:
             self._end(finish, flush=finish.stop_type != "word")
         return [TokenEvent(token, released, logprob, top, timings, reasoning, calls)]
+
+    def _marker(self, token: int) -> str:
+        """A control token that is a channel marker (`<tool_call>`, `<think>`) renders as
+        nothing in output (rule 3), but the splitter must see it."""
+        if self.channels is None or token not in self.vocab.control:
+            return ""
+        text = self.vocab.text(token)
+        return text if text in self.channels.markers else ""
 
     def _split(self, text: str) -> tuple[str, str, tuple[ToolCall, ...]]:
         """Content, reasoning and finished calls in `text`; a call the model starts under

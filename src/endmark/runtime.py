@@ -265,6 +265,18 @@ class Runtime:
             matcher.consume(token)
         return matcher
 
+    def tool_call_format(self) -> dict[str, Any]:
+        """How this model's tool calls are written: learned from its template, or generic."""
+        fmt = self.call_format or GENERIC
+        return {
+            "name": fmt.name,
+            "start": fmt.start,
+            "end": fmt.end,
+            "array": fmt.array,
+            "arguments_key": fmt.args_key,
+            "learned_from_template": self.call_format is not None,
+        }
+
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         """One request's events; see `stream_many`."""
 

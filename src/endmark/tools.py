@@ -16,6 +16,7 @@ from endmark.constraints import JSON_OPTIONS
 
 Choice = str  # "auto", "none", "required", or the name of the one tool to call
 MAX_CALLS = 8  # calls in one turn, at most
+MAX_STRING = 1024  # characters in a string argument whose schema sets no bound
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class ToolRequest:
 def closed(schema: Any) -> Any:
     """`schema` with `additionalProperties: false` wherever an object lists its properties and
     says nothing of others, as llama.cpp does: a tool gets no arguments it did not declare,
-    and a small model cannot ramble in made-up keys until the token limit."""
+    and a small model cannot ramble in made-up keys until the token limit. For the same
+    reason a free string gets a `maxLength` of MAX_STRING unless the schema bounds it."""
     if isinstance(schema, list):
         return [closed(s) for s in schema]
     if not isinstance(schema, dict):
@@ -61,6 +63,9 @@ def closed(schema: Any) -> Any:
     if isinstance(schema.get("properties"), dict):
         out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
         out.setdefault("additionalProperties", False)
+    bounded = {"maxLength", "enum", "const", "pattern", "format"} & schema.keys()
+    if schema.get("type") == "string" and not bounded:
+        out["maxLength"] = MAX_STRING
     return out
 
 

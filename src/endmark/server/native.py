@@ -300,6 +300,7 @@ async def props(request: Request) -> dict[str, Any]:
             "params": params_json(defaults, stream=False),
         },
         "chat_template": rt.template.source if rt.template else "",
+        "tool_call_format": rt.tool_call_format(),
         "chat_template_error": rt.template_error,
         "build_info": "endmark",
     }

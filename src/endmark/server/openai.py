@@ -106,7 +106,7 @@ def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) 
         "label": label,
         "time_limit_ms": req.t_max_predict_ms,
         "constraint": req.constraint(),
-        "cache_prompt": rt.settings.cache_prompt,
+        "cache_prompt": rt.settings.cache_prompt if req.cache_prompt is None else req.cache_prompt,
         "report_progress": req.return_progress and req.stream,
         "timings_per_token": req.timings_per_token,
     }

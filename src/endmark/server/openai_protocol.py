@@ -122,6 +122,7 @@ class OpenAIFields(StrictModel):
     response_format: ResponseFormat | None = None
     timings_per_token: bool = False
     return_progress: bool = False
+    cache_prompt: bool | None = None  # llama.cpp's: reuse a slot's cached prefix
     post_sampling_probs: bool = False
     verbose: bool = False  # llama-server: add `__verbose` (the prompt, the raw result)
 

@@ -1,0 +1,161 @@
+"""Tool calls through the real server with the `openai` SDK, on the bundled model, whose
+template knows no tools: endmark's generic format, constrained."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.conftest import RunningServer
+
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        }, "required": ["city"]}}},
+    {"type": "function", "function": {
+        "name": "get_time", "description": "The time in a time zone",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
+                       "required": ["zone"]}}},
+    {"type": "function", "function": {
+        "name": "add", "description": "Add two numbers",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"},
+                       "b": {"type": "number"}}, "required": ["a", "b"]}}},
+]  # fmt: skip
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+PROMPTS = [
+    "What's the weather in Paris?", "What time is it in Tokyo?", "Add 2 and 3.",
+    "Is it raining in London?", "Tell me a joke.", "What is 17 plus 25?",
+    "Do I need an umbrella in Berlin today?", "Which time zone is Sydney in, and what time is it?",
+    "How warm is it in Cairo in fahrenheit?", "Sum 1.5 and 2.25 for me.", "Hello!",
+    "What's the forecast for Rome?", "Current time in New York, please.", "Plus: 100 and 1",
+    "Weather report for Oslo.", "What's the time in UTC?", "Add minus 4 and 9.",
+    "Is it sunny in Madrid?", "I want to know the time in Paris.", "Compute 3 + 4.",
+]  # fmt: skip
+MARKUP = ("<tool_call>", "</tool_call>", "<|call|>", "<|/call|>", "<|im_end|>", '{"name"')
+
+
+def sdk(srv: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="none", max_retries=0)
+
+
+def check_calls(choice: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The choice's calls, after checking they are clean: tool_calls, parsed and valid."""
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.tool_calls, choice
+    content = choice.message.content or ""
+    assert not any(m in content for m in MARKUP), content
+    out = []
+    for call in choice.message.tool_calls:
+        args = json.loads(call.function.arguments)
+        jsonschema.validate(args, SCHEMAS[call.function.name])
+        assert call.id and call.type == "function"
+        out.append((call.function.name, args))
+    return out
+
+
+def streamed_calls(client: openai.OpenAI, **kw: Any) -> tuple[str | None, list[tuple[str, Any]]]:
+    """A streamed answer's finish reason and its calls, assembled from the deltas."""
+    parts: dict[int, dict[str, str]] = {}
+    reason = None
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        if not chunk.choices:
+            continue
+        for d in chunk.choices[0].delta.tool_calls or []:
+            part = parts.setdefault(d.index, {"name": "", "arguments": ""})
+            part["name"] += d.function.name or "" if d.function else ""
+            part["arguments"] += d.function.arguments or "" if d.function else ""
+        reason = chunk.choices[0].finish_reason or reason
+    return reason, [(p["name"], json.loads(p["arguments"])) for _, p in sorted(parts.items())]
+
+
+@pytest.mark.parametrize("choice,prompts", [("required", 20), ("get_time", 5)])
+def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, prompts: int) -> None:
+    client = sdk(server)
+    tool_choice: Any = choice if choice == "required" else {
+        "type": "function", "function": {"name": choice}}  # fmt: skip
+    for prompt in PROMPTS[:prompts]:
+        for seed in range(3):
+            r = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": prompt}], tools=TOOLS,
+                tool_choice=tool_choice, temperature=0.8, seed=seed,
+            )  # fmt: skip
+            calls = check_calls(r.choices[0])
+            if choice != "required":
+                assert {name for name, _ in calls} == {choice}
+
+
+def test_streamed_calls_equal_the_plain_ones_for_each_seed(server: RunningServer) -> None:
+    client = sdk(server)
+    for seed in range(3):
+        kw: dict[str, Any] = dict(
+            model="m", messages=[{"role": "user", "content": PROMPTS[seed]}], tools=TOOLS,
+            tool_choice="required", temperature=0.8, seed=seed,
+            extra_body={"cache_prompt": False},  # the same numerics for both runs
+        )  # fmt: skip
+        plain = check_calls(client.chat.completions.create(**kw).choices[0])
+        assert streamed_calls(client, **kw) == ("tool_calls", plain)
+
+
+def test_one_call_without_parallel_calls_and_text_with_none(server: RunningServer) -> None:
+    client = sdk(server)
+    msgs = [{"role": "user", "content": "Weather in Paris and the time in Tokyo?"}]
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model="m", messages=msgs, tools=TOOLS, tool_choice="required",
+            parallel_tool_calls=False, temperature=0.8, seed=seed,
+        )  # fmt: skip
+        assert len(check_calls(r.choices[0])) == 1
+    r = client.chat.completions.create(
+        model="m", messages=msgs, tools=TOOLS, tool_choice="none", max_tokens=24, temperature=0
+    )
+    assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_round_trip_renders_and_answers_cleanly(server: RunningServer) -> None:
+    client = sdk(server)
+    msgs: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="m", messages=msgs, tools=TOOLS, tool_choice="required", temperature=0, seed=1
+    )
+    call = first.choices[0].message.tool_calls[0]
+    msgs += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny", "c": 21}'},
+    ]
+    second = client.chat.completions.create(
+        model="m", messages=msgs, tools=TOOLS, max_tokens=48, temperature=0
+    )
+    answer = second.choices[0]
+    assert answer.finish_reason in ("stop", "length", "tool_calls")
+    assert not any(m in (answer.message.content or "") for m in MARKUP)
+    prompt = httpx.post(f"{server.url}/apply-template", json={"messages": msgs}, timeout=30)
+    assert prompt.status_code == 200 and "sunny" in prompt.json()["prompt"]
+
+
+def test_deprecated_functions_and_bad_tool_requests(server: RunningServer) -> None:
+    client = sdk(server)
+    r = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Add 2 and 3."}],
+        functions=[t["function"] for t in TOOLS], function_call={"name": "add"}, seed=0,
+    )  # fmt: skip
+    assert [name for name, _ in check_calls(r.choices[0])] == ["add"]
+    bad = [
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+         "nope"),
+        ({"tools": TOOLS, "response_format": {"type": "json_object"}}, "tools"),
+        ({"tool_choice": "required"}, "no tools"),
+    ]  # fmt: skip
+    for body, words in bad:
+        full = {"messages": [{"role": "user", "content": "Hi"}], **body}
+        r2 = httpx.post(f"{server.url}/v1/chat/completions", json=full, timeout=30)
+        assert r2.status_code == 400 and words in r2.json()["error"]["message"], r2.text
