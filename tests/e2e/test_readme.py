@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -27,3 +28,13 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     command = "python3 -m pip install -e '.[test]' && python3 -m pytest -q"
     assert command in README.read_text() and command in ci
+
+
+def test_the_tools_example_runs_and_calls_the_tool(server: RunningServer) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "tools=tools" in b)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code.replace("http://127.0.0.1:8080", server.url), {})
+    reason, arguments = out.getvalue().strip().split(" ", 1)
+    assert reason == "tool_calls" and "city" in json.loads(arguments)
