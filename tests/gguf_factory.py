@@ -85,6 +85,14 @@ FAMILIES = {
         "{% if add_generation_prompt %}<|speaker:bot|>{% endif %}",
         "<|over_to_you|>",
     ),
+    # Qwen3's way of thinking: the generation prompt opens <think>
+    "qwen3": Family(
+        "qwen3",
+        ("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+        "<|im_end|>",
+    ),
     "unknown": Family(
         "unknown",
         ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>"),

@@ -144,6 +144,10 @@ class ChannelSplitter:
         return frozenset(m for m in found if m)
 
     @property
+    def in_reasoning(self) -> bool:
+        return self._state == "reasoning"
+
+    @property
     def in_call(self) -> bool:
         return self._state == "call"
 

@@ -18,7 +18,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from endmark.channels import HERMES, LLAMA3, MISTRAL, CallFormat
+from endmark.channels import HERMES, LLAMA3, MISTRAL, CallFormat, ThinkFormat
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -356,3 +356,17 @@ def learn_call_format(template: Template, end_texts: Collection[str]) -> CallFor
     if before in ("", "<|python_tag|>") and not array:
         return replace(LLAMA3, args_key=args_key)
     return CallFormat("learned", before, end, array, bare_json=not before, args_key=args_key)
+
+
+def learn_think_format(template: Template, token_texts: Collection[str]) -> ThinkFormat | None:
+    """Whether the model thinks in `<think>...</think>` (its template or its vocabulary says
+    so), and whether the generation prompt already opens the block (Qwen3, SmolLM3)."""
+    source = getattr(template, "source", "")
+    if "<think>" not in source and "<think>" not in token_texts:
+        return None
+    try:
+        prompt = template.render([{"role": "user", "content": "Hello"}], True)
+    except (TemplateRenderError, TemplateRefused):
+        return ThinkFormat()
+    opened = prompt.rstrip().endswith("<think>")
+    return ThinkFormat(open=opened)

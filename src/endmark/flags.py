@@ -237,6 +237,11 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-context-shift", action="store_true", help="no context shift (always so here)"
     )
+    p.add_argument(
+        "--reasoning-format", choices=("none", "deepseek", "auto"),
+        help="thinking apart in reasoning_content (auto, deepseek) or left in content (none)",
+    )  # fmt: skip
+    p.add_argument("--reasoning-budget", type=int, help="tokens of thinking (-1: no limit)")
     for names, nargs, reason in NO_EFFECT:
         kw: dict[str, Any] = {"nargs": nargs} if nargs != 1 else {}
         p.add_argument(

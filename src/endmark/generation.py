@@ -62,6 +62,9 @@ class GenerationRequest:
     # text so far, a constraint that has consumed it.
     channels: ChannelSplitter | None = None
     on_call: Callable[[str], Constraint] | None = None
+    # Thinking is closed (these tokens are forced) once it has taken this many tokens.
+    reasoning_budget: int = -1
+    think_close: tuple[int, ...] = ()
 
 
 @dataclass
@@ -170,6 +173,8 @@ class Generation:
         self.channels = request.channels
         self.reasoning_tail = ""
         self.tail_calls: tuple[ToolCall, ...] = ()
+        self.reasoning_tokens = 0
+        self._forced: list[int] = []
         self.timings = Timings()
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
@@ -203,6 +208,10 @@ class Generation:
             self.timings.prompt_ms = (self._now - self.t_start) * 1000.0
             if self.finish_before_start():
                 return []
+        if self._over_budget():
+            self._forced = list(self.request.think_close)
+        if self._forced:  # the close of thinking, forced: no sampling
+            return self._accept(self._forced.pop(0), None, ())
         params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
@@ -244,6 +253,11 @@ class Generation:
             self._end(finish, flush=finish.stop_type != "word")
         return [TokenEvent(token, released, logprob, top, timings, reasoning, calls)]
 
+    def _over_budget(self) -> bool:
+        budget = self.request.reasoning_budget
+        thinking = self.channels is not None and self.channels.in_reasoning
+        return thinking and 0 <= budget <= self.reasoning_tokens and not self._forced
+
     def _marker(self, token: int) -> str:
         """A control token that is a channel marker (`<tool_call>`, `<think>`) renders as
         nothing in output (rule 3), but the splitter must see it."""
@@ -257,7 +271,9 @@ class Generation:
         `auto` switches its grammar on from here (a lazy grammar)."""
         if self.channels is None:
             return text, "", ()
+        was_thinking = self.channels.in_reasoning
         pieces = self.channels.push(text)
+        self.reasoning_tokens += was_thinking
         if self.channels.in_call and self.constraint is None and self.request.on_call:
             self.constraint = self.request.on_call(self.channels.call_text)
         return join_pieces(pieces)

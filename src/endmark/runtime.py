@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from endmark.channels import GENERIC, CallFormat, ChannelSplitter
+from endmark.channels import GENERIC, CallFormat, ChannelSplitter, ThinkFormat
 from endmark.chat import (
     NativeFormats,
     Template,
@@ -25,6 +25,7 @@ from endmark.chat import (
     continue_final,
     end_of_turn_markers,
     learn_call_format,
+    learn_think_format,
     load_template,
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
@@ -44,6 +45,7 @@ from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
 from endmark.settings import Settings
 from endmark.tools import (
+    Reasoning,
     ToolRequest,
     call_grammar,
     flatten_calls,
@@ -66,6 +68,7 @@ class Runtime:
     template_error: str | None = None
     constraints: ConstraintCompiler | None = None
     call_format: CallFormat | None = None  # how the template writes calls; None: generic
+    think_format: ThinkFormat | None = None  # how the model thinks, if it does
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -215,12 +218,33 @@ class Runtime:
         add_generation_prompt: bool = True,
         continue_final_message: bool | None = None,
         tools: ToolRequest | None = None,
+        reasoning: Reasoning | None = None,
         **kwargs: Any,
     ) -> GenerationRequest:
+        reasoning = reasoning or Reasoning(
+            self.settings.reasoning_format, self.settings.reasoning_budget
+        )
         if tools is not None and tools.choice != "none":
-            return self._tool_request(messages, sampling, tools, **kwargs)
-        prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
-        return self._chat_prompt(prompt, sampling, **kwargs)
+            request = self._tool_request(messages, sampling, tools, **kwargs)
+        else:
+            prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
+            request = self._chat_prompt(prompt, sampling, **kwargs)
+        return self._with_thinking(request, reasoning, forced=request.constraint is not None)
+
+    def _with_thinking(
+        self, request: GenerationRequest, reasoning: Reasoning, forced: bool
+    ) -> GenerationRequest:
+        """Thinking goes to its own channel (unless `reasoning_format` is none); at the budget,
+        its close marker is forced. Under a constraint from the first token (a forced tool,
+        a schema) a thinking model skips its thinking: the constraint applies to the answer."""
+        think = self.think_format
+        if think is None or reasoning.format == "none":
+            return request
+        calls = request.channels.calls_format if request.channels else None
+        request.channels = ChannelSplitter(calls, think)
+        request.think_close = tuple(self.engine.tokenize(think.end, False, True))
+        request.reasoning_budget = 0 if forced and think.open else reasoning.budget
+        return request
 
     def _chat_prompt(
         self, prompt: str, sampling: SamplingParams, **kwargs: Any
@@ -249,7 +273,9 @@ class Runtime:
             plain = with_system_text(flatten_calls(messages, fmt), generic_system_prompt(tools))
             prompt = self.render_chat(plain)
         control = {self.token_text(t) for t in self.engine.vocab.control}
-        grammar = call_grammar(fmt, tools, control)
+        think = self.think_format
+        close = think.end if think is not None and think.open and tools.forced else ""
+        grammar = call_grammar(fmt, tools, control, after=close)
         request = self._chat_prompt(prompt, sampling, **kwargs)
         request.channels = ChannelSplitter(fmt)
         if tools.forced:
@@ -381,6 +407,7 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         template_error = str(exc)
         log.error("%s", exc)
     call_format: CallFormat | None = None
+    think_format: ThinkFormat | None = None
     if template is not None:
         log.info("chat template: %s", printable(template.name))
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
@@ -396,6 +423,10 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
                 "tool calls: the template's %s format, %s ... %s",
                 call_format.name, printable(call_format.start), printable(call_format.end),
             )  # fmt: skip
+        think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
+        if think_format is not None:
+            opened = " (opened by the prompt)" if think_format.open else ""
+            log.info("thinking: <think> ... </think>%s", opened)
     log.info(
         "end-of-generation tokens: %s",
         ", ".join(
@@ -425,4 +456,5 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         template_error,
         constraints,
         call_format,
+        think_format,
     )

@@ -56,6 +56,8 @@ class Settings:
     swa_full: bool = False
     cont_batching: bool = True
     cache_prompt: bool = True
+    reasoning_format: str = "auto"  # none: thinking stays in content; auto/deepseek: apart
+    reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
     temperature: float | None = None
     seed: int | None = None
     top_k: int | None = None

@@ -86,11 +86,24 @@ def _literal(text: str, control_texts: Collection[str]) -> str:
     return json.dumps(text)
 
 
+@dataclass(frozen=True)
+class Reasoning:
+    """How a request wants thinking handled: llama-server's `reasoning_format` and budget."""
+
+    format: str = "auto"  # none: thinking stays in content
+    budget: int = -1  # tokens; 0 skips thinking, -1 has no limit
+
+
 def call_grammar(
-    fmt: CallFormat, request: ToolRequest, control_texts: Collection[str], lazy: bool = False
+    fmt: CallFormat,
+    request: ToolRequest,
+    control_texts: Collection[str],
+    lazy: bool = False,
+    after: str = "",
 ) -> str:
     """The Lark grammar of an answer made of calls in `fmt`. With `lazy`, the grammar starts
-    right after the first start marker, which the model has already written."""
+    right after the first start marker, which the model has already written; `after` is text
+    that comes first (the close of a thinking block the prompt opened)."""
     calls = request.callable
     schema: dict[str, Any] = {"anyOf": [call_schema(t, fmt.args_key) for t in calls]}
     if fmt.array:
@@ -103,6 +116,8 @@ def call_grammar(
     body = f"{nl} call_json {nl} {end}" if end else f"{nl} call_json"
     one = f"{start} {body}".strip()
     first = body if lazy else one
+    if after:
+        first = f'{_literal(after, control_texts)} "\\n"{{0,2}} {first}'
     extra = MAX_CALLS - 1  # a small model may repeat calls until the token limit otherwise
     more = "" if fmt.array or not request.parallel or not end else f" ({nl} {one}){{0,{extra}}}"
     return f"%llguidance {{}}\nstart: {first}{more}\ncall_json: %json {json.dumps(schema)}\n"

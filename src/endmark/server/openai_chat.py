@@ -26,6 +26,7 @@ from endmark.server.openai import (
 )
 from endmark.server.openai_protocol import ChatCompletionRequest
 from endmark.server.state import runtime_of
+from endmark.tools import Reasoning
 
 router = APIRouter()
 
@@ -54,6 +55,12 @@ def chat_requests(rt: Runtime, req: ChatCompletionRequest) -> list[GenerationReq
             add_generation_prompt=req.add_generation_prompt,
             continue_final_message=req.continue_final_message,
             tools=req.tool_request(),
+            reasoning=Reasoning(
+                req.reasoning_format or rt.settings.reasoning_format,
+                rt.settings.reasoning_budget
+                if req.reasoning_budget is None
+                else req.reasoning_budget,
+            ),
             **common,
         )
         for i in range(req.n)

@@ -195,6 +195,8 @@ class ChatCompletionRequest(OpenAIFields):
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    reasoning_format: Literal["none", "deepseek", "auto"] | None = None
+    reasoning_budget: Annotated[int, Field(ge=-1)] | None = None
     functions: list[FunctionDef] | None = None  # deprecated by OpenAI; mapped onto tools
     function_call: Literal["auto", "none"] | NamedFunction | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
