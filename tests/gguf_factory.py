@@ -13,7 +13,8 @@ import gguf
 import numpy as np
 
 NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
-WORDS = ["▁hello", "▁world", "▁the", "▁a", "▁is", "▁answer", "▁user", "▁assistant", "▁system"]
+# "▁" alone, as every real SentencePiece vocabulary has it: a space is then one token
+WORDS = ["▁", "▁hello", "▁world", "▁the", "▁a", "▁is", "▁answer", "▁user", "▁assistant", "▁system"]
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,13 @@ FAMILIES = {
     # a tool marker no list knows: endmark must learn it from the template
     "unknown_tools": Family(
         "unknown_tools",
-        ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>", "<|call|>", "<|/call|>"),
+        ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>", "<|fn_call|>", "<|/fn_call|>"),
         "{% if tools %}<|speaker:user|>tools: {{ tools | tojson }}<|over_to_you|>{% endif %}"
         "{% for m in messages %}{% if m['role'] == 'user' %}<|speaker:user|>"
         "{% else %}<|speaker:bot|>{% endif %}{{ m['content'] or '' }}"
-        "{% for c in m.get('tool_calls') or [] %}<|call|>"
+        "{% for c in m.get('tool_calls') or [] %}<|fn_call|>"
         '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}'
-        "<|/call|>{% endfor %}<|over_to_you|>{% endfor %}"
+        "<|/fn_call|>{% endfor %}<|over_to_you|>{% endfor %}"
         "{% if add_generation_prompt %}<|speaker:bot|>{% endif %}",
         "<|over_to_you|>",
     ),

@@ -61,8 +61,8 @@ RECORDED = {
         GENERIC, ThinkFormat(), NOT_A_MARKER, NOT_A_MARKER, "", [],
     ),
     "an unknown family's markers": (
-        CallFormat("learned", "<|call|>", "<|/call|>"), None,
-        "ok <|call|>" + json.dumps(WEATHER) + "<|/call|>", "ok ", "", [WEATHER],
+        CallFormat("learned", "<|fn_call|>", "<|/fn_call|>"), None,
+        "ok <|fn_call|>" + json.dumps(WEATHER) + "<|/fn_call|>", "ok ", "", [WEATHER],
     ),
 }  # fmt: skip
 

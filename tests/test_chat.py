@@ -130,7 +130,7 @@ def test_the_call_format_is_learned_from_the_template() -> None:
     fmt = learn_call_format(unknown, ["<|over_to_you|>"])
     assert fmt is not None and (fmt.name, fmt.start, fmt.end) == (
         "learned",
-        "<|call|>",
-        "<|/call|>",
+        "<|fn_call|>",
+        "<|/fn_call|>",
     )
     assert learn_call_format(ChatTemplate(BUILTIN_TEMPLATES["chatml"], "chatml"), []) is None

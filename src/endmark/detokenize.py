@@ -20,8 +20,11 @@ class Detokenizer:
         return self._decoder.decode(self._pieces[token])
 
     def finalize(self) -> str:
-        """What is left at the end: an unfinished character becomes U+FFFD, as it must."""
-        return self._decoder.decode(b"", final=True)
+        """What is left at the end: an unfinished character becomes U+FFFD, as it must. The
+        decoder starts afresh (a channel marker ends a run of text this way too)."""
+        text = self._decoder.decode(b"", final=True)
+        self._decoder.reset()
+        return text
 
 
 def piece_text(piece: bytes) -> str | list[int]:

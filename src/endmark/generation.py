@@ -169,8 +169,11 @@ class Generation:
         self._stops = StopMatcher(policy.stop)
         self._banned = policy.eog.ids() if policy.ignore_eos else ()
         self.finish: Finish | None = None
-        self.constraint = request.constraint
         self.channels = request.channels
+        # A constraint applies to the answer: after the thinking, if the prompt opened it.
+        thinking = self.channels is not None and self.channels.in_reasoning
+        self.constraint = None if thinking else request.constraint
+        self._after_thinking = request.constraint if thinking else None
         self.reasoning_tail = ""
         self.tail_calls: tuple[ToolCall, ...] = ()
         self.reasoning_tokens = 0
@@ -236,7 +239,11 @@ class Generation:
         self._history.append(token)
         if constraint is not None:
             constraint.consume(token)
-        released, word = self._stops.push(self._detok.add_token(token) + self._marker(token))
+        text = self._detok.add_token(token)
+        marker = self._marker(token)
+        if marker:  # the text before a marker is over: an unfinished character stays on its side
+            text += self._detok.finalize() + marker
+        released, word = self._stops.push(text)
         released, reasoning, calls = self._split(released)
         constraint = self.constraint
         timings = self._timings_now() if self.request.timings_per_token else None
@@ -274,6 +281,8 @@ class Generation:
         was_thinking = self.channels.in_reasoning
         pieces = self.channels.push(text)
         self.reasoning_tokens += was_thinking
+        if self._after_thinking is not None and not self.channels.in_reasoning:
+            self.constraint, self._after_thinking = self._after_thinking, None
         if self.channels.in_call and self.constraint is None and self.request.on_call:
             self.constraint = self.request.on_call(self.channels.call_text)
         return join_pieces(pieces)

@@ -229,21 +229,19 @@ class Runtime:
         else:
             prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
             request = self._chat_prompt(prompt, sampling, **kwargs)
-        return self._with_thinking(request, reasoning, forced=request.constraint is not None)
+        return self._with_thinking(request, reasoning)
 
-    def _with_thinking(
-        self, request: GenerationRequest, reasoning: Reasoning, forced: bool
-    ) -> GenerationRequest:
+    def _with_thinking(self, request: GenerationRequest, reasoning: Reasoning) -> GenerationRequest:
         """Thinking goes to its own channel (unless `reasoning_format` is none); at the budget,
-        its close marker is forced. Under a constraint from the first token (a forced tool,
-        a schema) a thinking model skips its thinking: the constraint applies to the answer."""
+        its close marker is forced. A constraint (a schema, a forced tool) applies once the
+        thinking is over."""
         think = self.think_format
         if think is None or reasoning.format == "none":
             return request
         calls = request.channels.calls_format if request.channels else None
         request.channels = ChannelSplitter(calls, think)
         request.think_close = tuple(self.engine.tokenize(think.end, False, True))
-        request.reasoning_budget = 0 if forced and think.open else reasoning.budget
+        request.reasoning_budget = reasoning.budget
         return request
 
     def _chat_prompt(
@@ -273,9 +271,7 @@ class Runtime:
             plain = with_system_text(flatten_calls(messages, fmt), generic_system_prompt(tools))
             prompt = self.render_chat(plain)
         control = {self.token_text(t) for t in self.engine.vocab.control}
-        think = self.think_format
-        close = think.end if think is not None and think.open and tools.forced else ""
-        grammar = call_grammar(fmt, tools, control, after=close)
+        grammar = call_grammar(fmt, tools, control)
         request = self._chat_prompt(prompt, sampling, **kwargs)
         request.channels = ChannelSplitter(fmt)
         if tools.forced:

@@ -99,11 +99,9 @@ def call_grammar(
     request: ToolRequest,
     control_texts: Collection[str],
     lazy: bool = False,
-    after: str = "",
 ) -> str:
     """The Lark grammar of an answer made of calls in `fmt`. With `lazy`, the grammar starts
-    right after the first start marker, which the model has already written; `after` is text
-    that comes first (the close of a thinking block the prompt opened)."""
+    right after the first start marker, which the model has already written."""
     calls = request.callable
     schema: dict[str, Any] = {"anyOf": [call_schema(t, fmt.args_key) for t in calls]}
     if fmt.array:
@@ -116,8 +114,6 @@ def call_grammar(
     body = f"{nl} call_json {nl} {end}" if end else f"{nl} call_json"
     one = f"{start} {body}".strip()
     first = body if lazy else one
-    if after:
-        first = f'{_literal(after, control_texts)} "\\n"{{0,2}} {first}'
     extra = MAX_CALLS - 1  # a small model may repeat calls until the token limit otherwise
     more = "" if fmt.array or not request.parallel or not end else f" ({nl} {one}){{0,{extra}}}"
     return f"%llguidance {{}}\nstart: {first}{more}\ncall_json: %json {json.dumps(schema)}\n"

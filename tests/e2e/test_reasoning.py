@@ -13,6 +13,9 @@ from tests.conftest import RunningServer, start_server, stop_server
 from tests.gguf_factory import FAMILIES, build_gguf
 
 HI = [{"role": "user", "content": "Hello, how are you?"}]
+SCHEMA = {"type": "json_schema", "json_schema": {"schema": {
+    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+    "additionalProperties": False}}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +79,12 @@ def test_a_reasoning_budget_closes_the_thinking_and_an_answer_follows(
 def test_reasoning_format_none_leaves_the_thinking_in_content(thinker: RunningServer) -> None:
     message = chat(thinker, reasoning_format="none", reasoning_budget=5)["choices"][0]["message"]
     assert message["content"] and "reasoning_content" not in message
+
+
+def test_a_constraint_applies_once_the_thinking_is_over(thinker: RunningServer) -> None:
+    for seed in range(3):
+        r = chat(thinker, response_format=SCHEMA, reasoning_budget=6, temperature=0.8,
+                 seed=seed, max_tokens=200)  # fmt: skip
+        message = r["choices"][0]["message"]
+        assert message["reasoning_content"] and r["choices"][0]["finish_reason"] == "stop"
+        assert isinstance(json.loads(message["content"])["ok"], bool)

@@ -1,9 +1,11 @@
-"""Tool calls through the real server with the `openai` SDK, on the bundled model, whose
-template knows no tools: endmark's generic format, constrained."""
+"""Tool calls through the real server with the `openai` SDK: on the bundled model (whose
+template knows no tools: endmark's generic format), on a Hermes-template model, and on one
+whose call marker no list knows (learned from its template)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,7 +13,8 @@ import jsonschema
 import openai
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, start_server, stop_server
+from tests.gguf_factory import FAMILIES, build_gguf
 
 TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {
@@ -39,7 +42,7 @@ PROMPTS = [
     "Weather report for Oslo.", "What's the time in UTC?", "Add minus 4 and 9.",
     "Is it sunny in Madrid?", "I want to know the time in Paris.", "Compute 3 + 4.",
 ]  # fmt: skip
-MARKUP = ("<tool_call>", "</tool_call>", "<|call|>", "<|/call|>", "<|im_end|>", '{"name"')
+MARKUP = ("<tool_call>", "</tool_call>", "<|fn_call|>", "<|/fn_call|>", "<|im_end|>", '{"name"')
 
 
 def sdk(srv: RunningServer) -> openai.OpenAI:
@@ -159,3 +162,39 @@ def test_deprecated_functions_and_bad_tool_requests(server: RunningServer) -> No
         full = {"messages": [{"role": "user", "content": "Hi"}], **body}
         r2 = httpx.post(f"{server.url}/v1/chat/completions", json=full, timeout=30)
         assert r2.status_code == 400 and words in r2.json()["error"]["message"], r2.text
+
+
+@pytest.fixture(scope="module", params=["hermes", "unknown_tools"])
+def family_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, RunningServer]]:
+    """A tiny random model with a template that knows tools: Hermes/Qwen2.5's markers, or
+    markers no list knows (learned from the template)."""
+    folder = tmp_path_factory.mktemp(request.param)
+    path = build_gguf(folder / "m.gguf", FAMILIES[request.param])
+    srv = start_server(folder, "-m", str(path), "-c", "8192", "-np", "1")
+    yield request.param, srv
+    stop_server(srv)
+
+
+def test_template_families_call_in_their_own_format(family_server: tuple[str, Any]) -> None:
+    family, srv = family_server
+    fmt = httpx.get(f"{srv.url}/props", timeout=30).json()["tool_call_format"]
+    expected = {"hermes": ("hermes", "<tool_call>", "</tool_call>"),
+                "unknown_tools": ("learned", "<|fn_call|>", "<|/fn_call|>")}[family]  # fmt: skip
+    assert (fmt["name"], fmt["start"], fmt["end"]) == expected and fmt["learned_from_template"]
+    client = sdk(srv)
+    for prompt in PROMPTS:
+        for seed in range(3):
+            r = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": prompt}], tools=TOOLS,
+                tool_choice="required", temperature=0.8, seed=seed,
+            )  # fmt: skip
+            check_calls(r.choices[0])
+    named = {"type": "function", "function": {"name": "get_time"}}
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Hi"}], tools=TOOLS,
+            tool_choice=named, temperature=0.8, seed=seed,
+        )  # type: ignore[call-overload]  # fmt: skip
+        assert {name for name, _ in check_calls(r.choices[0])} == {"get_time"}
