@@ -10,7 +10,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own: greedy answers depend a little on what a slot has cached, and
+    the shared one has served every other test by now."""
+    srv = start_server(tmp_path_factory.mktemp("web"))
+    yield srv
+    stop_server(srv)
+
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
