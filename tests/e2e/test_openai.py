@@ -187,3 +187,10 @@ def test_apply_template_shows_the_rendered_prompt(server: RunningServer) -> None
     assert r.json()["prompt"].endswith(
         "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+@pytest.mark.parametrize("prompt", [[], [[]], [[1], []]])
+def test_an_empty_prompt_list_is_a_400_not_a_500(server: RunningServer, prompt: object) -> None:
+    # found by schemathesis: "prompt": [] with "n": 4 once reached an IndexError
+    r = httpx.post(f"{server.url}/v1/completions", json={"prompt": prompt, "n": 4}, timeout=30)
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]

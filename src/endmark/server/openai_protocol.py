@@ -256,6 +256,13 @@ class CompletionsRequest(OpenAIFields):
     def n_predict(self) -> int:
         return -1 if self.max_tokens is None else self.max_tokens
 
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(cls, v: Any) -> Any:
+        if isinstance(v, list) and (not v or any(isinstance(x, list) and not x for x in v)):
+            raise ValueError("the prompt is empty")
+        return v
+
     def prompts(self) -> list[str | list[int]]:
         """OpenAI's prompt forms as a list of prompts: text, or token ids."""
         p = self.prompt
