@@ -99,6 +99,10 @@ class ChannelSplitter:
     def __init__(self, calls: CallFormat | None = None, think: ThinkFormat | None = None) -> None:
         self.calls_format = calls
         self.think = think
+        found = [think.start, think.end] if think else []
+        if calls is not None:
+            found += [calls.start, calls.end]
+        self.markers = frozenset(m for m in found if m)  # every marker text it acts on
         self.calls: list[ToolCall] = []
         self._state: Channel | Literal["call"] = "reasoning" if think and think.open else "content"
         self._matcher = self._matcher_for(self._state)
@@ -134,14 +138,6 @@ class ChannelSplitter:
             text = self._matcher.after_stop  # what followed the marker in this push
             out += self._switch(marker)
         return out
-
-    @property
-    def markers(self) -> frozenset[str]:
-        """Every marker text this splitter acts on."""
-        found = [self.think.start, self.think.end] if self.think else []
-        if self.calls_format is not None:
-            found += [self.calls_format.start, self.calls_format.end]
-        return frozenset(m for m in found if m)
 
     @property
     def in_reasoning(self) -> bool:
