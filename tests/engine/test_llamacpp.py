@@ -47,6 +47,25 @@ def test_batched_decode_matches_decoding_each_sequence_alone(engine: LlamaCppEng
     engine.drop(2)
 
 
+def test_a_reused_prefix_reads_back_as_it_was_written(engine: LlamaCppEngine) -> None:
+    """A long prompt cached, cut back to a short shared prefix, then continued by a shorter
+    one: the logits are those of the short prompt decoded fresh. (With this llama.cpp's CPU
+    flash attention, which `auto` no longer picks, a prefix written by a 64-token micro-batch
+    read back differently, and the next answer was nonsense.)"""
+    short = engine.tokenize(CHATML_PROMPT, False, True)
+    long = short[:4] + engine.tokenize(" word" * 100, False, False)
+    for s in (0, 1):
+        engine.drop(s)
+    fresh = np.array(engine.decode([SeqInput(0, short, 0)])[0])
+    engine.decode([SeqInput(1, long, 0)])
+    engine.drop(1, 4)
+    reused = np.array(engine.decode([SeqInput(1, short[4:], 4)])[1])
+    assert int(np.argmax(reused)) == int(np.argmax(fresh))
+    assert np.allclose(reused, fresh, atol=1e-3)
+    for s in (0, 1):
+        engine.drop(s)
+
+
 def test_copy_shares_a_prefix_between_sequences(engine: LlamaCppEngine) -> None:
     prompt = engine.tokenize(CHATML_PROMPT, False, True)
     for s in (0, 1):

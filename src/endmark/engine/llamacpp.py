@@ -70,6 +70,17 @@ _BYTES_PER_VALUE = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625}
 _FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
+def _flash_attention(opts: ContextOptions) -> int:
+    """llama.cpp's switch, with `auto` decided here: off, unless a quantized V cache needs it.
+    On the CPU this llama.cpp's flash attention makes a cached prefix written by a micro-batch
+    of 64 tokens or more read back differently when a shorter batch continues it, so a reused
+    prompt prefix (a shared system prompt) turned the next answer into nonsense."""
+    if opts.flash_attn != "auto":
+        return _FLASH_ATTN[opts.flash_attn]
+    quantized_v = opts.type_v not in ("f32", "f16", "bf16")
+    return _FLASH_ATTN["on" if quantized_v else "off"]
+
+
 def _physical_memory() -> float:
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -125,7 +136,7 @@ class LlamaCppEngine:
         cparams.kv_unified = opts.kv_unified
         cparams.type_k = _GGML_TYPES[opts.type_k]
         cparams.type_v = _GGML_TYPES[opts.type_v]
-        cparams.flash_attn_type = _FLASH_ATTN[opts.flash_attn]
+        cparams.flash_attn_type = _flash_attention(opts)
         cparams.swa_full = opts.swa_full
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
