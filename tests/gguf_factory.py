@@ -86,6 +86,70 @@ FAMILIES = {
         "{% if add_generation_prompt %}<|speaker:bot|>{% endif %}",
         "<|over_to_you|>",
     ),
+    # Llama 3.1's way with tools, condensed from its template: the tools in the first user
+    # turn, a call as bare JSON with "parameters", one call a turn, results as `ipython`
+    "llama3_tools": Family(
+        "llama3_tools",
+        (
+            "<|begin_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|eom_id|>",
+            "<|python_tag|>",
+        ),
+        "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+        "{% set system_message = messages[0]['content'] | trim %}{% set messages = messages[1:] %}"
+        "{% else %}{% set system_message = '' %}{% endif %}"
+        "<|start_header_id|>system<|end_header_id|>\n\n{% if tools %}Environment: ipython\n"
+        "{% endif %}{{ system_message }}<|eot_id|>"
+        "{% if tools %}{% set first = messages[0]['content'] | trim %}"
+        "{% set messages = messages[1:] %}<|start_header_id|>user<|end_header_id|>\n\n"
+        "Given the following functions, please respond with a JSON for a function call.\n\n"
+        'Respond in the format {"name": function name, "parameters": dictionary of argument '
+        "name and its value}.\n\n{% for t in tools %}{{ t | tojson(indent=4) }}\n\n"
+        "{% endfor %}{{ first }}<|eot_id|>{% endif %}"
+        "{% for m in messages %}"
+        "{% if not (m.role == 'ipython' or m.role == 'tool' or 'tool_calls' in m) %}"
+        "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}"
+        "<|eot_id|>{% elif 'tool_calls' in m %}{% if m.tool_calls | length != 1 %}"
+        "{{ raise_exception('This model only supports single tool-calls at once!') }}{% endif %}"
+        "{% set c = m.tool_calls[0].function %}<|start_header_id|>assistant<|end_header_id|>"
+        '\n\n{"name": "{{ c.name }}", "parameters": {{ c.arguments | tojson }}}<|eot_id|>'
+        "{% else %}<|start_header_id|>ipython<|end_header_id|>\n\n{{ m.content }}<|eot_id|>"
+        "{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        "{% endif %}",
+        "<|eot_id|>",
+        eos="<|end_of_text|>",
+    ),  # fmt: skip
+    # Mistral Nemo's way, condensed: [AVAILABLE_TOOLS] before the last user turn, calls as
+    # one [TOOL_CALLS] array, and ids of exactly 9 letters and digits (the template checks)
+    "mistral_tools": Family(
+        "mistral_tools",
+        (
+            "[INST]",
+            "[/INST]",
+            "[TOOL_CALLS]",
+            "[AVAILABLE_TOOLS]",
+            "[/AVAILABLE_TOOLS]",
+            "[TOOL_RESULTS]",
+            "[/TOOL_RESULTS]",
+        ),
+        "{{ bos_token }}{% set users = messages | selectattr('role', 'equalto', 'user') | list %}"
+        "{% for m in messages %}{% if m['role'] == 'user' %}"
+        "{% if tools and m == users[-1] %}[AVAILABLE_TOOLS]{{ tools | tojson }}"
+        "[/AVAILABLE_TOOLS]{% endif %}[INST]{{ m['content'] }}[/INST]"
+        "{% elif m.tool_calls is defined and m.tool_calls %}[TOOL_CALLS]["
+        "{% for c in m.tool_calls %}{% if c.id | length != 9 %}"
+        "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}"
+        '{% endif %}{{ (c.function | tojson)[:-1] }}, "id": "{{ c.id }}"}'
+        "{% if not loop.last %}, {% endif %}{% endfor %}]{{ eos_token }}"
+        "{% elif m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
+        "{% elif m['role'] == 'tool' %}[TOOL_RESULTS]{\"content\": {{ m.content }}, "
+        '"call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]{% endif %}{% endfor %}',
+        "</s>",
+    ),  # fmt: skip
     # Qwen3's way of thinking: the generation prompt opens <think>
     "qwen3": Family(
         "qwen3",

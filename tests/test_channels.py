@@ -17,6 +17,7 @@ from endmark.channels import (
     MalformedCall,
     Piece,
     ThinkFormat,
+    parse_calls,
 )
 
 WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
@@ -131,3 +132,31 @@ def test_a_call_cut_by_the_limit_is_kept_apart_not_released() -> None:
     pieces += splitter.finish()
     assert channels(pieces) == ("Sure. ", "", [])
     assert splitter.cut_call == '{"name": "get_weather", "argu'
+
+
+def test_only_the_markers_that_act_in_a_state_are_offered() -> None:
+    """A control token that is a marker out of place (a close with nothing open) is not
+    pushed at all: the generation asks which markers act now."""
+    think = ThinkFormat()
+    splitter = ChannelSplitter(HERMES, think)
+    assert splitter.markers == {"<tool_call>", "<think>"}
+    splitter.push("<think>")
+    assert splitter.markers == {"</think>"}
+    splitter.push("hmm</think><tool_call>")
+    assert splitter.markers == {"</tool_call>"}
+    assert ChannelSplitter(MISTRAL).markers == {"[TOOL_CALLS]"}
+
+
+def test_mistral_calls_get_the_nine_character_ids_its_template_checks() -> None:
+    (piece,) = split(MISTRAL, None, ["[TOOL_CALLS]" + json.dumps([WEATHER])])
+    assert piece.call is not None and len(piece.call.id) == 9 and piece.call.id.isalnum()
+
+
+def test_numbers_come_out_as_the_model_wrote_them() -> None:
+    """Read as a float, 1e999 would be written back as `Infinity`, which is not JSON."""
+    body = '{"name": "add", "arguments": {"a": 1e999, "b": [0.10, -2], "c": "x"}}'
+    (call,) = parse_calls(body, HERMES)
+    assert call.arguments == '{"a": 1e999, "b": [0.10, -2], "c": "x"}'
+    assert json.loads(call.arguments)["b"] == [0.1, -2]
+    with pytest.raises(MalformedCall, match="no name"):
+        parse_calls('{"name": 5, "arguments": {}}', HERMES)

@@ -31,11 +31,12 @@ class CallFormat:
     array: bool = False
     bare_json: bool = False
     args_key: str = "arguments"  # Llama 3.x writes "parameters"
+    short_ids: bool = False  # call ids of 9 letters and digits, which Mistral's templates demand
 
 
 HERMES = CallFormat("hermes", "<tool_call>", "</tool_call>")
 LLAMA3 = CallFormat("llama3", "<|python_tag|>", bare_json=True, args_key="parameters")
-MISTRAL = CallFormat("mistral", "[TOOL_CALLS]", array=True)
+MISTRAL = CallFormat("mistral", "[TOOL_CALLS]", array=True, short_ids=True)
 GENERIC = CallFormat("generic", "<tool_call>", "</tool_call>")  # what endmark asks for
 
 
@@ -48,11 +49,16 @@ class ThinkFormat:
     open: bool = False
 
 
+def new_call_id(short: bool = False) -> str:
+    """OpenAI's `call_...`, or the 9 letters and digits that Mistral's templates check for."""
+    return uuid.uuid4().hex[:9] if short else f"call_{uuid.uuid4().hex[:24]}"
+
+
 @dataclass(frozen=True)
 class ToolCall:
     name: str
     arguments: str  # a JSON text, as OpenAI's `function.arguments`
-    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    id: str = field(default_factory=new_call_id)
 
     def as_openai(self, index: int | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": "function"}
@@ -75,20 +81,39 @@ class MalformedCall(ValueError):
     """The text between call markers is not a call (only possible without a constraint)."""
 
 
+class _NumberText(str):
+    """A JSON number as the model wrote it: read as a float, `1e999` would come back out as
+    `Infinity`, which is not JSON; read as an int, 5000 digits would not read at all."""
+
+
+def _json_text(value: Any) -> str:
+    """`value` as JSON, its numbers exactly as they were written."""
+    if isinstance(value, _NumberText):
+        return str(value)
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k, ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def parse_calls(body: str, fmt: CallFormat) -> list[ToolCall]:
     """The calls in one call body: `{"name", "arguments" | "parameters"}`, or a list of them."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_float=_NumberText, parse_int=_NumberText)
     except json.JSONDecodeError as exc:
         raise MalformedCall(f"a {fmt.name} tool call is not JSON: {exc.msg}") from None
     items = data if isinstance(data, list) else [data]
     calls = []
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or isinstance(name, _NumberText):
             raise MalformedCall(f"a {fmt.name} tool call has no name")
         args = item.get("arguments", item.get("parameters", {}))
-        text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        calls.append(ToolCall(item["name"], text))
+        plain_text = isinstance(args, str) and not isinstance(args, _NumberText)
+        text = args if plain_text else _json_text(args)
+        calls.append(ToolCall(name, text, new_call_id(fmt.short_ids)))
     return calls
 
 
@@ -99,10 +124,12 @@ class ChannelSplitter:
     def __init__(self, calls: CallFormat | None = None, think: ThinkFormat | None = None) -> None:
         self.calls_format = calls
         self.think = think
-        found = [think.start, think.end] if think else []
-        if calls is not None:
-            found += [calls.start, calls.end]
-        self.markers = frozenset(m for m in found if m)  # every marker text it acts on
+        opens = [f.start for f in (think, calls) if f is not None]
+        self._acts_on: dict[str, frozenset[str]] = {  # the marker texts each state acts on
+            "content": frozenset(m for m in opens if m),
+            "reasoning": frozenset([think.end] if think else []),
+            "call": frozenset([calls.end] if calls and calls.end else []),
+        }
         self.calls: list[ToolCall] = []
         self._state: Channel | Literal["call"] = "reasoning" if think and think.open else "content"
         self._matcher = self._matcher_for(self._state)
@@ -138,6 +165,12 @@ class ChannelSplitter:
             text = self._matcher.after_stop  # what followed the marker in this push
             out += self._switch(marker)
         return out
+
+    @property
+    def markers(self) -> frozenset[str]:
+        """The marker texts that act here and now; a marker out of place (a close with nothing
+        open) is markup all the same, and is not written as content."""
+        return self._acts_on[self._state]
 
     @property
     def in_reasoning(self) -> bool:

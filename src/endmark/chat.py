@@ -326,14 +326,22 @@ def learn_call_format(template: Template, end_texts: Collection[str]) -> CallFor
     if not isinstance(template, ChatTemplate) or "tool" not in template.source:
         return None
     user = [{"role": "user", "content": "Hello"}]
-    function = {"name": PROBE_TOOL_NAME, "arguments": {"endmark_probe_arg": 1}}
-    call = {"id": "probe0001", "type": "function", "function": function}  # Mistral: 9 chars
-    turn = {"role": "assistant", "content": "", "tool_calls": [call]}
+
+    def call_turn(call_id: str) -> dict[str, Any]:
+        function = {"name": PROBE_TOOL_NAME, "arguments": {"endmark_probe_arg": 1}}
+        call = {"id": call_id, "type": "function", "function": function}
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+
     try:
         prefix = template.render(user, True, tools=[PROBE_TOOL])
-        full = template.render([*user, turn], False, tools=[PROBE_TOOL])
+        full = template.render([*user, call_turn("probe0001")], False, tools=[PROBE_TOOL])
     except TemplateRenderError:
         return None
+    try:  # Mistral's templates refuse any id but 9 letters and digits
+        template.render([*user, call_turn("call_endmark_probe")], False, tools=[PROBE_TOOL])
+        short_ids = False
+    except TemplateRenderError:
+        short_ids = True
     if not full.startswith(prefix) or PROBE_TOOL_NAME not in full[len(prefix) :]:
         return None
     body = full[len(prefix) :]
@@ -350,12 +358,13 @@ def learn_call_format(template: Template, end_texts: Collection[str]) -> CallFor
         before, after = before[:-1].strip(), after.lstrip().removeprefix("]")
     ends = [after.find(t) for t in end_texts if t and t in after]
     end = after[: min(ends)].strip() if ends else after.strip()
+    learned = {"args_key": args_key, "short_ids": short_ids}
     for known in (HERMES, MISTRAL, LLAMA3):
         if (before, end, array) == (known.start, known.end, known.array):
-            return replace(known, args_key=args_key)
+            return replace(known, **learned)
     if before in ("", "<|python_tag|>") and not array:
-        return replace(LLAMA3, args_key=args_key)
-    return CallFormat("learned", before, end, array, bare_json=not before, args_key=args_key)
+        return replace(LLAMA3, **learned)
+    return CallFormat("learned", before, end, array, bare_json=not before, **learned)
 
 
 def learn_think_format(template: Template, token_texts: Collection[str]) -> ThinkFormat | None:

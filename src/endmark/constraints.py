@@ -114,5 +114,11 @@ class ConstraintCompiler:
         json.dumps(schema)  # a TypeError here names an unserialisable value
         return lg.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
 
-    def matcher(self, grammar: str) -> Constraint:
-        return Constraint(lg.LLMatcher(self.tokenizer, grammar, log_level=0), self.n_vocab)
+    def matcher(self, grammar: str, written: str = "") -> Constraint:
+        """A matcher of `grammar`, past `written` if the model has already written that much
+        (a lazy grammar). llguidance tokenizes it: a SentencePiece tokenizer would put its
+        dummy-prefix space in front, which no grammar expects."""
+        matcher = Constraint(lg.LLMatcher(self.tokenizer, grammar, log_level=0), self.n_vocab)
+        for token in self.tokenizer.tokenize_str(written) if written else ():
+            matcher.consume(token)
+        return matcher

@@ -267,7 +267,8 @@ class Generation:
 
     def _marker(self, token: int) -> str:
         """A control token that is a channel marker (`<tool_call>`, `<think>`) renders as
-        nothing in output (rule 3), but the splitter must see it."""
+        nothing in output (rule 3), but the splitter must see it where it acts; elsewhere (a
+        stray `</tool_call>` in content) it is nothing at all."""
         if self.channels is None or token not in self.vocab.control:
             return ""
         text = self.vocab.text(token)

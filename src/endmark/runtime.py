@@ -211,6 +211,24 @@ class Runtime:
             message = f"the chat template refused these messages: {exc}"
             raise InvalidRequest(message, "messages") from None
 
+    def chat_prompt(
+        self,
+        messages: Sequence[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        continue_final_message: bool | None = None,
+        tools: ToolRequest | None = None,
+    ) -> str:
+        """The prompt of a chat turn, as `/apply-template` shows it. Tools offered are given to
+        a template that knows them; one that does not gets endmark's generic format, described
+        in a system message, and the history's calls written in it."""
+        shape = (add_generation_prompt, continue_final_message)
+        if tools is None or tools.choice == "none":
+            return self.render_chat(messages, *shape)
+        if self.call_format is not None:
+            return self.render_chat(messages, *shape, tools=[t.as_openai() for t in tools.tools])
+        plain = flatten_calls(messages, GENERIC)
+        return self.render_chat(with_system_text(plain, generic_system_prompt(tools)), *shape)
+
     def chat_request(
         self,
         messages: Sequence[dict[str, Any]],
@@ -224,11 +242,13 @@ class Runtime:
         reasoning = reasoning or Reasoning(
             self.settings.reasoning_format, self.settings.reasoning_budget
         )
+        prompt = self.chat_prompt(messages, add_generation_prompt, continue_final_message, tools)
+        # A template that writes the BOS text itself must not get a second BOS.
+        bos = self.template.bos_token if self.template else ""
+        add_special = not (bos and prompt.startswith(bos))
+        request = self.make_request(prompt, sampling, add_special=add_special, **kwargs)
         if tools is not None and tools.choice != "none":
-            request = self._tool_request(messages, sampling, tools, **kwargs)
-        else:
-            prompt = self.render_chat(messages, add_generation_prompt, continue_final_message)
-            request = self._chat_prompt(prompt, sampling, **kwargs)
+            self._constrain_calls(request, tools)
         return self._with_thinking(request, reasoning)
 
     def _with_thinking(self, request: GenerationRequest, reasoning: Reasoning) -> GenerationRequest:
@@ -244,48 +264,24 @@ class Runtime:
         request.reasoning_budget = reasoning.budget
         return request
 
-    def _chat_prompt(
-        self, prompt: str, sampling: SamplingParams, **kwargs: Any
-    ) -> GenerationRequest:
-        # A template that writes the BOS text itself must not get a second BOS.
-        bos = self.template.bos_token if self.template else ""
-        add_special = not (bos and prompt.startswith(bos))
-        return self.make_request(prompt, sampling, add_special=add_special, **kwargs)
-
-    def _tool_request(
-        self,
-        messages: Sequence[dict[str, Any]],
-        sampling: SamplingParams,
-        tools: ToolRequest,
-        **kwargs: Any,
-    ) -> GenerationRequest:
-        """A chat turn that may (`auto`) or must (`required`, a named tool) call tools: in the
-        template's own call format, or, for a template that knows no tools, endmark's generic
-        one, described in a system message. A forced call is constrained from the first token;
-        an optional one from the moment the model starts it."""
+    def _constrain_calls(self, request: GenerationRequest, tools: ToolRequest) -> None:
+        """A turn that may (`auto`) or must (`required`, a named tool) call tools, in the
+        template's own call format or endmark's generic one: a forced call is constrained from
+        the first token, an optional one from the moment the model starts it."""
         fmt = self.call_format or GENERIC
-        if self.call_format is not None:
-            extra = {"tools": [t.as_openai() for t in tools.tools]}
-            prompt = self.render_chat(messages, **extra)
-        else:
-            plain = with_system_text(flatten_calls(messages, fmt), generic_system_prompt(tools))
-            prompt = self.render_chat(plain)
-        control = {self.token_text(t) for t in self.engine.vocab.control}
-        grammar = call_grammar(fmt, tools, control)
-        request = self._chat_prompt(prompt, sampling, **kwargs)
+        control = {self.token_text(t): t for t in self.engine.vocab.control}
         request.channels = ChannelSplitter(fmt)
         if tools.forced:
+            grammar = call_grammar(fmt, tools, control)
             request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))
         else:
             lazy = call_grammar(fmt, tools, control, lazy=True)
             request.on_call = lambda text: self._call_matcher(lazy, text)
-        return request
 
     def _call_matcher(self, grammar: str, text_so_far: str) -> Constraint:
-        matcher = self._matcher(ConstraintSpec("lark", grammar, "tools"))
-        for token in self.engine.tokenize(text_so_far, False, False):
-            matcher.consume(token)
-        return matcher
+        assert self.constraints is not None
+        spec = ConstraintSpec("lark", grammar, "tools")
+        return self.constraints.matcher(self.constraints.compile(spec), text_so_far)
 
     def tool_call_format(self) -> dict[str, Any]:
         """How this model's tool calls are written: learned from its template, or generic."""

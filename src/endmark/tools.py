@@ -7,7 +7,7 @@ or is endmark's generic one; splitting the output is `channels.py`'s job.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,13 @@ class ToolRequest:
     def forced(self) -> bool:
         """The whole answer must be calls (`required`, or a named tool)."""
         return self.choice not in ("auto", "none")
+
+    @property
+    def max_calls(self) -> int:
+        """Calls the answer may make: one for a named tool (as OpenAI's forced function) or
+        without parallel calls; else MAX_CALLS, since a small model may repeat one forever."""
+        named = self.choice not in ("auto", "none", "required")
+        return 1 if named or not self.parallel else MAX_CALLS
 
     @property
     def callable(self) -> tuple[Tool, ...]:
@@ -79,11 +86,14 @@ def call_schema(tool: Tool, args_key: str = "arguments") -> dict[str, Any]:
     }
 
 
-def _literal(text: str, control_texts: Collection[str]) -> str:
-    """A marker in llguidance's Lark syntax: a special token as `<...>`, else quoted text."""
-    if text in control_texts and text.startswith("<") and text.endswith(">"):
+def _literal(text: str, control: Mapping[str, int]) -> str:
+    """A marker in llguidance's Lark syntax: a special token as itself (`<|name|>`, or by id
+    for one not written in angle brackets, like Mistral's `[TOOL_CALLS]`), else quoted text."""
+    if text not in control:
+        return json.dumps(text)
+    if text.startswith("<") and text.endswith(">"):
         return text
-    return json.dumps(text)
+    return f"<[{control[text]}]>"
 
 
 @dataclass(frozen=True)
@@ -97,25 +107,27 @@ class Reasoning:
 def call_grammar(
     fmt: CallFormat,
     request: ToolRequest,
-    control_texts: Collection[str],
+    control: Mapping[str, int],
     lazy: bool = False,
 ) -> str:
-    """The Lark grammar of an answer made of calls in `fmt`. With `lazy`, the grammar starts
-    right after the first start marker, which the model has already written."""
+    """The Lark grammar of an answer made of calls in `fmt` (`control`: the special tokens'
+    texts and ids). With `lazy`, the grammar starts right after the first start marker, which
+    the model has already written. A forced call in a bare-JSON format (Llama 3.x) is written
+    as its template writes one: without the start marker."""
     calls = request.callable
     schema: dict[str, Any] = {"anyOf": [call_schema(t, fmt.args_key) for t in calls]}
     if fmt.array:
         schema = {"type": "array", "items": schema, "minItems": 1}
-        schema["maxItems"] = MAX_CALLS if request.parallel else 1
+        schema["maxItems"] = request.max_calls
     schema["x-guidance"] = JSON_OPTIONS  # compact JSON: no runaway blanks
-    start = _literal(fmt.start, control_texts) if fmt.start else ""
-    end = _literal(fmt.end, control_texts) if fmt.end else ""
+    start = _literal(fmt.start, control) if fmt.start and not fmt.bare_json else ""
+    end = _literal(fmt.end, control) if fmt.end else ""
     nl = '"\\n"?'  # at most one line break around a call, as the templates write them
     body = f"{nl} call_json {nl} {end}" if end else f"{nl} call_json"
     one = f"{start} {body}".strip()
     first = body if lazy else one
-    extra = MAX_CALLS - 1  # a small model may repeat calls until the token limit otherwise
-    more = "" if fmt.array or not request.parallel or not end else f" ({nl} {one}){{0,{extra}}}"
+    extra = request.max_calls - 1
+    more = "" if fmt.array or not extra or not end else f" ({nl} {one}){{0,{extra}}}"
     return f"%llguidance {{}}\nstart: {first}{more}\ncall_json: %json {json.dumps(schema)}\n"
 
 

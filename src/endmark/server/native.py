@@ -250,7 +250,9 @@ async def _stream(
 async def apply_template(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     req = await parse_body(request, ApplyTemplateRequest)
-    return {"prompt": rt.render_chat([m.as_template_input() for m in req.messages])}
+    messages = [m.as_template_input() for m in req.messages]
+    shape = (req.add_generation_prompt, req.continue_final_message)
+    return {"prompt": rt.chat_prompt(messages, *shape, req.tool_request())}
 
 
 @router.post("/tokenize")

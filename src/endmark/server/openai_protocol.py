@@ -190,34 +190,19 @@ class NamedToolChoice(StrictModel):
     function: NamedFunction
 
 
-class ChatCompletionRequest(OpenAIFields):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+class ToolFields(StrictModel):
+    """The tools a chat turn offers (and the deprecated `functions`), for a completion and
+    for `/apply-template` alike."""
+
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
-    reasoning_format: Literal["none", "deepseek", "auto"] | None = None
-    reasoning_budget: Annotated[int, Field(ge=-1)] | None = None
     functions: list[FunctionDef] | None = None  # deprecated by OpenAI; mapped onto tools
     function_call: Literal["auto", "none"] | NamedFunction | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    add_generation_prompt: bool = True
-    continue_final_message: bool | None = None
-
-    @property
-    def n_predict(self) -> int:
-        limit = self.max_completion_tokens or self.max_tokens
-        return -1 if limit is None else limit
 
     @model_validator(mode="after")
-    def _tools_fit(self) -> ChatCompletionRequest:
-        request = self.tool_request()
-        if request is not None and request.choice != "none" and self.constraint() is not None:
-            raise ValueError(
-                "tools cannot be combined with grammar, json_schema or response_format"
-            )
+    def _valid_tool_choice(self) -> ToolFields:
+        self.tool_request()
         return self
 
     def tool_request(self) -> ToolRequest | None:
@@ -243,6 +228,32 @@ class ChatCompletionRequest(OpenAIFields):
                 raise ValueError(f"tool_choice names {choice!r}, which is not among the tools")
         tools = tuple(Tool(d.name, d.description, d.parameters) for d in defs)
         return ToolRequest(tools, choice, parallel)
+
+
+class ChatCompletionRequest(OpenAIFields, ToolFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    reasoning_format: Literal["none", "deepseek", "auto"] | None = None
+    reasoning_budget: Annotated[int, Field(ge=-1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool | None = None
+
+    @property
+    def n_predict(self) -> int:
+        limit = self.max_completion_tokens or self.max_tokens
+        return -1 if limit is None else limit
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> ChatCompletionRequest:
+        request = self.tool_request()
+        if request is not None and request.choice != "none" and self.constraint() is not None:
+            raise ValueError(
+                "tools cannot be combined with grammar, json_schema or response_format"
+            )
+        return self
 
 
 class CompletionsRequest(OpenAIFields):
@@ -273,5 +284,9 @@ class CompletionsRequest(OpenAIFields):
         return list(p)  # type: ignore[arg-type]
 
 
-class ApplyTemplateRequest(StrictModel):
+class ApplyTemplateRequest(ToolFields):
+    """llama-server's `/apply-template`: the prompt a chat completion with this body gets."""
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    add_generation_prompt: bool = True
+    continue_final_message: bool | None = None
