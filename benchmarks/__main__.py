@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.clients import aggregate_rate, prompt_rate, stream_rate
+from benchmarks.clients import aggregate_rate, prompt_rate, server_decode_rate, stream_rate
 from benchmarks.llama_server import ensure_built
 from benchmarks.servers import Server, endmark, llama_cpp_python, llama_server
 from endmark.models import bundled_model_path
@@ -34,6 +34,19 @@ STORY_SCHEMA = {
 }
 # Never complete within the token budget, so every step pays for the mask.
 LONG_SCHEMA = {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 500}
+# A call whose arguments never complete within the budget: every token pays for its mask.
+LONG_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "log_tasks",
+        "description": "Log the tasks of the day, one short line each",
+        "parameters": {
+            "type": "object",
+            "properties": {"tasks": LONG_SCHEMA},
+            "required": ["tasks"],
+        },
+    },
+}
 CLIENTS = (1, 2, 4, 8)
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -95,6 +108,20 @@ def endmark_constrained(server: Server, n: int, f: dict[str, list[float]]) -> No
     )
 
 
+def endmark_tool_calls(server: Server, n: int, f: dict[str, list[float]]) -> None:
+    """Issue 12's pair: one chat decoding n tokens without tools, and under `tool_choice:
+    required` (the bundled model's template knows no tools: endmark's generic format)."""
+    chat = {
+        "messages": [{"role": "user", "content": "Log the lighthouse keeper's tasks for today."}],
+        "max_tokens": n,
+        "temperature": 0,
+    }
+    path = "/v1/chat/completions"
+    f["chat_plain"].append(server_decode_rate(server.url, path, {**chat, "ignore_eos": True}))
+    tools = {"tools": [LONG_TOOL], "tool_choice": "required"}
+    f["chat_tools"].append(server_decode_rate(server.url, path, {**chat, **tools}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("-m", "--model", default=str(bundled_model_path()))
@@ -132,6 +159,7 @@ def main() -> int:
                 print(f"repeat {rep + 1}/{args.repeats}: {s.name}", file=sys.stderr)
                 measure(s, args, rep, figures)
             endmark_constrained(servers[0], args.n_predict, figures["endmark"])
+            endmark_tool_calls(servers[0], args.n_predict, figures["endmark"])
         memory = {s.name: s.memory_mib() for s in servers}
     finally:
         for s in servers:

@@ -50,6 +50,14 @@ def stream_rate(url: str, path: str, body: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def server_decode_rate(url: str, path: str, body: dict[str, Any]) -> float:
+    """The server's own decode rate for one whole request (endmark's `timings`), free of the
+    time the prompt and the HTTP round trip take."""
+    answer = json.loads(post(url, path, body).read())
+    timings = answer.get("timings") or answer["endmark"]["timings"]
+    return float(timings["predicted_per_second"])
+
+
 def prompt_rate(url: str, prompt: str) -> float:
     """Prompt tokens per second: one token generated after a long, never-seen prompt."""
     start = time.perf_counter()

@@ -58,6 +58,8 @@ def markdown(
         ("prompt processing tok/s (~1,000 tokens)", "prompt"),
         *[(f"aggregate tok/s, {c} client{'s' * (c > 1)}", f"clients_{c}") for c in clients],
         ("JSON-schema decode tok/s (chat)", "schema"),
+        ("chat decode tok/s, no tools (server's timings)", "chat_plain"),
+        ("chat decode tok/s, `tool_choice: required` (server's timings)", "chat_tools"),
     ]
     rows = [[label] + [cell(figures[n].get(key, [])) for n in names] for label, key in metric_rows]
     rows.append(
@@ -81,6 +83,7 @@ def markdown(
         ["endmark / llama-cpp-python server, 4 clients", ratio(ours.get("clients_4", []), py.get("clients_4", [])), ">= 2x"],
         ["endmark / bare llama-cpp-python loop, one stream", ratio(ours.get("decode", []), bare.get("decode", [])), ">= 0.95x"],
         ["endmark under a JSON schema / without (native, same prompt)", ratio(ours.get("constrained", []), ours.get("unconstrained", [])), ">= 0.9x"],
+        ["endmark under `tool_choice: required` / without tools (chat)", ratio(ours.get("chat_tools", []), ours.get("chat_plain", [])), ">= 0.9x"],
     ]  # fmt: skip
     note_text = "".join(f"\n- {n}" for n in notes)
     return f"""# Benchmarks
@@ -88,8 +91,10 @@ def markdown(
 {stamp}; every figure on this page comes from that one run. Machine: {machine()}.
 Model: `{Path(args.model).name}`; {args.threads} threads for every server; endmark and
 llama-server with 4 slots and a 4,096-token context, llama-cpp-python's server with its one
-(it has no slots) and the same context. Each figure is the median of {args.repeats} repeats,
-(min-max) beside it; the servers take turns within each repeat.{note_text}
+(it has no slots) and the same context; otherwise each runs with its own defaults (flash
+attention: llama-server's `auto` turns it on for this CPU, endmark's is off, see the README).
+Each figure is the median of {args.repeats} repeats, (min-max) beside it; the servers take
+turns within each repeat.{note_text}
 
 ![chart](benchmarks.png)
 
@@ -112,7 +117,14 @@ llama.cpp's greedy sampler per token in Python, no server: the ceiling for a Pyt
 
 The constrained pair is endmark alone: the same greedy request on `/v1/completions` with
 `ignore_eos`, with and without a schema (an array of at least 500 short strings) that never
-completes within the budget, so every token pays for an llguidance mask.
+completes within the budget, so every token pays for an llguidance mask. The tool-call pair
+is endmark alone too: one chat request on `/v1/chat/completions` ({args.n_predict} tokens,
+greedy), without tools (`ignore_eos`) and with one tool under `tool_choice: required`, whose
+arguments (an array of at least 500 short strings) never complete within the budget. The
+bundled model's template knows no tools, so this is endmark's generic format: a system
+message describes the tool, and the call grammar constrains every token. Both rates are the
+server's own `timings` (tokens after the first over their time), so the longer prompt of the
+tool request (the tool's description) costs nothing here but what it costs each step.
 """
 
 

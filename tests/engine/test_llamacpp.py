@@ -50,8 +50,8 @@ def test_batched_decode_matches_decoding_each_sequence_alone(engine: LlamaCppEng
 def test_a_reused_prefix_reads_back_as_it_was_written(engine: LlamaCppEngine) -> None:
     """A long prompt cached, cut back to a short shared prefix, then continued by a shorter
     one: the logits are those of the short prompt decoded fresh. (With this llama.cpp's CPU
-    flash attention, which `auto` no longer picks, a prefix written by a 64-token micro-batch
-    read back differently, and the next answer was nonsense.)"""
+    flash attention, which `auto` no longer picks, they were up to 1.6 apart, and the next
+    answer was nonsense.)"""
     short = engine.tokenize(CHATML_PROMPT, False, True)
     long = short[:4] + engine.tokenize(" word" * 100, False, False)
     for s in (0, 1):
