@@ -160,3 +160,12 @@ def test_numbers_come_out_as_the_model_wrote_them() -> None:
     assert json.loads(call.arguments)["b"] == [0.1, -2]
     with pytest.raises(MalformedCall, match="no name"):
         parse_calls('{"name": 5, "arguments": {}}', HERMES)
+
+
+def test_a_marker_cut_by_the_limit_is_not_content() -> None:
+    splitter = ChannelSplitter(HERMES)
+    pieces = splitter.push(hermes(WEATHER) + "\n<tool_")
+    pieces += splitter.finish(cut=True)
+    assert channels(pieces)[0].strip() == "" and splitter.cut_call == "<tool_"
+    ended = ChannelSplitter(HERMES)  # ended by an end token: the text was the answer's own
+    assert channels(ended.push("a <") + ended.finish())[0] == "a <"

@@ -185,13 +185,16 @@ class ChannelSplitter:
         """The open call's text so far (after its start marker)."""
         return "".join(self._body)
 
-    def finish(self) -> list[Piece]:
+    def finish(self, cut: bool = False) -> list[Piece]:
         """Release what is held back; a call that runs to the end of the turn is parsed now.
-        A call the generation was cut off in (a token limit) is not a call: its text is kept
-        in `cut_call`, never released as content."""
+        A call the generation was cut off in (`cut`: a token limit) is not a call: its text
+        is kept in `cut_call`, never released as content; so is the start of a marker that
+        the limit cut off (a `<tool_` after the last call)."""
         out: list[Piece] = []
         held = self._matcher.flush()
-        if self._state == "call":
+        if cut and held and self._state != "call":
+            self.cut_call = held
+        elif self._state == "call":
             self._body.append(held)
             body = self.call_text
             try:

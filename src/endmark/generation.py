@@ -298,7 +298,8 @@ class Generation:
         self._timings_now()
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
         if self.channels is not None:
-            pieces = self.channels.push(tail) + self.channels.finish()
+            cut = finish.stop_type == "limit"
+            pieces = self.channels.push(tail) + self.channels.finish(cut)
             tail, self.reasoning_tail, self.tail_calls = join_pieces(pieces)
         self.finish = replace(finish, tail=tail) if tail else finish
 
