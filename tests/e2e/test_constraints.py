@@ -122,7 +122,7 @@ def test_gbnf_choice_on_both_apis(server: RunningServer, sdk: openai.OpenAI) -> 
 def test_json_object_mode_through_the_sdk(sdk: openai.OpenAI) -> None:
     r = sdk.chat.completions.create(
         model="m",
-        messages=[{"role": "user", "content": "Describe a cat in JSON."}],
+        messages=[{"role": "user", "content": "Describe a cat in JSON, with its name and age."}],
         response_format={"type": "json_object"},
         max_tokens=200,
         temperature=0,
