@@ -56,11 +56,16 @@ def test_underscores_read_as_dashes_as_llama_server_does() -> None:
 
 def test_flags_that_cannot_apply_are_accepted_and_noted() -> None:
     args = build_parser().parse_args(
-        ["serve", "-ngl", "99", "--offline", "--embedding", "--pooling", "mean", "-bs", "--fit"]
+        ["serve", "-ngl", "99", "--offline", "--reranking", "-bs", "--fit"]
     )
     notes = args.no_effect
-    assert len(notes) == 6 and all("no effect on this build" in n for n in notes)
+    assert len(notes) == 5 and all("no effect on this build" in n for n in notes)
     assert notes[0].startswith("-ngl: ") and "CPU" in notes[0]
+
+
+def test_embedding_flags_are_honoured() -> None:
+    args = build_parser().parse_args(["serve", "--embeddings", "--pooling", "cls"])
+    assert args.embedding is True and args.pooling == "cls" and not args.no_effect
 
 
 def test_llama_server_flags_endmark_lacks_are_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,8 +117,6 @@ NO_EFFECT: tuple[tuple[tuple[str, ...], str | int, str], ...] = (
     (("--offline",), 0, "endmark never downloads a model"),
     (("--ui-mcp-proxy", "--webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
     (("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
-    (("--embedding", "--embeddings"), 0, "endmark serves no embeddings yet"),
-    (("--pooling",), 1, "endmark serves no embeddings yet"),
     (("--rerank", "--reranking"), 0, "endmark serves no reranking"),
 )
 
@@ -242,6 +240,14 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="thinking apart in reasoning_content (auto, deepseek) or left in content (none)",
     )  # fmt: skip
     p.add_argument("--reasoning-budget", type=int, help="tokens of thinking (-1: no limit)")
+    p.add_argument(
+        "--embedding", "--embeddings", dest="embedding", action="store_true", default=None,
+        help="make the embedding context at start (it is made on first use otherwise)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pooling", choices=("none", "mean", "cls", "last"),
+        help="how embeddings pool tokens (default: the model's; mean if it names none)",
+    )  # fmt: skip
     for names, nargs, reason in NO_EFFECT:
         kw: dict[str, Any] = {"nargs": nargs} if nargs != 1 else {}
         p.add_argument(

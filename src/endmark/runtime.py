@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from endmark.channels import GENERIC, CallFormat, ChannelSplitter, ThinkFormat
 from endmark.chat import (
     NativeFormats,
@@ -30,6 +32,7 @@ from endmark.chat import (
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.detokenize import piece_text
+from endmark.embeddings import EUCLIDEAN, normalize
 from endmark.endings import EndPolicy, EogSet, printable
 from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
 from endmark.generation import (
@@ -85,6 +88,34 @@ class Runtime:
         self.check_token_ids(tokens, "tokens")
         pieces = self.engine.vocab.special_pieces
         return b"".join(pieces[t] for t in tokens).decode("utf-8", errors="replace")
+
+    def embed(
+        self, inputs: Sequence[str | Sequence[int]], norm: int = EUCLIDEAN
+    ) -> tuple[list[np.ndarray], int]:
+        """Vectors for texts or token lists (one per input, or a row per token when pooling is
+        `none`), and the tokens they took. Blocking: it decodes in its own context."""
+        if not inputs:
+            raise InvalidRequest("the input is empty", "input")
+        lists = []
+        for item in inputs:
+            tokens = self.engine.tokenize(item, True, True) if isinstance(item, str) else item
+            self.check_token_ids(tokens, "input")
+            if not tokens:
+                raise InvalidRequest("an input is empty", "input")
+            lists.append(list(tokens))
+        embedder = self.engine.embedder(self.settings.pooling)
+        try:
+            vectors = embedder.embed(lists)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), "input") from None
+        if embedder.pooling != "none":
+            vectors = [normalize(v, norm) for v in vectors]
+        return vectors, sum(map(len, lists))
+
+    @property
+    def pooling(self) -> str:
+        """How embeddings pool: the embedding context's choice once made, else the setting."""
+        return self.engine.embedder(self.settings.pooling).pooling
 
     def check_token_ids(self, tokens: Sequence[int], param: str) -> None:
         n = self.engine.vocab.n_vocab
@@ -379,6 +410,8 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         engine.n_ctx, settings.parallel, per_slot, engine.n_ctx_train,
     )  # fmt: skip
     vocab = engine.vocab
+    if settings.embedding:
+        log.info("embeddings: %s pooling", engine.embedder(settings.pooling).pooling)
     template: Template | None = None
     template_error: str | None = None
     markers: list[int] = []

@@ -58,6 +58,8 @@ class Settings:
     cache_prompt: bool = True
     reasoning_format: str = "auto"  # none: thinking stays in content; auto/deepseek: apart
     reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
+    embedding: bool = False  # True: the embedding context is made at start, not on first use
+    pooling: str = "auto"  # embeddings: the model's pooling (mean if it names none), or this
     temperature: float | None = None
     seed: int | None = None
     top_k: int | None = None

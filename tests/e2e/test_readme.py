@@ -38,3 +38,13 @@ def test_the_tools_example_runs_and_calls_the_tool(server: RunningServer) -> Non
         exec(code.replace("http://127.0.0.1:8080", server.url), {})
     reason, arguments = out.getvalue().strip().split(" ", 1)
     assert reason == "tool_calls" and "city" in json.loads(arguments)
+
+
+def test_the_embeddings_example_runs(server: RunningServer) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "embeddings.create" in b)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code.replace("http://127.0.0.1:8080", server.url), {})
+    same, near, far = json.loads(out.getvalue())
+    assert same == 1.0 and near > far  # cosines, as the vectors are normalized

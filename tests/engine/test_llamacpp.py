@@ -90,3 +90,15 @@ def test_a_missing_or_broken_file_is_a_clear_error(tmp_path) -> None:  # type: i
     bad.write_bytes(b"not a gguf")
     with pytest.raises(ValueError):
         LlamaCppEngine(str(bad))
+
+
+def test_the_embedder_pools_a_generative_model_by_mean_and_batches(
+    engine: LlamaCppEngine,
+) -> None:
+    embedder = engine.embedder()
+    assert embedder.pooling == "mean" and embedder.n_embd == 576
+    a, b = engine.tokenize("A cat", True, False), engine.tokenize("The sea", True, False)
+    together = embedder.embed([a, b, a])
+    assert [v.shape for v in together] == [(576,)] * 3
+    assert np.allclose(together[0], together[2]) and not np.allclose(together[0], together[1])
+    assert np.allclose(embedder.embed([a])[0], together[0], atol=1e-4)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from endmark.server.embeddings import EmbeddingsRequest
 from endmark.server.openai_protocol import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
@@ -31,6 +32,9 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions/input_tokens": ChatCompletionRequest,
     "/chat/completions/input_tokens": ChatCompletionRequest,
     "/v1/completions": CompletionsRequest,
+    "/v1/embeddings": EmbeddingsRequest,
+    "/embedding": EmbeddingsRequest,
+    "/embeddings": EmbeddingsRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {
