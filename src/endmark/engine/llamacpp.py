@@ -72,14 +72,16 @@ _FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 def _flash_attention(opts: ContextOptions) -> int:
-    """llama.cpp's switch, with `auto` decided here: off, unless a quantized V cache needs it.
-    This llama.cpp's CPU flash attention decodes ~6% faster, but its logits depend on how the
-    prompt was cut into batches (up to 1.6 apart on SmolLM2): a reused cached prefix then
-    answered differently from the same prompt decoded whole, once in nonsense."""
+    """llama.cpp's switch, with `auto` decided here: off, unless a quantized V cache or one
+    cache shared by the slots needs it. This llama.cpp's CPU flash attention decodes ~6%
+    faster, but its logits depend on how the prompt was cut into batches (up to 1.6 apart on
+    SmolLM2): a reused cached prefix then answered differently from the same prompt decoded
+    whole, once in nonsense. A shared cache without it fragments: llama-server's own
+    `--kv-unified` tests then ran out of cells that it has."""
     if opts.flash_attn != "auto":
         return _FLASH_ATTN[opts.flash_attn]
     quantized_v = opts.type_v not in ("f32", "f16", "bf16")
-    return _FLASH_ATTN["on" if quantized_v else "off"]
+    return _FLASH_ATTN["on" if quantized_v or opts.kv_unified else "off"]
 
 
 def _physical_memory() -> float:
