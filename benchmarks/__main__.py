@@ -17,7 +17,13 @@ from datetime import date
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.clients import aggregate_rate, prompt_rate, server_decode_rate, stream_rate
+from benchmarks.clients import (
+    aggregate_rate,
+    embed_ms_per_input,
+    prompt_rate,
+    server_decode_rate,
+    stream_rate,
+)
 from benchmarks.llama_server import ensure_built
 from benchmarks.servers import Server, endmark, llama_cpp_python, llama_server
 from endmark.models import bundled_model_path
@@ -122,6 +128,14 @@ def endmark_tool_calls(server: Server, n: int, f: dict[str, list[float]]) -> Non
     f["chat_tools"].append(server_decode_rate(server.url, path, {**chat, **tools}))
 
 
+def endmark_embeddings(server: Server, rep: int, f: dict[str, list[float]]) -> None:
+    """Issue 13's pair: 16 inputs in one `/v1/embeddings` call, and the same 16 in 16 calls
+    (new texts each repeat, so no cache could serve them)."""
+    inputs = [f"Note {rep}.{k}: the harbour light was checked at dawn." for k in range(16)]
+    f["embed_batch_ms"].append(embed_ms_per_input(server.url, inputs, batched=True))
+    f["embed_single_ms"].append(embed_ms_per_input(server.url, inputs, batched=False))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("-m", "--model", default=str(bundled_model_path()))
@@ -160,6 +174,7 @@ def main() -> int:
                 measure(s, args, rep, figures)
             endmark_constrained(servers[0], args.n_predict, figures["endmark"])
             endmark_tool_calls(servers[0], args.n_predict, figures["endmark"])
+            endmark_embeddings(servers[0], rep, figures["endmark"])
         memory = {s.name: s.memory_mib() for s in servers}
     finally:
         for s in servers:

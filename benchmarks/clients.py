@@ -58,6 +58,14 @@ def server_decode_rate(url: str, path: str, body: dict[str, Any]) -> float:
     return float(timings["predicted_per_second"])
 
 
+def embed_ms_per_input(url: str, inputs: list[str], batched: bool) -> float:
+    """Milliseconds per input for `/v1/embeddings`: all inputs in one call, or a call each."""
+    start = time.perf_counter()
+    for body in [{"input": inputs}] if batched else [{"input": x} for x in inputs]:
+        post(url, "/v1/embeddings", body).read()
+    return (time.perf_counter() - start) * 1000.0 / len(inputs)
+
+
 def prompt_rate(url: str, prompt: str) -> float:
     """Prompt tokens per second: one token generated after a long, never-seen prompt."""
     start = time.perf_counter()

@@ -60,6 +60,8 @@ def markdown(
         ("JSON-schema decode tok/s (chat)", "schema"),
         ("chat decode tok/s, no tools (server's timings)", "chat_plain"),
         ("chat decode tok/s, `tool_choice: required` (server's timings)", "chat_tools"),
+        ("embeddings ms per input, 16 inputs in one call", "embed_batch_ms"),
+        ("embeddings ms per input, 16 calls of one", "embed_single_ms"),
     ]
     rows = [[label] + [cell(figures[n].get(key, [])) for n in names] for label, key in metric_rows]
     rows.append(
@@ -84,6 +86,7 @@ def markdown(
         ["endmark / bare llama-cpp-python loop, one stream", ratio(ours.get("decode", []), bare.get("decode", [])), ">= 0.95x"],
         ["endmark under a JSON schema / without (native, same prompt)", ratio(ours.get("constrained", []), ours.get("unconstrained", [])), ">= 0.9x"],
         ["endmark under `tool_choice: required` / without tools (chat)", ratio(ours.get("chat_tools", []), ours.get("chat_plain", [])), ">= 0.9x"],
+        ["endmark embeddings, time per input: one call of 16 / 16 calls", ratio(ours.get("embed_batch_ms", []), ours.get("embed_single_ms", [])), "< 1.0x"],
     ]  # fmt: skip
     note_text = "".join(f"\n- {n}" for n in notes)
     return f"""# Benchmarks
@@ -124,7 +127,10 @@ arguments (an array of at least 500 short strings) never complete within the bud
 bundled model's template knows no tools, so this is endmark's generic format: a system
 message describes the tool, and the call grammar constrains every token. Both rates are the
 server's own `timings` (tokens after the first over their time), so the longer prompt of the
-tool request (the tool's description) costs nothing here but what it costs each step.
+tool request (the tool's description) costs nothing here but what it costs each step. The
+embeddings pair is endmark alone as well: 16 short texts (new ones each repeat) sent to
+`/v1/embeddings` in one call, then the same 16 in a call each; milliseconds per input, wall
+time at the client.
 """
 
 

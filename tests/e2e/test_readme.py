@@ -30,21 +30,21 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert command in README.read_text() and command in ci
 
 
-def test_the_tools_example_runs_and_calls_the_tool(server: RunningServer) -> None:
+def run_example(server: RunningServer, marker: str) -> str:
+    """What the README's Python example containing `marker` prints, run against `server`."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    code = next(b for b in blocks if "tools=tools" in b)
+    code = next(b for b in blocks if marker in b)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(code.replace("http://127.0.0.1:8080", server.url), {})
-    reason, arguments = out.getvalue().strip().split(" ", 1)
+    return out.getvalue()
+
+
+def test_the_tools_example_runs_and_calls_the_tool(server: RunningServer) -> None:
+    reason, arguments = run_example(server, "tools=tools").strip().split(" ", 1)
     assert reason == "tool_calls" and "city" in json.loads(arguments)
 
 
 def test_the_embeddings_example_runs(server: RunningServer) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    code = next(b for b in blocks if "embeddings.create" in b)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(code.replace("http://127.0.0.1:8080", server.url), {})
-    same, near, far = json.loads(out.getvalue())
+    same, near, far = json.loads(run_example(server, "embeddings.create"))
     assert same == 1.0 and near > far  # cosines, as the vectors are normalized

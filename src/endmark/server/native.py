@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from endmark.generation import Done, Event, Failed, GenerationRequest, Progress, TokenEvent
+from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
 from endmark.server.openai_protocol import ApplyTemplateRequest
 from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
+from endmark.server.results import Answer, Events, collect, event_stream, sse, stopping_token
 from endmark.server.state import loading_state, runtime_of
 
 router = APIRouter()
-
-
-def sse(data: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 def token_probs(rt: Runtime, event: TokenEvent, post_sampling: bool) -> dict[str, Any]:
@@ -91,9 +86,7 @@ def finish_fields(rt: Runtime, gen: GenerationRequest, done: Done, stream: bool)
         "stop": True,
         "stop_type": f.stop_type,
         "stopping_word": f.word or "",
-        "stopping_token": {"id": f.token.id, "text": f.token.text, "source": f.token.source}
-        if f.token
-        else None,
+        "stopping_token": stopping_token(f),
         "tokens_predicted": len(done.tokens),
         "tokens_evaluated": done.n_prompt,
         "tokens_cached": done.timings.cached_n,
@@ -105,28 +98,29 @@ def finish_fields(rt: Runtime, gen: GenerationRequest, done: Done, stream: bool)
     }
 
 
-@dataclass
-class Result:
-    """One prompt's answer as it is collected."""
-
-    index: int
-    gen: GenerationRequest
-    text: list[str] = field(default_factory=list)
-    probs: list[dict[str, Any]] = field(default_factory=list)
-
-    def body(self, rt: Runtime, req: CompletionRequest, done: Done, stream: bool) -> dict[str, Any]:
-        content = "".join(self.text) + done.finish.tail
-        body: dict[str, Any] = {
-            "index": self.index,
-            "content": done.finish.tail if stream else content,
-            "tokens": list(done.tokens) if req.return_tokens else [],
-            "id_slot": -1,
-            "has_new_line": "\n" in content,
-            **finish_fields(rt, self.gen, done, stream),
-        }
-        if req.n_probs and not stream:
-            body["completion_probabilities"] = self.probs
-        return pick_fields(body, req.response_fields)
+def final_body(
+    rt: Runtime,
+    req: CompletionRequest,
+    gen: GenerationRequest,
+    answer: Answer,
+    stream: bool,
+) -> dict[str, Any]:
+    """A prompt's whole answer, or a stream's last chunk (whose content is only the tail)."""
+    done = answer.done
+    assert done is not None
+    body: dict[str, Any] = {
+        "index": answer.index,
+        "content": done.finish.tail if stream else answer.content,
+        "tokens": list(done.tokens) if req.return_tokens else [],
+        "id_slot": -1,
+        "has_new_line": "\n" in answer.content,
+        **finish_fields(rt, gen, done, stream),
+    }
+    if req.n_probs and not stream:
+        body["completion_probabilities"] = [
+            token_probs(rt, e, req.post_sampling_probs) for e in answer.tokens
+        ]
+    return pick_fields(body, req.response_fields)
 
 
 def pick_fields(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
@@ -169,48 +163,21 @@ async def completion(request: Request) -> Any:
         )
         for prompt in req.prompts()
     ]
-    results = [Result(i, gen) for i, gen in enumerate(gens)]
     events = rt.stream_many(gens)
     if req.stream:
-        return StreamingResponse(_stream(rt, req, results, events), media_type="text/event-stream")
-    bodies = await unless_disconnected(request, _collect(rt, req, results, events))
+        return event_stream(_stream(rt, req, gens, events))
+    answers = await unless_disconnected(request, collect(events, len(gens)))
+    bodies = [final_body(rt, req, gens[a.index], a, stream=False) for a in answers]
     return JSONResponse(bodies[0] if len(bodies) == 1 else bodies)
 
 
-async def _collect(
-    rt: Runtime,
-    req: CompletionRequest,
-    results: list[Result],
-    events: AsyncGenerator[tuple[int, Event], None],
-) -> list[dict[str, Any]]:
-    bodies: dict[int, dict[str, Any]] = {}
-    try:
-        async for i, event in events:
-            result = results[i]
-            if isinstance(event, TokenEvent):
-                result.text.append(event.text)
-                if req.n_probs:
-                    result.probs.append(token_probs(rt, event, req.post_sampling_probs))
-            elif isinstance(event, Failed):
-                raise ApiError(500, event.message)
-            elif isinstance(event, Done):
-                bodies[i] = result.body(rt, req, event, stream=False)
-    finally:
-        await events.aclose()
-    if len(bodies) != len(results):
-        raise ApiError(500, "the generation ended without a result")
-    return [bodies[i] for i in range(len(results))]
-
-
 async def _stream(
-    rt: Runtime,
-    req: CompletionRequest,
-    results: list[Result],
-    events: AsyncGenerator[tuple[int, Event], None],
+    rt: Runtime, req: CompletionRequest, gens: list[GenerationRequest], events: Events
 ) -> AsyncIterator[bytes]:
+    answers = [Answer(i) for i in range(len(gens))]
     try:
         async for i, event in events:
-            result = results[i]
+            answers[i].add(event)
             if isinstance(event, TokenEvent):
                 chunk: dict[str, Any] = {
                     "index": i,
@@ -241,7 +208,7 @@ async def _stream(
                     {"error": {"code": 500, "message": event.message, "type": "server_error"}}
                 )
             else:
-                yield sse(result.body(rt, req, event, stream=True))
+                yield sse(final_body(rt, req, gens[i], answers[i], stream=True))
     finally:
         await events.aclose()
 

@@ -8,17 +8,16 @@ this dialect loses no detail against `/completion`. As in llama-server, `/models
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from endmark.generation import Done, Event, Failed, GenerationRequest, Progress, TokenEvent
+from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
 from endmark.server.disconnect import unless_disconnected
@@ -27,42 +26,19 @@ from endmark.server.openai_protocol import (
     CompletionsRequest,
     OpenAIFields,
 )
+from endmark.server.results import (
+    Answer,
+    Events,
+    collect,
+    event_stream,
+    sse,
+    stop_detail,
+)
 from endmark.server.state import runtime_of
 
 router = APIRouter()
 
 ChoiceFn = Callable[[int, TokenEvent | Progress | Done], list[dict[str, Any]]]
-
-
-@dataclass
-class Choice:
-    """One choice as it is being collected."""
-
-    index: int
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    tokens: list[TokenEvent] = field(default_factory=list)
-    done: Done | None = None
-
-
-def sse(data: dict[str, Any] | str) -> bytes:
-    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"data: {body}\n\n".encode()
-
-
-def endmark_info(done: Done) -> dict[str, Any]:
-    f = done.finish
-    return {
-        "stop_type": f.stop_type,
-        "stopping_token": {"id": f.token.id, "text": f.token.text, "source": f.token.source}
-        if f.token
-        else None,
-        "stopping_word": f.word,
-        "truncated": f.truncated,
-        "grammar_complete": f.grammar_complete,
-        "tokens_cached": done.timings.cached_n,
-        "timings": done.timings.as_dict(),
-    }
 
 
 def usage(requests: list[GenerationRequest], n: int, dones: dict[int, Done]) -> dict[str, Any]:
@@ -86,7 +62,7 @@ def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
 
 def finish_of(done: Done) -> dict[str, Any]:
     """The fields a choice's last chunk carries: OpenAI's reason and endmark's detail."""
-    return {"finish_reason": reason_of(done), "endmark": endmark_info(done)}
+    return {"finish_reason": reason_of(done), "endmark": stop_detail(done)}
 
 
 def reason_of(done: Done) -> str:
@@ -117,39 +93,20 @@ def sampling_of(rt: Runtime, req: OpenAIFields, top_n: int, logprobs: bool) -> S
     return req.sampling_params(bias, top_n, logprobs, rt.settings.sampling_defaults())
 
 
-def verbose_info(rt: Runtime, req: OpenAIFields, gen: GenerationRequest, choice: Choice) -> Any:
+def verbose_info(rt: Runtime, req: OpenAIFields, gen: GenerationRequest, answer: Answer) -> Any:
     """llama-server's `__verbose` (asked for with `verbose`, or on a `--verbose` server)."""
-    if not (req.verbose or rt.settings.verbose) or choice.done is None:
+    if not (req.verbose or rt.settings.verbose) or answer.done is None:
         return None
     return {
         "prompt": rt.prompt_text(gen.prompt),
-        "content": "".join(choice.text),
-        "tokens": list(choice.done.tokens),
-        **endmark_info(choice.done),
+        "content": answer.content,
+        "tokens": list(answer.done.tokens),
+        **stop_detail(answer.done),
     }
 
 
-async def collect(events: AsyncGenerator[tuple[int, Event], None], n: int) -> list[Choice]:
-    choices = [Choice(i) for i in range(n)]
-    try:
-        async for i, event in events:
-            if isinstance(event, TokenEvent):
-                choices[i].text.append(event.text)
-                choices[i].reasoning.append(event.reasoning)
-                choices[i].tokens.append(event)
-            elif isinstance(event, Done):
-                choices[i].text.append(event.finish.tail)
-                choices[i].reasoning.append(event.reasoning_tail)
-                choices[i].done = event
-            elif isinstance(event, Failed):
-                raise ApiError(500, event.message)
-    finally:
-        await events.aclose()
-    return choices
-
-
 async def stream_chunks(
-    events: AsyncGenerator[tuple[int, Event], None],
+    events: Events,
     requests: list[GenerationRequest],
     n: int,
     head: dict[str, Any],
@@ -191,26 +148,12 @@ async def stream_chunks(
         await events.aclose()
 
 
-def respond(
-    rt: Runtime,
-    requests: list[GenerationRequest],
-    stream: bool,
-    **kwargs: Any,
-) -> Any:
-    events = rt.stream_many(requests)
-    if stream:
-        return StreamingResponse(
-            stream_chunks(events, requests, **kwargs), media_type="text/event-stream"
-        )
-    return events
-
-
 def whole_response(
     head: dict[str, Any],
-    choices: list[Choice],
+    choices: list[Answer],
     requests: list[GenerationRequest],
     n: int,
-    render: Callable[[Choice], dict[str, Any]],
+    render: Callable[[Answer], dict[str, Any]],
     verbose: Any = None,
 ) -> JSONResponse:
     """A non-streaming answer: each choice as the endpoint renders it, plus how it ended."""
@@ -222,13 +165,13 @@ def whole_response(
                 "index": c.index,
                 **render(c),
                 "finish_reason": reason_of(c.done) if c.done else "stop",
-                "endmark": endmark_info(c.done) if c.done else None,
+                "endmark": stop_detail(c.done) if c.done else None,
             }
             for c in choices
         ],
         "usage": usage(requests, n, dones),
         "timings": dones[0].timings.as_dict(),
-        "endmark": endmark_info(dones[0]),
+        "endmark": stop_detail(dones[0]),
     }
     if verbose is not None:
         body["__verbose"] = verbose
@@ -312,26 +255,19 @@ async def completions(request: Request) -> Any:
             out.update(finish_of(event))
         return [out]
 
-    result = respond(
-        rt,
-        requests,
-        req.stream,
-        n=req.n,
-        head=head,
-        start=None,
-        pieces=pieces,
-        include_usage=req.include_usage,
-    )
+    events = rt.stream_many(requests)
     if req.stream:
-        return result
-    choices = await unless_disconnected(request, collect(result, len(requests)))
+        return event_stream(
+            stream_chunks(events, requests, req.n, head, None, pieces, req.include_usage)
+        )
+    choices = await unless_disconnected(request, collect(events, len(requests)))
     return whole_response(
         base("text_completion", rt, "cmpl"),
         choices,
         requests,
         req.n,
         lambda c: {
-            "text": "".join(c.text),
+            "text": c.content,
             "logprobs": completion_logprobs(rt, c.tokens, top_n)
             if req.logprobs is not None
             else None,

@@ -13,18 +13,17 @@ from endmark.runtime import Runtime
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import parse_body
 from endmark.server.openai import (
-    Choice,
     base,
-    collect,
     finish_of,
     request_options,
-    respond,
     sampling_of,
     seeded,
+    stream_chunks,
     verbose_info,
     whole_response,
 )
 from endmark.server.openai_protocol import ChatCompletionRequest
+from endmark.server.results import Answer, collect, event_stream
 from endmark.server.state import runtime_of
 from endmark.tools import Reasoning
 
@@ -102,24 +101,15 @@ async def chat_completions(request: Request) -> Any:
         tail = deltas(i, event.finish.tail, event.reasoning_tail, event.tail_calls)
         return [*map(choice, tail), {**choice({}), **finish_of(event)}]
 
-    result = respond(
-        rt,
-        requests,
-        req.stream,
-        n=req.n,
-        head=head,
-        start=lambda i: {
-            "index": i,
-            "delta": {"role": "assistant", "content": None},
-            "logprobs": None,
-            "finish_reason": None,
-        },
-        pieces=pieces,
-        include_usage=req.include_usage,
-    )
+    def start(i: int) -> dict[str, Any]:
+        role = {"role": "assistant", "content": None}
+        return {"index": i, "delta": role, "logprobs": None, "finish_reason": None}
+
+    events = rt.stream_many(requests)
     if req.stream:
-        return result
-    choices = await unless_disconnected(request, collect(result, req.n))
+        chunks = stream_chunks(events, requests, req.n, head, start, pieces, req.include_usage)
+        return event_stream(chunks)
+    choices = await unless_disconnected(request, collect(events, req.n))
     response = whole_response(
         base("chat.completion", rt, "chatcmpl"),
         choices,
@@ -134,10 +124,10 @@ async def chat_completions(request: Request) -> Any:
     return response
 
 
-def message(choice: Choice) -> dict[str, Any]:
+def message(choice: Answer) -> dict[str, Any]:
     """The assistant message: content, and apart from it the reasoning and the tool calls."""
-    content: str | None = "".join(choice.text)
-    calls = choice.done.calls if choice.done is not None else ()
+    content: str | None = choice.content
+    calls = choice.calls
     out: dict[str, Any] = {"role": "assistant"}
     reasoning = "".join(choice.reasoning)
     if reasoning:
