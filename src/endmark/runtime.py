@@ -89,11 +89,11 @@ class Runtime:
         pieces = self.engine.vocab.special_pieces
         return b"".join(pieces[t] for t in tokens).decode("utf-8", errors="replace")
 
-    def embed(
+    async def embed(
         self, inputs: Sequence[str | Sequence[int]], norm: int = EUCLIDEAN
     ) -> tuple[list[np.ndarray], int]:
         """Vectors for texts or token lists (one per input, or a row per token when pooling is
-        `none`), and the tokens they took. Blocking: it decodes in its own context."""
+        `none`), and the tokens they took. Decoded on the scheduler's thread, between steps."""
         if not inputs:
             raise InvalidRequest("the input is empty", "input")
         lists = []
@@ -103,19 +103,22 @@ class Runtime:
             if not tokens:
                 raise InvalidRequest("an input is empty", "input")
             lists.append(list(tokens))
-        embedder = self.engine.embedder(self.settings.pooling)
+        pooling = self.settings.pooling
+        embed = lambda: self.engine.embedder(pooling).embed(lists)  # noqa: E731
         try:
-            vectors = embedder.embed(lists)
+            vectors = await asyncio.wrap_future(self.scheduler.call(embed))
         except ValueError as exc:
             raise InvalidRequest(str(exc), "input") from None
-        if embedder.pooling != "none":
+        if await self.embedding_pooling() != "none":
             vectors = [normalize(v, norm) for v in vectors]
         return vectors, sum(map(len, lists))
 
-    @property
-    def pooling(self) -> str:
-        """How embeddings pool: the embedding context's choice once made, else the setting."""
-        return self.engine.embedder(self.settings.pooling).pooling
+    async def embedding_pooling(self) -> str:
+        """How embeddings pool (the embedding context is made, on the scheduler's thread, if
+        it was not yet)."""
+        pooling = self.settings.pooling
+        made = self.scheduler.call(lambda: self.engine.embedder(pooling).pooling)
+        return await asyncio.wrap_future(made)
 
     def check_token_ids(self, tokens: Sequence[int], param: str) -> None:
         n = self.engine.vocab.n_vocab
@@ -410,8 +413,6 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         engine.n_ctx, settings.parallel, per_slot, engine.n_ctx_train,
     )  # fmt: skip
     vocab = engine.vocab
-    if settings.embedding:
-        log.info("embeddings: %s pooling", engine.embedder(settings.pooling).pooling)
     template: Template | None = None
     template_error: str | None = None
     markers: list[int] = []
@@ -468,6 +469,9 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         cont_batching=settings.cont_batching,
     )
     scheduler.start()
+    if settings.embedding:  # made now, on the scheduler's thread, as every use of it is
+        pooling = scheduler.call(lambda: engine.embedder(settings.pooling).pooling).result()
+        log.info("embeddings: %s pooling", pooling)
     alias = (settings.aliases() or [model_alias(path)])[0]
     constraints = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), vocab.n_vocab)
     return Runtime(

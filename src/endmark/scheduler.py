@@ -13,7 +13,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from endmark.endings import EndPolicy, EogSet
 from endmark.engine import DecodeError, Engine, SeqInput
@@ -27,6 +29,7 @@ from endmark.generation import (
 )
 from endmark.invalid import ContextExceeded
 
+T = TypeVar("T")
 log = logging.getLogger("endmark.scheduler")
 
 Sink = Callable[[Event], None]
@@ -103,6 +106,7 @@ class Scheduler:
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.stats = Stats()
         self._queue: deque[Ticket] = deque()
+        self._chores: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._abort: str | None = None
@@ -131,6 +135,16 @@ class Scheduler:
             self._cond.notify_all()
         return ticket
 
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the worker thread, between two steps: all of llama.cpp's compute stays
+        on one thread. (Embeddings decoded from another thread left generation ~40% slower
+        for good: llama.cpp's OpenMP threads of two callers fight over the cores.)"""
+        future: Future[T] = Future()
+        with self._cond:
+            self._chores.append((fn, future))
+            self._cond.notify_all()
+        return future
+
     def fail_all(self, message: str) -> None:
         """End every running and waiting request with a clean error (e.g. at shutdown)."""
         with self._cond:
@@ -151,7 +165,7 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._queue and not self._any_busy():
+                while not (self._stopping or self._queue or self._chores or self._any_busy()):
                     self._cond.wait()
                 if self._stopping:
                     break
@@ -160,6 +174,13 @@ class Scheduler:
                     self._abort = None
                     continue
                 self._admit()
+                chores, self._chores = list(self._chores), deque()
+            for fn, future in chores:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except Exception as exc:  # the caller's to handle
+                        future.set_exception(exc)
             try:
                 self.step()
             except Exception as exc:  # keep serving: fail the running requests, not the server
@@ -169,6 +190,8 @@ class Scheduler:
                         self._deliver(slot.ticket, Failed(f"generation failed: {exc}"))
                         self._release(slot, keep_cache=False)
         self._fail_everything("the server is shutting down")
+        for _, future in self._chores:
+            future.cancel()
 
     def _fail_everything(self, message: str) -> None:
         for slot in self.slots:

@@ -1,7 +1,7 @@
 """Embeddings: OpenAI's `/v1/embeddings`, and llama-server's `/embedding` and `/embeddings`.
 
-The vectors come from a second llama.cpp context on the same weights (`Runtime.embed`), run in
-a worker thread so generation goes on meanwhile.
+The vectors come from a second llama.cpp context on the same weights (`Runtime.embed`), decoded
+on the scheduler's thread between two generation steps.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
 from endmark.embeddings import EUCLIDEAN
 from endmark.runtime import Runtime
@@ -45,14 +44,14 @@ class EmbeddingsRequest(StrictModel):
 
 
 async def vectors(rt: Runtime, req: EmbeddingsRequest) -> tuple[list[np.ndarray], int]:
-    return await run_in_threadpool(rt.embed, req.inputs(), req.embd_normalize)
+    return await rt.embed(req.inputs(), req.embd_normalize)
 
 
 @router.post("/v1/embeddings")
 async def openai_embeddings(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     req = await parse_body(request, EmbeddingsRequest)
-    if rt.pooling == "none":
+    if await rt.embedding_pooling() == "none":
         raise ApiError(
             400,
             "pooling 'none' gives a vector per token, which OpenAI's embeddings cannot carry: "
