@@ -305,6 +305,22 @@ class LlamaCppEngine:
             )
         return buf.raw[:n].decode("utf-8", errors="replace")
 
+    def model_facts(self) -> dict[str, Any]:
+        """What the weights are, as model listings show it (Ollama's `details`, `model_info`)."""
+        buf = ctypes.create_string_buffer(256)
+        L.llama_model_desc(self._model, buf, len(buf))
+        desc = buf.value.decode("utf-8", errors="replace")  # "llama ?B Q4_1", for example
+        return {
+            "architecture": self.metadata("general.architecture") or desc.split(" ")[0],
+            "parameters": int(L.llama_model_n_params(self._model)),
+            "bytes": int(L.llama_model_size(self._model)),
+            "quantization": desc.rsplit(" ", 1)[-1],
+            "context_length": self.n_ctx_train,
+            "embedding_length": int(L.llama_model_n_embd(self._model)),
+            "layers": int(L.llama_model_n_layer(self._model)),
+            "heads": int(L.llama_model_n_head(self._model)),
+        }
+
     def chat_template(self) -> str | None:
         raw = L.llama_model_chat_template(self._model, None)
         return raw.decode("utf-8", errors="replace") if raw else None

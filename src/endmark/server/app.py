@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from endmark.runtime import load_runtime
-from endmark.server import embeddings, metrics, native, openai, openai_chat
+from endmark.server import embeddings, metrics, native, ollama, openai, openai_chat
 from endmark.server.errors import install_error_handlers
 from endmark.server.openapi import install_openapi
 from endmark.server.security import install_security
@@ -67,12 +67,13 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(openai_chat.router)
     app.include_router(embeddings.router)
+    app.include_router(ollama.router)
     app.include_router(metrics.router)
     install_openapi(app)
     if settings.ui:  # llama-server's --no-ui turns the page off
         app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-        @app.get("/", include_in_schema=False)
+        @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
         async def chat_page() -> FileResponse:
             return FileResponse(WEB / "index.html")
 

@@ -14,6 +14,13 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from endmark.server.embeddings import EmbeddingsRequest
+from endmark.server.ollama_protocol import (
+    ChatRequest,
+    EmbedRequest,
+    GenerateRequest,
+    LegacyEmbeddingsRequest,
+    ShowRequest,
+)
 from endmark.server.openai_protocol import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
@@ -35,6 +42,11 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": EmbeddingsRequest,
     "/embedding": EmbeddingsRequest,
     "/embeddings": EmbeddingsRequest,
+    "/api/chat": ChatRequest,
+    "/api/generate": GenerateRequest,
+    "/api/embed": EmbedRequest,
+    "/api/embeddings": LegacyEmbeddingsRequest,
+    "/api/show": ShowRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {
@@ -45,6 +57,8 @@ ERROR_SCHEMA = {
 # Routes whose 200 answer may be something other than JSON.
 OTHER_CONTENT = {
     "/metrics": {"text/plain": {"schema": {"type": "string"}}},
+    "/api/chat": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    "/api/generate": {"application/x-ndjson": {"schema": {"type": "string"}}},
     **{
         path: {"text/event-stream": {"schema": {"type": "string"}}}
         for path in (
