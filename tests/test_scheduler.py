@@ -96,3 +96,14 @@ def test_cancel_frees_the_slot(engine, scheduler) -> None:  # type: ignore[no-un
 def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix([], [1]) == 0
+
+
+def test_a_call_runs_on_the_worker_thread_between_steps(scheduler) -> None:  # type: ignore[no-untyped-def]
+    """Embeddings go this way: all llama.cpp compute on one thread."""
+    import threading
+
+    assert scheduler.call(lambda: threading.current_thread().name).result(5) == "endmark-scheduler"
+    failing = scheduler.call(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    assert scheduler.call(lambda: 42).result(5) == 42  # and the worker goes on
