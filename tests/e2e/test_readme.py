@@ -48,3 +48,9 @@ def test_the_tools_example_runs_and_calls_the_tool(server: RunningServer) -> Non
 def test_the_embeddings_example_runs(server: RunningServer) -> None:
     same, near, far = json.loads(run_example(server, "embeddings.create"))
     assert same == 1.0 and near > far  # cosines, as the vectors are normalized
+
+
+def test_the_ollama_and_anthropic_examples_run(server: RunningServer) -> None:
+    ollama_reason = run_example(server, "ollama.Client").split(" ", 1)[0]
+    anthropic_reason = run_example(server, "anthropic.Anthropic").split(" ", 1)[0]
+    assert ollama_reason in ("stop", "length") and anthropic_reason in ("end_turn", "max_tokens")

@@ -13,7 +13,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from endmark.runtime import load_runtime
-from endmark.server import embeddings, metrics, native, ollama, openai, openai_chat
+from endmark.server import (
+    anthropic,
+    embeddings,
+    metrics,
+    native,
+    ollama,
+    openai,
+    openai_chat,
+)
 from endmark.server.errors import install_error_handlers
 from endmark.server.openapi import install_openapi
 from endmark.server.security import install_security
@@ -68,6 +76,7 @@ def create_app(
     app.include_router(openai_chat.router)
     app.include_router(embeddings.router)
     app.include_router(ollama.router)
+    app.include_router(anthropic.router)
     app.include_router(metrics.router)
     install_openapi(app)
     if settings.ui:  # llama-server's --no-ui turns the page off

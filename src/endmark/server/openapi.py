@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from endmark.server.anthropic_protocol import CountTokensRequest, MessagesRequest
 from endmark.server.embeddings import EmbeddingsRequest
 from endmark.server.ollama_protocol import (
     ChatRequest,
@@ -47,6 +48,8 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/api/embed": EmbedRequest,
     "/api/embeddings": LegacyEmbeddingsRequest,
     "/api/show": ShowRequest,
+    "/v1/messages": MessagesRequest,
+    "/v1/messages/count_tokens": CountTokensRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {
@@ -67,6 +70,7 @@ OTHER_CONTENT = {
             "/chat/completions",
             "/v1/chat/completions",
             "/v1/completions",
+            "/v1/messages",
         )
     },
 }

@@ -43,9 +43,12 @@ class ApiKeyAuth:
         self.app = app
         self.keys = [k.encode() for k in keys]
 
-    def _allowed(self, header: bytes) -> bool:
+    def _allowed(self, header: bytes, api_key: bytes = b"") -> bool:
+        """`Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`."""
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer":
+        if api_key and not header:
+            token = api_key
+        elif scheme.lower() != b"bearer":
             return False
         ok = False
         for key in self.keys:  # no early exit: every key is compared
@@ -58,9 +61,9 @@ class ApiKeyAuth:
         if scope["type"] != "http" or open_path or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        header = dict(scope.get("headers", [])).get(b"authorization", b"")
-        if not self._allowed(header):
-            message = "Invalid or missing API key: send Authorization: Bearer KEY"
+        headers = dict(scope.get("headers", []))
+        if not self._allowed(headers.get(b"authorization", b""), headers.get(b"x-api-key", b"")):
+            message = "Invalid or missing API key: send Authorization: Bearer KEY (or x-api-key)"
             await _send_error(
                 scope,
                 receive,

@@ -1,0 +1,133 @@
+"""Anthropic's Messages API request (`/v1/messages`, `/v1/messages/count_tokens`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from endmark.server.protocol import StrictModel
+from endmark.tools import Tool, ToolRequest
+
+
+class Block(StrictModel):
+    """A content block: text, tool_use, tool_result or thinking (images are refused)."""
+
+    type: Literal["text", "tool_use", "tool_result", "thinking", "redacted_thinking", "image"]
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: str | list[Block] | None = None
+    is_error: bool | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None
+    source: dict[str, Any] | None = None
+
+    def plain(self) -> str:
+        if isinstance(self.content, list):
+            return "\n\n".join(b.text or "" for b in self.content)
+        return self.content or self.text or ""
+
+
+class Message(StrictModel):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+    def as_template_input(self) -> list[dict[str, Any]]:
+        """One message, or several: each tool result is a `tool` message of its own."""
+        if isinstance(self.content, str):
+            return [{"role": self.role, "content": self.content}]
+        if any(b.type == "image" for b in self.content):
+            raise ValueError("image blocks are not supported: this model reads text only")
+        out: list[dict[str, Any]] = [
+            {"role": "tool", "tool_call_id": b.tool_use_id, "content": b.plain()}
+            for b in self.content
+            if b.type == "tool_result"
+        ]
+        text = "\n\n".join(b.text or "" for b in self.content if b.type == "text")
+        calls = [
+            {"id": b.id, "type": "function",
+             "function": {"name": b.name, "arguments": b.input or {}}}
+            for b in self.content if b.type == "tool_use"
+        ]  # fmt: skip
+        if text or calls or not out:
+            message: dict[str, Any] = {"role": self.role, "content": text}
+            if calls:
+                message["tool_calls"] = calls
+            out.append(message)
+        return out
+
+
+class ToolIn(StrictModel):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ToolChoice(StrictModel):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+class Thinking(StrictModel):
+    type: Literal["enabled", "disabled"]
+    budget_tokens: Annotated[int, Field(ge=0)] | None = None
+
+
+class MessagesRequest(StrictModel):
+    model: str = ""
+    max_tokens: Annotated[int, Field(ge=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    system: str | list[Block] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=16)] = Field(default_factory=list)
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0
+    stream: bool = False
+    tools: list[ToolIn] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    metadata: dict[str, Any] | None = None
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.system:
+            system = self.system if isinstance(self.system, str) else "\n\n".join(
+                b.text or "" for b in self.system)  # fmt: skip
+            out.append({"role": "system", "content": system})
+        for m in self.messages:
+            out += m.as_template_input()
+        return out
+
+    def tool_request(self) -> ToolRequest | None:
+        choice = self.tool_choice or ToolChoice(type="auto")
+        if not self.tools:
+            if choice.type in ("any", "tool"):
+                raise ValueError("tool_choice asks for a tool, but the request gives no tools")
+            return None
+        names = [t.name for t in self.tools]
+        picked = {"auto": "auto", "any": "required", "none": "none"}.get(choice.type)
+        if choice.type == "tool":
+            if choice.name not in names:
+                raise ValueError(f"tool_choice names {choice.name!r}, which is not a tool")
+            picked = choice.name
+        tools = tuple(Tool(t.name, t.description, t.input_schema) for t in self.tools)
+        return ToolRequest(tools, picked or "auto", not choice.disable_parallel_tool_use)
+
+
+class CountTokensRequest(StrictModel):
+    model: str = ""
+    messages: Annotated[list[Message], Field(min_length=1)]
+    system: str | list[Block] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+    def as_messages_request(self) -> MessagesRequest:
+        fields = json.loads(self.model_dump_json(exclude_none=True))
+        return MessagesRequest.model_validate({**fields, "max_tokens": 1})
