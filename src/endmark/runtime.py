@@ -103,13 +103,14 @@ class Runtime:
             if not tokens:
                 raise InvalidRequest("an input is empty", "input")
             lists.append(list(tokens))
-        pooling = self.settings.pooling
-        embed = lambda: self.engine.embedder(pooling).embed(lists)  # noqa: E731
+        embedder = lambda: self.engine.embedder(self.settings.pooling)  # noqa: E731
         try:
-            vectors = await asyncio.wrap_future(self.scheduler.call(embed))
+            vectors, pooling = await asyncio.wrap_future(
+                self.scheduler.call(lambda: (embedder().embed(lists), embedder().pooling))
+            )
         except ValueError as exc:
             raise InvalidRequest(str(exc), "input") from None
-        if await self.embedding_pooling() != "none":
+        if pooling != "none":
             vectors = [normalize(v, norm) for v in vectors]
         return vectors, sum(map(len, lists))
 
