@@ -43,7 +43,7 @@ def generation(rt: Runtime, req: MessagesRequest) -> GenerationRequest:
     sampling = SamplingParams(
         temperature=pick("temperature", 1.0), top_p=pick("top_p", 1.0), top_k=pick("top_k", 0),
         min_p=defaults.get("min_p", 0.0), repeat_penalty=defaults.get("repeat_penalty", 1.0),
-        seed=defaults.get("seed", -1),
+        seed=req.seed if req.seed is not None else defaults.get("seed", -1),
     )  # fmt: skip
     budget = rt.settings.reasoning_budget
     if req.thinking is not None:

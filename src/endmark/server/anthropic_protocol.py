@@ -88,6 +88,7 @@ class MessagesRequest(StrictModel):
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
+    seed: int | None = None  # endmark's extension, as on the other dialects
     stream: bool = False
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoice | None = None
