@@ -16,7 +16,11 @@ from tests.conftest import RunningServer, start_server, stop_server
 from tests.e2e.test_openai import assert_clean_answer
 from tests.gguf_factory import FAMILIES, build_gguf
 
-QUESTION: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
+# "Answer in one word." keeps the greedy answer the same whether the prompt is evaluated in one
+# batch or after a cached prefix (this Q4_1 model answers differently under the two numerics)
+QUESTION: list[Any] = [
+    {"role": "user", "content": "What is the capital of France? Answer in one word."}
+]
 SYSTEM = "You are a helpful assistant."
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: list[Any] = [{"name": "get_weather", "description": "The weather in a city",
@@ -106,7 +110,9 @@ def test_count_tokens_and_an_api_key_in_x_api_key(tmp_path_factory: pytest.TempP
            {"max_tokens": 5, "messages": [{"role": "user", "content": [
                {"type": "image", "source": {"type": "base64", "data": "aGk="}}]}]}]  # fmt: skip
     for body in bad:
-        assert httpx.post(f"{server.url}/v1/messages", json=body, timeout=30).status_code == 400
+        r = httpx.post(f"{server.url}/v1/messages", json=body, timeout=30)
+        assert r.status_code == 400  # in Anthropic's error shape
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     folder = tmp_path_factory.mktemp("keyed")
     keyed = start_server(folder, "--api-key", "sekret", "-c", "2048", "-np", "1")
     try:

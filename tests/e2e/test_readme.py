@@ -54,3 +54,8 @@ def test_the_ollama_and_anthropic_examples_run(server: RunningServer) -> None:
     ollama_reason = run_example(server, "ollama.Client").split(" ", 1)[0]
     anthropic_reason = run_example(server, "anthropic.Anthropic").split(" ", 1)[0]
     assert ollama_reason in ("stop", "length") and anthropic_reason in ("end_turn", "max_tokens")
+
+
+def test_the_responses_example_runs(server: RunningServer) -> None:
+    status = run_example(server, "responses.create").split(" ", 1)[0]
+    assert status in ("completed", "incomplete")

@@ -21,6 +21,7 @@ from endmark.server import (
     ollama,
     openai,
     openai_chat,
+    responses,
 )
 from endmark.server.errors import install_error_handlers
 from endmark.server.openapi import install_openapi
@@ -69,6 +70,7 @@ def create_app(
     app = FastAPI(title="endmark", lifespan=lifespan)
     app.state.loading = state
     app.state.settings = settings
+    app.state.responses = responses.ResponseStore()
     install_error_handlers(app)
     install_security(app, settings.api_keys(), settings.max_body_bytes, settings.cors)
     app.include_router(native.router)
@@ -77,6 +79,7 @@ def create_app(
     app.include_router(embeddings.router)
     app.include_router(ollama.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     app.include_router(metrics.router)
     install_openapi(app)
     if settings.ui:  # llama-server's --no-ui turns the page off

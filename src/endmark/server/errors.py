@@ -30,6 +30,15 @@ _TYPES = {
     503: "unavailable_error",
 }
 
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
 
 class ApiError(Exception):
     def __init__(
@@ -55,8 +64,16 @@ def error_body(
     kind: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """OpenAI's error shape under `/v1`, llama.cpp's everywhere else; `details` are extra
-    fields llama-server adds for some errors (e.g. `n_ctx` when the prompt is too long)."""
+    """Each dialect's own error shape: Ollama's (`/api/`) a bare message, Anthropic's
+    (`/v1/messages`) typed, OpenAI's under the rest of `/v1`, llama.cpp's everywhere else;
+    `details` are extra fields llama-server adds for some errors (e.g. `n_ctx` when the prompt
+    is too long)."""
+    if path.startswith("/api/"):
+        return {"error": message}
+    if path.startswith("/v1/messages"):
+        anthropic_kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else None)
+        return {"type": "error", "error": {"type": anthropic_kind or "invalid_request_error",
+                                           "message": message}}  # fmt: skip
     kind = kind or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     if path.startswith("/v1"):
         body = {"message": message, "type": kind, "param": param, "code": code}

@@ -28,6 +28,7 @@ from endmark.server.openai_protocol import (
     CompletionsRequest,
 )
 from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
+from endmark.server.responses_protocol import ResponsesRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/completion": CompletionRequest,
@@ -50,6 +51,7 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/api/show": ShowRequest,
     "/v1/messages": MessagesRequest,
     "/v1/messages/count_tokens": CountTokensRequest,
+    "/v1/responses": ResponsesRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {
@@ -71,12 +73,14 @@ OTHER_CONTENT = {
             "/v1/chat/completions",
             "/v1/completions",
             "/v1/messages",
+            "/v1/responses",
         )
     },
 }
 ERRORS = {
     "400": "the request is invalid (the message names the field)",
     "401": "a missing or wrong API key, when keys are required",
+    "404": "what the request names does not exist (such as a stored response's id)",
     "413": "the body is over the size limit",
     "499": "the client closed the request",
     "500": "the generation failed on the server",
