@@ -20,6 +20,11 @@ CHATML_PROMPT = (
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 )
 MARKERS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+# The chat question the dialects' tests ask. "Answer in one word." keeps the greedy answer the
+# same whether its prompt is evaluated whole or after a cached prefix: without it, this Q4_1
+# model's two numerics answer differently (one of them never ends), so a test's answer would
+# depend on what the tests before it left in the cache.
+CAPITAL = "What is the capital of France? Answer in one word."
 
 
 @pytest.fixture(scope="session")

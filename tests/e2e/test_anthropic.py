@@ -12,15 +12,11 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import CAPITAL, RunningServer, start_server, stop_server
 from tests.e2e.test_openai import assert_clean_answer
 from tests.gguf_factory import FAMILIES, build_gguf
 
-# "Answer in one word." keeps the greedy answer the same whether the prompt is evaluated in one
-# batch or after a cached prefix (this Q4_1 model answers differently under the two numerics)
-QUESTION: list[Any] = [
-    {"role": "user", "content": "What is the capital of France? Answer in one word."}
-]
+QUESTION: list[Any] = [{"role": "user", "content": CAPITAL}]
 SYSTEM = "You are a helpful assistant."
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: list[Any] = [{"name": "get_weather", "description": "The weather in a city",

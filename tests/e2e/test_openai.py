@@ -9,11 +9,11 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MARKERS, RunningServer
+from tests.conftest import CAPITAL, MARKERS, RunningServer
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "user", "content": CAPITAL},
 ]
 
 

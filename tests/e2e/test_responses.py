@@ -12,12 +12,10 @@ import jsonschema
 import openai
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import CAPITAL, RunningServer
 from tests.e2e.test_openai import assert_clean_answer
 
-# "Answer in one word." keeps the greedy answer the same whether the prompt is evaluated in one
-# batch or after a cached prefix (without it, this Q4_1 model's two numerics answer differently)
-QUESTION = "What is the capital of France? Answer in one word."
+QUESTION = CAPITAL
 SYSTEM = "You are a helpful assistant."
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "The weather",
