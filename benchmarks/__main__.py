@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.clients import (
     aggregate_rate,
+    answer_rate,
     embed_ms_per_input,
     prompt_rate,
     server_decode_rate,
@@ -51,6 +52,39 @@ LONG_TOOL = {
             "properties": {"tasks": LONG_SCHEMA},
             "required": ["tasks"],
         },
+    },
+}
+# Issue 15's workloads. Grounded: an answer that copies its prompt (prompt lookup pays).
+PASSAGE = " ".join(
+    f"The keeper of light number {i} climbed the {i + 2} stairs at dusk, trimmed the wick, "
+    f"wound the clockwork, and wrote in the log that the sea was calm and the ships passed."
+    for i in range(10)
+)
+GROUNDED = {
+    "messages": [{"role": "user", "content": f"Repeat this text exactly:\n\n{PASSAGE}"}],
+    "max_tokens": 160,
+    "temperature": 0,
+}
+# Six records with four fixed keys each: keys, quotes and braces are forced (fast-forward).
+RECORD = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 16},
+        "city": {"type": "string", "maxLength": 16},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "email": {"type": "string", "maxLength": 32},
+    },
+    "required": ["name", "city", "age", "email"],
+    "additionalProperties": False,
+}
+RECORDS = {"type": "array", "items": RECORD, "minItems": 6, "maxItems": 6}
+SIX_RECORDS = {
+    "messages": [{"role": "user", "content": "List six people as JSON: name, city, age, email."}],
+    "max_tokens": 400,
+    "temperature": 0,
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "people", "schema": RECORDS},
     },
 }
 CLIENTS = (1, 2, 4, 8)
@@ -99,6 +133,23 @@ def measure(server: Server, args: argparse.Namespace, rep: int, figures: Figures
         )
     except RuntimeError as exc:
         print(f"{server.name}: JSON-schema decode failed: {exc}", file=sys.stderr)
+    known_tokens(server, f)
+
+
+def known_tokens(server: Server, f: dict[str, list[float]]) -> None:
+    """Issue 15's rows: an answer that copies its prompt, and six records under a schema;
+    whole requests, tokens over wall time. endmark's drafts are counted from its timings."""
+    path = "/v1/chat/completions"
+    for key, body in (("grounded", GROUNDED), ("records", SIX_RECORDS)):
+        try:
+            rate, answer = answer_rate(server.url, path, {**body, "cache_prompt": False})
+        except RuntimeError as exc:
+            print(f"{server.name}: {key} failed: {exc}", file=sys.stderr)
+            continue
+        f[key].append(rate)
+        timings = answer.get("timings") or {}
+        if key == "grounded" and timings.get("draft_n"):
+            f["acceptance"].append(timings["draft_n_accepted"] / timings["draft_n"])
 
 
 def endmark_constrained(server: Server, n: int, f: dict[str, list[float]]) -> None:

@@ -96,3 +96,12 @@ def aggregate_rate(url: str, clients: int, body: dict[str, Any]) -> float:
     if errors:
         raise errors[0]
     return sum(counts) / elapsed
+
+
+def answer_rate(url: str, path: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """One whole request: completion tokens over the wall time, prompt included (what the
+    user waits for), and the answer itself."""
+    start = time.perf_counter()
+    answer = json.loads(post(url, path, body).read())
+    elapsed = time.perf_counter() - start
+    return float(answer["usage"]["completion_tokens"]) / elapsed, answer

@@ -58,6 +58,9 @@ def markdown(
         ("prompt processing tok/s (~1,000 tokens)", "prompt"),
         *[(f"aggregate tok/s, {c} client{'s' * (c > 1)}", f"clients_{c}") for c in clients],
         ("JSON-schema decode tok/s (chat)", "schema"),
+        ("grounded: copy ~300 words, 160 tokens, tok/s (whole request)", "grounded"),
+        ("draft tokens accepted, grounded (endmark)", "acceptance"),
+        ("json-schema: six records of four keys, tok/s (whole request)", "records"),
         ("chat decode tok/s, no tools (server's timings)", "chat_plain"),
         ("chat decode tok/s, `tool_choice: required` (server's timings)", "chat_tools"),
         ("embeddings ms per input, 16 inputs in one call", "embed_batch_ms"),
@@ -80,6 +83,8 @@ def markdown(
     targets = [
         ["endmark / llama-server, one stream", ratio(ours.get("decode", []), cpp.get("decode", [])), ">= 1.0x"],
         ["endmark / llama-server, 4 clients", ratio(ours.get("clients_4", []), cpp.get("clients_4", [])), ">= 1.0x"],
+        ["endmark / llama-server, grounded (copying the prompt)", ratio(ours.get("grounded", []), cpp.get("grounded", [])), ">= 1.5x"],
+        ["endmark / llama-server, json-schema (six records)", ratio(ours.get("records", []), cpp.get("records", [])), ">= 2.0x"],
         ["endmark / llama-server, resident memory", mem, "<= 1.3x"],
         ["endmark 4 clients / endmark 1 client", ratio(ours.get("clients_4", []), ours.get("clients_1", [])), ">= 1.3x"],
         ["endmark / llama-cpp-python server, 4 clients", ratio(ours.get("clients_4", []), py.get("clients_4", [])), ">= 2x"],
@@ -111,7 +116,12 @@ first token* is from sending to the first chunk; *prompt processing* sends a dif
 ~1,000-token prompt each time for one token (`cache_prompt: false`); *aggregate* sends N such
 requests at once and divides all generated tokens by the wall time; *JSON-schema decode*
 streams a chat completion under `response_format: json_object` with a schema; *memory* is
-the server process's resident set after all runs. The bare loop is one `llama_decode` and
+the server process's resident set after all runs. *grounded* asks a chat to repeat a
+~300-word passage (160 tokens, greedy) and *json-schema* asks for six records of four keys
+under a `json_schema` response format (greedy); both time whole requests with
+`cache_prompt: false` (prompt included, as the user waits for it) and divide the completion
+tokens by that time. endmark's prompt-lookup drafts and grammar fast-forward are on by
+default; *draft tokens accepted* is the share of its drafted tokens the model confirmed. The bare loop is one `llama_decode` and
 llama.cpp's greedy sampler per token in Python, no server: the ceiling for a Python server.
 
 ## Targets

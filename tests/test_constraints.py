@@ -60,3 +60,13 @@ def test_a_rejected_token_is_a_failure_not_a_stop(compiler, engine) -> None:  # 
     c = compiler.matcher(compiler.compile(ConstraintSpec("grammar", 'root ::= "yes"', "g")))
     with pytest.raises(ConstraintFailure):
         c.consume(engine.tokenize(" no", False, False)[0])
+
+
+def test_an_object_takes_no_unlisted_keys_unless_its_schema_says_so(compiler, engine) -> None:  # type: ignore[no-untyped-def]
+    (comma,) = engine.tokenize(",", False, False)
+    (close,) = engine.tokenize("}", False, False)
+    listed = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    for schema, more_keys in ((listed, False), ({**listed, "additionalProperties": True}, True)):
+        grammar = compiler.compile(ConstraintSpec("json_schema", schema, "json_schema"))
+        mask = compiler.matcher(grammar, written='{"a": 1').mask()
+        assert mask[close] and mask[comma] == more_keys

@@ -26,7 +26,7 @@ def run(engine, prompt: list[int], policy: EndPolicy, n_ctx: int = 1024) -> Gene
     engine.drop(3)
     feed, pos = prompt, 0
     while gen.finish is None:
-        logits = engine.decode([SeqInput(3, feed, pos)])[3]
+        logits = engine.decode([SeqInput(3, feed, pos)])[3][-1]
         pos += len(feed)
         gen.step(logits)
         feed = gen.tokens[-1:]

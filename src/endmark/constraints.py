@@ -27,6 +27,30 @@ JSON_OPTIONS: dict[str, Any] = {
 }
 
 
+def closed_objects(schema: Any, max_string: int | None = None) -> Any:
+    """`schema` with `additionalProperties: false` wherever an object lists its properties and
+    says nothing of others, as llama.cpp reads schemas: a small model cannot ramble in made-up
+    keys until the token limit cuts its JSON (`additionalProperties: true` still allows them).
+    With `max_string`, a string the schema does not bound gets that `maxLength`."""
+    if isinstance(schema, list):
+        return [closed_objects(s, max_string) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed_objects(v, max_string) if k not in LITERAL_KEYS else v
+           for k, v in schema.items()}  # fmt: skip
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: closed_objects(v, max_string)
+                             for k, v in schema["properties"].items()}  # fmt: skip
+        out.setdefault("additionalProperties", False)
+    bounded = {"maxLength", "enum", "const", "pattern", "format"} & schema.keys()
+    if max_string is not None and schema.get("type") == "string" and not bounded:
+        out["maxLength"] = max_string
+    return out
+
+
+LITERAL_KEYS = ("const", "enum", "default", "examples")  # values, not schemas
+
+
 @dataclass(frozen=True)
 class ConstraintSpec:
     """What a request asked for, and the field it came in (named in errors)."""
@@ -61,6 +85,17 @@ class Constraint:
     def consume(self, token: int) -> None:
         self._matcher.consume_token(token)
         self._check()
+
+    def forced(self) -> list[int]:
+        """The tokens the grammar allows and no other, from here (llguidance's fast-forward:
+        forced text in its canonical tokenization)."""
+        tokens = self._matcher.compute_ff_tokens()
+        self._check()
+        return list(tokens)
+
+    def valid_prefix(self, tokens: list[int]) -> int:
+        """How many of `tokens` the grammar would take in a row, consuming none."""
+        return int(self._matcher.validate_tokens(tokens))
 
     @property
     def accepting(self) -> bool:
@@ -112,7 +147,7 @@ class ConstraintCompiler:
         if not isinstance(schema, dict):
             raise ValueError("the schema must be a JSON object")
         json.dumps(schema)  # a TypeError here names an unserialisable value
-        return lg.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
+        return lg.LLMatcher.grammar_from_json_schema(closed_objects(schema), defaults=JSON_OPTIONS)
 
     def matcher(self, grammar: str, written: str = "") -> Constraint:
         """A matcher of `grammar`, past `written` if the model has already written that much

@@ -110,6 +110,7 @@ class Finish:
     tail: str = ""
     detail: str = field(default="", compare=False)
     grammar_complete: bool = False
+    json_closed: bool = False  # cut by the limit, with its JSON closed so that it parses
 
     @property
     def finish_reason(self) -> str:

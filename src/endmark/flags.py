@@ -233,6 +233,18 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         p, ["--cache-prompt"], ["--no-cache-prompt"], "cache_prompt", "reuse cached prefixes"
     )
     p.add_argument(
+        "--spec", "--spec-type", dest="spec", choices=("ngram", "ngram-simple", "none"),
+        help="speculative decoding: ngram drafts from the prompt and output (default), none",
+    )  # fmt: skip
+    p.add_argument(
+        "--draft-max", "--draft", "--draft-n", "--spec-draft-n-max", dest="draft_max", type=int,
+        help="tokens one draft may hold (default 16)",
+    )  # fmt: skip
+    p.add_argument(
+        "--draft-min", "--draft-n-min", "--spec-draft-n-min", dest="draft_min", type=int,
+        help="a shorter draft is not checked (default 0)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-context-shift", action="store_true", help="no context shift (always so here)"
     )
     p.add_argument(

@@ -16,6 +16,7 @@ import numpy as np
 
 from endmark.channels import ChannelSplitter, Piece, ToolCall
 from endmark.detokenize import Detokenizer
+from endmark.drafts import DraftSettings, PromptLookup
 from endmark.endings import (
     EndPolicy,
     Finish,
@@ -27,6 +28,7 @@ from endmark.endings import (
 )
 from endmark.engine import Vocab
 from endmark.invalid import InvalidRequest
+from endmark.json_close import json_closing
 from endmark.sampling import SamplingParams, adjust, make_rng, sample
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class GenerationRequest:
     # Thinking is closed (these tokens are forced) once it has taken this many tokens.
     reasoning_budget: int = -1
     think_close: tuple[int, ...] = ()
+    # prompt-lookup speculation (None: off); forced tokens of a grammar fed without sampling
+    drafts: DraftSettings | None = None
+    fast_forward: bool = True
+    # under a JSON constraint: the tokens of a text (to close the JSON before the limit)
+    close_json: Callable[[str], list[int]] | None = None
 
 
 @dataclass
@@ -74,6 +81,8 @@ class Timings:
     predicted_n: int = 0
     predicted_ms: float = 0.0
     cached_n: int = 0
+    draft_n: int = 0
+    draft_n_accepted: int = 0
 
     def as_dict(self) -> dict[str, float]:
         def rate(n: int, ms: float) -> float:
@@ -82,7 +91,9 @@ class Timings:
         def per_token(n: int, ms: float) -> float:
             return ms / n if n else 0.0
 
+        drafts = {"draft_n": self.draft_n, "draft_n_accepted": self.draft_n_accepted}
         return {
+            **(drafts if self.draft_n else {}),  # as llama-server: only where it speculated
             "cache_n": self.cached_n,
             "prompt_n": self.prompt_n,
             "prompt_ms": self.prompt_ms,
@@ -151,6 +162,10 @@ class Failed:
 
 Event = TokenEvent | Progress | Done | Failed
 
+CLOSE_WINDOW = 64  # tokens before the limit from which a JSON answer checks its closing
+CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
+ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
+
 
 class Generation:
     """The per-sequence state between decode steps."""
@@ -174,11 +189,14 @@ class Generation:
         thinking = self.channels is not None and self.channels.in_reasoning
         self.constraint = None if thinking else request.constraint
         self._after_thinking = request.constraint if thinking else None
+        self._json_from = 0  # where the constrained answer begins in `tokens`
         self.reasoning_tail = ""
         self.tail_calls: tuple[ToolCall, ...] = ()
         self.reasoning_tokens = 0
         self._forced: list[int] = []
         self.timings = Timings()
+        self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
+        self._guessed = False  # the pending draft is the drafter's (not forced tokens)
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self._now = self.t_start
@@ -215,6 +233,9 @@ class Generation:
             self._forced = list(self.request.think_close)
         if self._forced:  # the close of thinking, forced: no sampling
             return self._accept(self._forced.pop(0), None, ())
+        closing = self._json_closing()
+        if closing is not None:
+            return self._close_json(closing)
         params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
@@ -225,6 +246,101 @@ class Generation:
         if verbose:
             self._log_token(picked.token, picked.logprob)
         return events
+
+    def _near_json_limit(self) -> bool:
+        """Close enough to the token limit that the JSON may need closing: each step checks
+        (no drafts, which could overrun it)."""
+        n_predict = self.policy.n_predict
+        return (
+            self.request.close_json is not None
+            and n_predict >= 0
+            and n_predict - len(self.tokens) <= CLOSE_WINDOW
+        )
+
+    def _json_closing(self) -> list[int] | None:
+        """The tokens that close the JSON so far, once the budget is down to them (plus a
+        margin: the next token may open more)."""
+        if self.constraint is None or self._after_thinking is not None:
+            return None
+        if self.request.close_json is None or not self._near_json_limit():
+            return None
+        pieces = self.vocab.pieces
+        text = b"".join(pieces[t] for t in self.tokens[self._json_from :])
+        suffix = json_closing(text.decode("utf-8", errors="replace"))
+        if not suffix:
+            return None
+        tokens = self.request.close_json(suffix)
+        room = self.policy.n_predict - len(self.tokens)
+        # Right after a whole value, close unless another whole item could still fit: a
+        # comma now would need a made-up key (`"": null`) to close.
+        at_boundary = suffix.strip("]}") == ""
+        margin = ITEM_ROOM if at_boundary else CLOSE_MARGIN
+        return tokens if len(tokens) + margin >= room else None
+
+    def _close_json(self, tokens: list[int]) -> list[TokenEvent]:
+        """Write the closing without the grammar (a schema may still want a required key or
+        more items: the result parses, and may not validate), and end as a limit stop."""
+        self.constraint = None
+        events: list[TokenEvent] = []
+        for token in tokens:
+            events += self._accept(token, None, ())
+            if self.finish is not None:
+                break
+        if self.finish is None:
+            self._end(Finish("limit", detail="n_predict, its JSON closed", json_closed=True))
+        elif self.finish.stop_type == "limit":
+            self.finish = replace(self.finish, json_closed=True)
+        return events
+
+    def verify(
+        self, rows: np.ndarray, drafts: Sequence[int], now: float | None = None
+    ) -> list[TokenEvent]:
+        """Sample each position of a checked guess from the model's own distribution, and
+        stop at the first token that differs from the guess: the output is the one plain
+        decoding gives (at any temperature, the same distribution). `rows[i]` are the logits
+        after the guess's first i tokens."""
+        events: list[TokenEvent] = []
+        accepted = 0
+        for i, row in enumerate(rows):
+            before = len(self.tokens)
+            events += self.step(row, now)
+            taken = self.tokens[before:]
+            if self.finish is not None or i == len(drafts) or taken != [drafts[i]]:
+                break
+            accepted += 1
+        self.timings.draft_n += len(drafts)
+        self.timings.draft_n_accepted += accepted
+        if self.drafter is not None and self._guessed:  # not for the grammar's forced runs
+            self.drafter.feedback(len(drafts), accepted)
+        return events
+
+    def next_draft(self, room: int) -> list[int]:
+        """A guess at the next tokens (at most `room`), to be checked in one batched decode:
+        the tokens the grammar forces next (a key, its quotes, a brace: llguidance's
+        fast-forward, in its own tokenization, which the check keeps only where the model
+        would have written the same tokens), else what followed the last few tokens earlier
+        in the context. Cut where the grammar would refuse it or the limit would end it."""
+        if self.finish is not None or self._forced or room <= 0 or self._near_json_limit():
+            return []
+        constraint = self.constraint
+        if constraint is not None and self.request.fast_forward:
+            forced = constraint.forced()
+            if forced:
+                self._guessed = False
+                return forced[: min(room, self._left())]
+        if self.drafter is None:
+            return []
+        self._guessed = True
+        guess = self.drafter.draft()[:room]
+        guess = guess[: self._left()]
+        if guess and constraint is not None:
+            guess = guess[: constraint.valid_prefix(guess)]
+        return guess
+
+    def _left(self) -> int:
+        """Tokens a guess may hold before the limit (the check samples one more)."""
+        n_predict = self.policy.n_predict
+        return max(0, n_predict - len(self.tokens) - 1) if n_predict >= 0 else 1 << 30
 
     def _accept(
         self, token: int, logprob: float | None, top: tuple[tuple[int, float], ...]
@@ -237,6 +353,8 @@ class Generation:
             return []
         self.tokens.append(token)
         self._history.append(token)
+        if self.drafter is not None:
+            self.drafter.extend((token,))
         if constraint is not None:
             constraint.consume(token)
         text = self._detok.add_token(token)
@@ -284,6 +402,7 @@ class Generation:
         self.reasoning_tokens += was_thinking
         if self._after_thinking is not None and not self.channels.in_reasoning:
             self.constraint, self._after_thinking = self._after_thinking, None
+            self._json_from = len(self.tokens)
         if self.channels.in_call and self.constraint is None and self.request.on_call:
             self.constraint = self.request.on_call(self.channels.call_text)
         return join_pieces(pieces)

@@ -32,6 +32,7 @@ from endmark.chat import (
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.detokenize import piece_text
+from endmark.drafts import DraftSettings
 from endmark.embeddings import EUCLIDEAN, normalize
 from endmark.endings import EndPolicy, EogSet, printable
 from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
@@ -57,6 +58,7 @@ from endmark.tools import (
 )
 
 log = logging.getLogger("endmark")
+JSON_KINDS = ("json_schema", "json_object")
 
 
 @dataclass
@@ -177,7 +179,20 @@ class Runtime:
             matcher,
             report_progress=report_progress,
             timings_per_token=timings_per_token,
+            drafts=self.drafts,
+            fast_forward=self.settings.fast_forward,
+            close_json=self._json_tokens if constraint and constraint.kind in JSON_KINDS else None,
         )
+
+    def _json_tokens(self, text: str) -> list[int]:
+        """A closing text as tokens, without a SentencePiece dummy-prefix space."""
+        assert self.constraints is not None
+        return list(self.constraints.tokenizer.tokenize_str(text))
+
+    @property
+    def drafts(self) -> DraftSettings | None:
+        s = self.settings
+        return DraftSettings(s.draft_max, s.draft_min) if s.spec.startswith("ngram") else None
 
     def n_predict(self, asked: int) -> int:
         """The request's limit, else the server's `-n` (llama-server's meaning), within the

@@ -56,6 +56,8 @@ class Slot:
     ticket: Ticket | None = None
     n_past: int = 0
     feed: list[int] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)  # a guess fed after `feed`, to verify
+    last_used: float = 0.0  # when its last request ended: the least recent is evicted first
 
     @property
     def busy(self) -> bool:
@@ -81,6 +83,20 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def pick_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> Slot:
+    """The slot whose cache this prompt continues (all of the prompt, or at least half of what
+    the slot holds: the next turn of that conversation), else the empty or least recently used one.
+    So a new request never evicts a long conversation for a few shared tokens (a system
+    prompt) while another slot is free, and alternating conversations each keep their own."""
+    if use_cache:
+        shares = [(common_prefix(s.cached, prompt), s) for s in free]
+        continued = [(n, s) for n, s in shares
+                     if n > 0 and (n >= len(prompt) - 1 or 2 * n >= len(s.cached))]  # fmt: skip
+        if continued:
+            return max(continued, key=lambda pair: pair[0])[1]
+    return min(free, key=lambda s: (bool(s.cached), s.last_used))
 
 
 class Scheduler:
@@ -213,7 +229,7 @@ class Scheduler:
             ticket = self._queue.popleft()
             prompt = ticket.generation.request.prompt
             use_cache = ticket.generation.request.cache_prompt
-            slot = max(free, key=lambda s: common_prefix(s.cached, prompt) if use_cache else 0)
+            slot = pick_slot(free, prompt, use_cache)
             keep = common_prefix(slot.cached, prompt) if use_cache else 0
             keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
             self.engine.drop(slot.id, keep)
@@ -251,8 +267,11 @@ class Scheduler:
                 break
             chunk = slot.feed[:budget]
             done_feeding = len(chunk) == len(slot.feed)
-            inputs.append(SeqInput(slot.id, chunk, slot.n_past, want_logits=done_feeding))
-            budget -= len(chunk)
+            guess = slot.drafts if done_feeding and len(chunk) + len(slot.drafts) <= budget else []
+            slot.drafts = guess
+            inputs.append(SeqInput(slot.id, chunk + guess, slot.n_past,
+                                   want_logits=done_feeding, n_logits=1 + len(guess)))  # fmt: skip
+            budget -= len(chunk) + len(guess)
         if not inputs:
             return
         try:
@@ -269,14 +288,17 @@ class Scheduler:
             if gen.request.report_progress and gen.t_first is None:
                 self._deliver(slot.ticket, gen.progress(slot.n_past, now))  # type: ignore[arg-type]
             if item.seq_id in logits:
-                self._advance(slot, logits[item.seq_id], now)
+                self._advance(slot, item, logits[item.seq_id], now)
 
-    def _advance(self, slot: Slot, logits, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _advance(self, slot: Slot, fed: SeqInput, rows, now: float) -> None:  # type: ignore[no-untyped-def]
+        """Sample (or verify a guess) from the logits `rows`, then keep in the cache only what
+        the sequence really holds, and queue what it holds beyond that for the next step."""
         ticket = slot.ticket
         assert ticket is not None
         gen = ticket.generation
+        drafts, slot.drafts = slot.drafts, []
         try:
-            events = gen.step(logits, now)
+            events = gen.verify(rows, drafts, now) if drafts else gen.step(rows[-1], now)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
             log.warning("%s failed: %s", gen.request.label, exc)
             self.stats.requests_failed += 1
@@ -285,10 +307,19 @@ class Scheduler:
             return
         for event in events:
             self._deliver(ticket, event)
+        if drafts:  # the guess's refused tail leaves the cache
+            start = fed.pos - gen.n_prompt
+            valid = fed.pos + common_prefix(list(fed.tokens), gen.tokens[start:])
+            if valid < slot.n_past:
+                self.engine.drop(slot.id, valid)
+                del slot.cached[valid:]
+                slot.n_past = valid
         if gen.finish is not None:
             self._finish(slot)
-        else:
-            slot.feed = [gen.tokens[-1]]
+            return
+        slot.feed = gen.tokens[slot.n_past - gen.n_prompt :]
+        room = self.n_ctx_slot - slot.n_past - len(slot.feed) - 1
+        slot.drafts = gen.next_draft(room)
 
     def _finish(self, slot: Slot) -> None:
         ticket = slot.ticket
@@ -338,7 +369,9 @@ class Scheduler:
             slot.cached = []
         slot.ticket = None
         slot.feed = []
+        slot.drafts = []
         slot.n_past = len(slot.cached)
+        slot.last_used = time.monotonic()
 
     def _deliver(self, ticket: Ticket, event: Event) -> None:
         if ticket.cancelled:

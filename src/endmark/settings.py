@@ -56,6 +56,10 @@ class Settings:
     swa_full: bool = False
     cont_batching: bool = True
     cache_prompt: bool = True
+    spec: str = "ngram"  # speculative decoding: ngram (prompt lookup) or none
+    draft_max: int = 16  # tokens one guess may hold (llama-server's --draft-max)
+    draft_min: int = 0  # a shorter guess is not checked (llama-server's --draft-min)
+    fast_forward: bool = True  # check a grammar's forced tokens in one batched decode
     reasoning_format: str = "auto"  # none: thinking stays in content; auto/deepseek: apart
     reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
     embedding: bool = False  # True: the embedding context is made at start, not on first use

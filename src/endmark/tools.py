@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from endmark.channels import CallFormat
-from endmark.constraints import JSON_OPTIONS
+from endmark.constraints import JSON_OPTIONS, closed_objects
 
 Choice = str  # "auto", "none", "required", or the name of the one tool to call
 MAX_CALLS = 8  # calls in one turn, at most
@@ -57,23 +57,10 @@ class ToolRequest:
 
 
 def closed(schema: Any) -> Any:
-    """`schema` with `additionalProperties: false` wherever an object lists its properties and
-    says nothing of others, as llama.cpp does: a tool gets no arguments it did not declare,
-    and a small model cannot ramble in made-up keys until the token limit. For the same
-    reason a free string gets a `maxLength` of MAX_STRING unless the schema bounds it."""
-    if isinstance(schema, list):
-        return [closed(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: closed(v) if k not in ("const", "enum", "default", "examples") else v
-           for k, v in schema.items()}  # fmt: skip
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
-        out.setdefault("additionalProperties", False)
-    bounded = {"maxLength", "enum", "const", "pattern", "format"} & schema.keys()
-    if schema.get("type") == "string" and not bounded:
-        out["maxLength"] = MAX_STRING
-    return out
+    """A tool's parameters as a constraint reads them: objects closed as every schema is
+    (`constraints.closed_objects`), and a free string held to MAX_STRING characters unless
+    the schema bounds it, so that a small model cannot ramble in one argument forever."""
+    return closed_objects(schema, max_string=MAX_STRING)
 
 
 def call_schema(tool: Tool, args_key: str = "arguments") -> dict[str, Any]:

@@ -67,7 +67,7 @@ def test_twenty_schemas_five_seeds_always_parse_and_validate(sdk: openai.OpenAI)
             messages=[{"role": "user", "content": f"Give me {what} as JSON."}],
             temperature=0.8,
             seed=seed,
-            max_tokens=160,
+            max_tokens=200,
             response_format={
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": schema, "strict": True},
@@ -79,13 +79,9 @@ def test_twenty_schemas_five_seeds_always_parse_and_validate(sdk: openai.OpenAI)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, cases))
     assert len(results) == 100
-    for what, schema, text, finish in results:
+    for _what, schema, text, _finish in results:
         assert_no_control_text(text)
-        if finish == "length":
-            continue  # cut by the token limit, and it says so
-        assert finish == "stop", (what, text)
-        jsonschema.validate(json.loads(text), schema)
-    assert sum(finish == "stop" for *_, finish in results) >= 90
+        jsonschema.validate(json.loads(text), schema)  # issue 15: every one, none cut
 
 
 def native(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:
@@ -146,11 +142,38 @@ def test_v1_completions_take_a_json_schema(sdk: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason == "stop"
 
 
-def test_a_cut_output_says_limit_never_complete(server: RunningServer) -> None:
+def test_a_cut_output_says_limit_never_complete_and_its_json_is_closed(
+    server: RunningServer,
+) -> None:
     schema = {"type": "array", "items": {"type": "integer"}, "minItems": 50}
     r = native(server, {"prompt": "Numbers:", "json_schema": schema, "n_predict": 10})
     assert r["stop_type"] == "limit" and r["grammar_complete"] is False
-    assert r["tokens_predicted"] == 10
+    assert r["truncated_json_closed"] is True and r["tokens_predicted"] <= 10
+    assert isinstance(json.loads(r["content"]), list)  # parses, though 50 items were asked
+
+
+SIX = {"type": "array", "minItems": 6, "maxItems": 6, "items": obj({
+    "name": NAME, "city": NAME, "age": {"type": "integer", "minimum": 0, "maximum": 120},
+    "email": {"type": "string", "maxLength": 32}})}  # fmt: skip
+
+
+def test_too_small_a_budget_still_gives_json_that_parses(sdk: openai.OpenAI) -> None:
+    """Issue 15: six records in 24 tokens cannot fit; each answer is closed as the budget
+    runs out, so it parses (and says `length`); how many also validate is printed."""
+    valid = 0
+    for seed in range(10):
+        r = sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Six people as JSON."}],
+            temperature=0.8, seed=seed, max_tokens=24,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "people", "schema": SIX}},
+        )  # fmt: skip
+        choice = r.choices[0]
+        data = json.loads(choice.message.content or "")
+        assert choice.finish_reason == "length"
+        assert choice.model_extra["endmark"]["truncated_json_closed"] is True  # type: ignore[index]
+        valid += jsonschema.Draft202012Validator(SIX).is_valid(data)
+    print(f"cut to 24 tokens: 10 of 10 parse, {valid} of 10 validate")
 
 
 def test_streaming_under_a_grammar_matches_plain(server: RunningServer) -> None:

@@ -41,6 +41,7 @@ class SeqInput:
     tokens: Sequence[int]
     pos: int
     want_logits: bool = True
+    n_logits: int = 1  # how many of the last tokens want logits (drafts to verify: several)
 
 
 class DecodeError(RuntimeError):
@@ -56,7 +57,8 @@ class Engine(Protocol):
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
 
     def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
-        """Run one forward pass over several sequences; logits of each one's last token."""
+        """Run one forward pass over several sequences; for each that wants logits, a row
+        for each of its last `n_logits` tokens (shape `(n_logits, n_vocab)`)."""
         ...
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:

@@ -328,7 +328,8 @@ class LlamaCppEngine:
     # -- decoding ---------------------------------------------------------------------------
 
     def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
-        """One llama_decode over all inputs; returns views into llama.cpp's logits buffer.
+        """One llama_decode over all inputs; returns rows of logits, views into llama.cpp's
+        buffer where one row is asked for (the common case: no copy).
 
         The views stay valid until the next decode call: callers copy before they modify.
         """
@@ -338,19 +339,19 @@ class LlamaCppEngine:
         if total > self._batch_cap:
             raise ValueError(f"batch of {total} tokens exceeds n_batch {self._batch_cap}")
         b = self._batch
-        rows: dict[int, int] = {}
+        rows: dict[int, list[int]] = {}
         k = 0
         for item in inputs:
-            last = len(item.tokens) - 1
+            first_out = len(item.tokens) - item.n_logits
             for j, tok in enumerate(item.tokens):
                 b.token[k] = tok
                 b.pos[k] = item.pos + j
                 b.n_seq_id[k] = 1
                 b.seq_id[k][0] = item.seq_id
-                want = item.want_logits and j == last
+                want = item.want_logits and j >= first_out
                 b.logits[k] = want
                 if want:
-                    rows[item.seq_id] = k
+                    rows.setdefault(item.seq_id, []).append(k)
                 k += 1
         b.n_tokens = k
         rc = L.llama_decode(self._ctx, b)
@@ -360,9 +361,12 @@ class LlamaCppEngine:
             raise DecodeError(f"llama_decode returned {rc} for a batch of {k} tokens")
         n_vocab = self.vocab.n_vocab
         out: dict[int, np.ndarray] = {}
-        for seq_id, row in rows.items():
-            ptr = L.llama_get_logits_ith(self._ctx, row)
-            out[seq_id] = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+        for seq_id, ks in rows.items():
+            views = [
+                np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, k), shape=(1, n_vocab))
+                for k in ks
+            ]
+            out[seq_id] = views[0] if len(views) == 1 else np.concatenate(views)
         return out
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:

@@ -92,6 +92,7 @@ def finish_fields(rt: Runtime, gen: GenerationRequest, done: Done, stream: bool)
         "tokens_cached": done.timings.cached_n,
         "truncated": f.truncated,
         "grammar_complete": f.grammar_complete,
+        "truncated_json_closed": f.json_closed,
         "timings": done.timings.as_dict(),
         "generation_settings": params_json(gen, stream),
         "prompt": rt.prompt_text(gen.prompt),

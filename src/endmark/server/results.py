@@ -93,6 +93,7 @@ def stop_detail(done: Done) -> dict[str, Any]:
         "stopping_word": f.word,
         "truncated": f.truncated,
         "grammar_complete": f.grammar_complete,
+        "truncated_json_closed": f.json_closed,
         "tokens_cached": done.timings.cached_n,
         "timings": done.timings.as_dict(),
     }

@@ -1,0 +1,30 @@
+"""Prompt-lookup drafts: what follows the last n-gram earlier in the context."""
+
+from __future__ import annotations
+
+from endmark.drafts import DraftSettings, PromptLookup
+
+
+def test_a_repeated_span_is_guessed_from_its_earlier_occurrence() -> None:
+    text = [5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3]
+    drafter = PromptLookup(text, DraftSettings(max=16))
+    assert drafter.draft() == []  # [2, 3] never came before
+    drafter.extend([6, 7])  # ... 3, 6, 7 repeats "6, 7" (and "5, 6, 7" is not the suffix)
+    assert drafter.draft() == [8, 9, 10, 11]  # the first guess holds 4 tokens
+
+
+def test_guesses_grow_on_hits_and_a_miss_makes_the_sequence_wait() -> None:
+    drafter = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2], DraftSettings(max=6))
+    assert drafter.draft() == [3, 4, 5, 6]
+    drafter.feedback(4, 4)
+    assert drafter.draft() == [3, 4, 5, 6, 7, 8]  # doubled, within max
+    drafter.feedback(6, 0)
+    assert drafter.draft() == []  # waiting after a guess with nothing right
+    drafter.extend([3, 4, 5, 6])
+    assert drafter.draft() == [7]  # its next guess is short: one more than it got right
+
+
+def test_no_guess_shorter_than_draft_min_and_none_with_max_zero() -> None:
+    assert PromptLookup([1, 2, 3, 1, 2], DraftSettings(max=16, min=3)).draft() == [3, 1, 2]
+    assert PromptLookup([1, 2, 3, 1, 2], DraftSettings(max=16, min=4)).draft() == []
+    assert PromptLookup([1, 2, 9, 1, 2], DraftSettings(max=0)).draft() == []
