@@ -68,6 +68,13 @@ def test_embedding_flags_are_honoured() -> None:
     assert args.embedding is True and args.pooling == "cls" and not args.no_effect
 
 
+def test_speculation_flags_use_llama_servers_names() -> None:
+    args = build_parser().parse_args(["serve", "--spec", "none", "--draft-max", "8"])
+    assert args.spec == "none" and args.draft_max == 8
+    args = build_parser().parse_args(["serve", "--spec-type", "ngram", "--draft-min", "2"])
+    assert args.spec == "ngram" and args.draft_min == 2 and not args.no_effect
+
+
 def test_llama_server_flags_endmark_lacks_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert unsupported_flag(["--lora", "x.gguf"], serve_flag_names()) == "--lora"
     assert unsupported_flag(["--temp", "0.5"], serve_flag_names()) is None
@@ -86,5 +93,6 @@ def test_an_unknown_flag_is_an_error_that_names_it(capsys: pytest.CaptureFixture
 
 
 def test_every_flag_endmark_defines_is_one_llama_server_has_or_its_own() -> None:
-    own = {"--queue-size", "--n-predict-cap", "--max-body-bytes", "--shutdown-grace", "--cors"}
+    own = {"--queue-size", "--n-predict-cap", "--max-body-bytes", "--shutdown-grace", "--cors",
+           "--spec"}  # fmt: skip
     assert serve_flag_names() - LLAMA_SERVER_FLAGS - own <= {"-no-kvu", "--usage"}

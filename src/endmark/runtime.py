@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -164,6 +164,7 @@ class Runtime:
         time_limit_ms: int = 0,
         report_progress: bool = False,
         timings_per_token: bool = False,
+        drafts: DraftSettings | None | Literal["server"] = "server",
     ) -> GenerationRequest:
         vocab = self.engine.vocab
         tokens = tokenize_prompt(prompt, self.engine.tokenize, vocab.n_vocab, add_special)
@@ -179,7 +180,7 @@ class Runtime:
             matcher,
             report_progress=report_progress,
             timings_per_token=timings_per_token,
-            drafts=self.drafts,
+            drafts=self.drafts_for() if drafts == "server" else drafts,
             fast_forward=self.settings.fast_forward,
             close_json=self._json_tokens if constraint and constraint.kind in JSON_KINDS else None,
         )
@@ -189,10 +190,16 @@ class Runtime:
         assert self.constraints is not None
         return list(self.constraints.tokenizer.tokenize_str(text))
 
-    @property
-    def drafts(self) -> DraftSettings | None:
+    def drafts_for(
+        self, n_max: int | None = None, n_min: int | None = None
+    ) -> DraftSettings | None:
+        """Prompt-lookup drafts as the server is set (`--spec`, `--draft-max`, `--draft-min`),
+        or as one request asks (`speculative.n_max`: 0 turns them off)."""
         s = self.settings
-        return DraftSettings(s.draft_max, s.draft_min) if s.spec.startswith("ngram") else None
+        n_max = s.draft_max if n_max is None else n_max
+        if not s.spec.startswith("ngram") or n_max <= 0:
+            return None
+        return DraftSettings(n_max, s.draft_min if n_min is None else n_min)
 
     def n_predict(self, asked: int) -> int:
         """The request's limit, else the server's `-n` (llama-server's meaning), within the

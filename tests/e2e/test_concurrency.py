@@ -40,21 +40,45 @@ def streamed(url: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "".join(parts), last
 
 
+def streamed_tokens(url: str, body: dict[str, Any]) -> tuple[str, list[dict[str, Any]], bool]:
+    """A stream's text, each token's probabilities, and whether it said it stopped."""
+    text, probs, stopped = [], [], False
+    with httpx.stream("POST", f"{url}/completion", json={**body, "stream": True}, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                text.append(chunk["content"])
+                probs += chunk.get("completion_probabilities", [])
+                stopped = chunk["stop"]
+    return "".join(text), probs, stopped
+
+
 def test_eight_concurrent_streams_are_clean_and_equal_to_their_solo_runs(
     server: RunningServer,
 ) -> None:
-    # uncached: a prompt read after its cached prefix is other numerics, and this small
-    # model's greedy answer can differ between the two
-    bodies = [{"prompt": p, "temperature": 0, "n_predict": 48, "cache_prompt": False}
-              for p in PROMPTS]  # fmt: skip
-    solo = [streamed(server.url, b)[0] for b in bodies]
+    """Greedy answers alone and eight at once are the same, but where a batched decode's
+    numerics meet a near tie: there the solo run's top two were within 0.25 in
+    log-probability, and the batched run took the runner-up. (Whether batch shapes round
+    alike depends on the CPU's kernels.)"""
+    bodies = [{"prompt": p, "temperature": 0, "n_predict": 48, "cache_prompt": False,
+               "n_probs": 2} for p in PROMPTS]  # fmt: skip
+    solo = [streamed_tokens(server.url, b) for b in bodies]
     with ThreadPoolExecutor(8) as pool:
-        together = list(pool.map(lambda b: streamed(server.url, b), bodies))
-    for alone, (text, last) in zip(solo, together, strict=True):
-        assert text == alone
-        assert last["stop"] is True
+        together = list(pool.map(lambda b: streamed_tokens(server.url, b), bodies))
+    same = 0
+    for (_, alone, _), (text, probs, stopped) in zip(solo, together, strict=True):
+        assert stopped
         for marker in MARKERS:
             assert marker not in text
+        ids, alone_ids = [p["id"] for p in probs], [p["id"] for p in alone]
+        if ids == alone_ids:
+            same += 1
+            continue
+        at = next(i for i, (a, b) in enumerate(zip(ids, alone_ids, strict=False)) if a != b)
+        first, second = alone[at]["top_logprobs"][:2]
+        assert second["id"] == ids[at] and first["logprob"] - second["logprob"] < 0.25
+    assert same >= 6
     assert slots_idle(server.url)
 
 

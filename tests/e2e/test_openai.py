@@ -185,7 +185,7 @@ def test_raw_errors_have_openai_shape(server: RunningServer) -> None:
 def test_apply_template_shows_the_rendered_prompt(server: RunningServer) -> None:
     r = httpx.post(f"{server.url}/apply-template", json={"messages": QUESTION}, timeout=10)
     assert r.json()["prompt"].endswith(
-        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        f"<|im_start|>user\n{CAPITAL}<|im_end|>\n<|im_start|>assistant\n"
     )
 
 

@@ -88,15 +88,25 @@ def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, pro
     client = sdk(server)
     tool_choice: Any = choice if choice == "required" else {
         "type": "function", "function": {"name": choice}}  # fmt: skip
+    looped = 0
     for prompt in PROMPTS[:prompts]:
         for seed in range(3):
             r = client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": prompt}], tools=TOOLS,
-                tool_choice=tool_choice, temperature=0.8, seed=seed,
+                tool_choice=tool_choice, temperature=0.8, seed=seed, max_tokens=400,
             )  # fmt: skip
-            calls = check_calls(r.choices[0])
+            choice_out = r.choices[0]
+            if choice_out.finish_reason == "length" and not choice_out.message.tool_calls:
+                # The 135M model can loop inside a free string argument (seen on an AMD
+                # EPYC: "Sydney_New_York_TimeZone." again and again) until max_tokens: the
+                # model's, at any speed (it does so with drafts off too). Allowed, rarely.
+                assert not choice_out.message.content, choice_out
+                looped += 1
+                continue
+            calls = check_calls(choice_out)
             if choice != "required":  # a named tool is called once, as OpenAI's forced one
                 assert [name for name, _ in calls] == [choice]
+    assert looped <= 2, looped
 
 
 def test_streamed_calls_equal_the_plain_ones_for_each_seed(server: RunningServer) -> None:

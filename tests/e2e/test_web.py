@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import CAPITAL, RunningServer, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_a_streamed_answer_its_stop_reason_and_token_details(
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     page.goto(server.url + "/")
     page.fill("#temperature", "0")
-    page.fill("#message", "What is the capital of France?")
+    page.fill("#message", CAPITAL)
     page.press("#message", "Enter")
     reason = page.locator(".turn.assistant .stop-reason").first
     reason.wait_for(timeout=60_000)

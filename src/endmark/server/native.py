@@ -161,6 +161,7 @@ async def completion(request: Request) -> Any:
             constraint=req.constraint(),
             report_progress=req.return_progress and req.stream,
             timings_per_token=req.timings_per_token,
+            drafts=rt.drafts_for(req.speculative_n_max, req.speculative_n_min),
         )
         for prompt in req.prompts()
     ]

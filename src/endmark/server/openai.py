@@ -85,6 +85,7 @@ def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) 
         "cache_prompt": rt.settings.cache_prompt if req.cache_prompt is None else req.cache_prompt,
         "report_progress": req.return_progress and req.stream,
         "timings_per_token": req.timings_per_token,
+        "drafts": rt.drafts_for(req.speculative_n_max, req.speculative_n_min),
     }
 
 

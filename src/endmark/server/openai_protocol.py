@@ -12,6 +12,7 @@ from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
 from endmark.server.protocol import (
     MAX_STOP_CHARS,
+    DraftFields,
     GrammarText,
     Probability,
     ResponseFormat,
@@ -92,7 +93,7 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class OpenAIFields(StrictModel):
+class OpenAIFields(DraftFields):
     """Fields both `/v1` generation endpoints take: OpenAI's, plus llama.cpp's as extensions."""
 
     model: str | None = None

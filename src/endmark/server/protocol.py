@@ -119,6 +119,13 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 LogitBiasEntry = Annotated[list[int | str | float | bool], Field(min_length=2, max_length=2)]
 
 
+class DraftFields(StrictModel):
+    """llama-server's per-request speculation knobs (`speculative.n_max: 0` turns it off)."""
+
+    speculative_n_max: Annotated[int, Field(ge=0, alias="speculative.n_max")] | None = None
+    speculative_n_min: Annotated[int, Field(ge=0, alias="speculative.n_min")] | None = None
+
+
 class SamplingFields(StrictModel):
     """Sampling knobs shared by every generation endpoint (llama.cpp names and defaults)."""
 
@@ -179,7 +186,7 @@ def split_prompts(prompt: Any) -> list[Prompt]:
     raise ValueError("the prompt is empty")
 
 
-class CompletionRequest(SamplingFields):
+class CompletionRequest(SamplingFields, DraftFields):
     prompt: str | dict[str, Any] | list[Any]
     n_predict: Annotated[int, Field(ge=-1)] = -1
     max_tokens: Annotated[int, Field(ge=-1)] | None = None  # llama-server takes either
