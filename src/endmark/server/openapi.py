@@ -54,9 +54,16 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/responses": ResponsesRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
-ERROR_SCHEMA = {
+ERROR_SCHEMA = {  # OpenAI's, llama.cpp's and Anthropic's objects, or Ollama's bare message
     "type": "object",
-    "properties": {"error": {"type": "object", "properties": {"message": {"type": "string"}}}},
+    "properties": {
+        "error": {
+            "anyOf": [
+                {"type": "object", "properties": {"message": {"type": "string"}}},
+                {"type": "string"},
+            ]
+        }
+    },
     "required": ["error"],
 }
 # Routes whose 200 answer may be something other than JSON.
