@@ -55,10 +55,23 @@ LONG_TOOL = {
     },
 }
 # Issue 15's workloads. Grounded: an answer that copies its prompt (prompt lookup pays).
-PASSAGE = " ".join(
-    f"The keeper of light number {i} climbed the {i + 2} stairs at dusk, trimmed the wick, "
-    f"wound the clockwork, and wrote in the log that the sea was calm and the ships passed."
-    for i in range(10)
+PASSAGE = (
+    "The lighthouse at Corran Point was built in 1858 from granite quarried on the island "
+    "of Mull. Its keeper, a widower named Angus Reid, climbed the hundred and twelve steps "
+    "every evening at dusk to trim the wicks, polish the great lens, and wind the clockwork "
+    "that turned the light. In winter the gales drove spray against the lantern glass, and "
+    "on the worst nights he stayed awake until dawn, writing in the log how many ships had "
+    "passed and whether the fog signal had been sounded. His daughter Morag rowed across "
+    "from the village twice a week with bread, paraffin and letters. She later wrote that "
+    "her father never missed a single night in thirty-one years, though he twice broke his "
+    "wrist on the iron ladder and once nursed a drowned fisherman back to life in the "
+    "kitchen below the tower. When the light was automated in 1962, the board offered him a "
+    "cottage on the mainland; he refused it, saying the sea had been his only neighbour for "
+    "too long to leave it now. He died in the keeper's house the following spring, and the "
+    "villagers say the beam still turns a little slower on the anniversary of his death, as "
+    "if someone were winding it by hand. Today the tower is a museum, and visitors can read "
+    "his logbooks, which record the weather, the ships and the small events of an isolated "
+    "life with the same careful handwriting from the first page to the last."
 )
 GROUNDED = {
     "messages": [{"role": "user", "content": f"Repeat this text exactly:\n\n{PASSAGE}"}],
@@ -137,8 +150,9 @@ def measure(server: Server, args: argparse.Namespace, rep: int, figures: Figures
 
 
 def known_tokens(server: Server, f: dict[str, list[float]]) -> None:
-    """Issue 15's rows: an answer that copies its prompt, and six records under a schema;
-    whole requests, tokens over wall time. endmark's drafts are counted from its timings."""
+    """Issue 15's rows: an answer that copies its prompt, and six records under a schema.
+    Each server's own decode rate (its `timings`: the prompt, the same work for both, left
+    out), and the wall-clock rate of the whole request beside it; endmark's draft counts."""
     path = "/v1/chat/completions"
     for key, body in (("grounded", GROUNDED), ("records", SIX_RECORDS)):
         try:
@@ -146,8 +160,11 @@ def known_tokens(server: Server, f: dict[str, list[float]]) -> None:
         except RuntimeError as exc:
             print(f"{server.name}: {key} failed: {exc}", file=sys.stderr)
             continue
-        f[key].append(rate)
         timings = answer.get("timings") or {}
+        if "predicted_per_second" not in timings:
+            continue  # llama-cpp-python's server reports no timings
+        f[key].append(float(timings["predicted_per_second"]))
+        f[f"{key}_wall"].append(rate)
         if key == "grounded" and timings.get("draft_n"):
             f["acceptance"].append(timings["draft_n_accepted"] / timings["draft_n"])
 

@@ -28,3 +28,13 @@ def test_no_guess_shorter_than_draft_min_and_none_with_max_zero() -> None:
     assert PromptLookup([1, 2, 3, 1, 2], DraftSettings(max=16, min=3)).draft() == [3, 1, 2]
     assert PromptLookup([1, 2, 3, 1, 2], DraftSettings(max=16, min=4)).draft() == []
     assert PromptLookup([1, 2, 9, 1, 2], DraftSettings(max=0)).draft() == []
+
+
+def test_copying_follows_its_source_past_a_phrase_that_repeats() -> None:
+    # "1 2 3 4 5" comes twice; copying from the first, the latest match would jump to 50
+    text = [7, 1, 2, 3, 4, 5, 40, 8, 1, 2, 3, 4, 5, 50, 9]
+    drafter = PromptLookup([*text, 7, 1], DraftSettings(max=16))
+    assert drafter.draft() == [2, 3, 4, 5]
+    drafter.feedback(4, 4)
+    drafter.extend([2, 3, 4, 5])
+    assert drafter.draft() == [40, 8, 1, 2, 3, 4, 5, 50]  # on from its source, not 50

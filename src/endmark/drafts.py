@@ -34,6 +34,7 @@ class PromptLookup:
         self._k = max(settings.min, min(4, settings.max))
         self._wait = 0
         self._cooldown = 4
+        self._source: int | None = None  # where the text being copied goes on, while it does
         self.extend(context)
 
     def extend(self, tokens: Sequence[int]) -> None:
@@ -43,6 +44,8 @@ class PromptLookup:
             for n in NGRAMS:
                 if i >= n:
                     index[tuple(seq[i - n : i])] = i
+            source = self._source
+            self._source = source + 1 if source is not None and seq[source] == token else None
             seq.append(token)
         self._wait = max(0, self._wait - len(tokens))
 
@@ -51,15 +54,18 @@ class PromptLookup:
         failing sequence waits."""
         if self._wait or self.settings.max <= 0:
             return []
-        seq = self._seq
+        seq, start = self._seq, self._source
         for n in NGRAMS:
-            if len(seq) <= n:
-                continue
+            if start is not None or len(seq) <= n:
+                break
             start = self._index.get(tuple(seq[-n:]))
-            if start is not None:
-                guess = seq[start : start + self._k]
-                return guess if len(guess) >= max(1, self.settings.min) else []
-        return []
+        if start is None:
+            return []
+        # Copying goes on from where the last guess came from: a text that repeats its own
+        # phrases (a list, a table) would send the latest match to the wrong place.
+        self._source = start
+        guess = seq[start : start + self._k]
+        return guess if len(guess) >= max(1, self.settings.min) else []
 
     def feedback(self, drafted: int, accepted: int) -> None:
         """A full hit lengthens the next guess; a miss shortens it, and a guess with nothing

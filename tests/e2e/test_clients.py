@@ -62,7 +62,10 @@ def test_pydantic_ai_tool_output_and_an_agent_with_one_tool(server: RunningServe
     assert isinstance(answer.output, str) and "<tool_call>" not in answer.output
 
 
-def test_the_openai_agents_sdk_runs_a_function_tool(server: RunningServer) -> None:
+def run_weather_agent(url: str, use_responses: bool) -> tuple[list[str], object]:
+    """An OpenAI Agents SDK agent with one function tool it must call, on the Chat
+    Completions model or on the SDK's default (Responses); the tool's result is the answer.
+    Returns the cities the tool was called with, and the run's final output."""
     agents = pytest.importorskip("agents")
     from openai import AsyncOpenAI
 
@@ -75,16 +78,24 @@ def test_the_openai_agents_sdk_runs_a_function_tool(server: RunningServer) -> No
         calls.append(city)
         return "sunny"
 
-    client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="none")
-    model = agents.OpenAIChatCompletionsModel(model="m", openai_client=client)
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    provider = agents.OpenAIProvider(openai_client=client, use_responses=use_responses)
+    assert type(provider.get_model("m")).__name__ == (
+        "OpenAIResponsesModel" if use_responses else "OpenAIChatCompletionsModel"
+    )
     agent = agents.Agent(
         name="weather",
         instructions="Answer questions about the weather.",
         tools=[get_weather],
-        model=model,
         model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=128),
-        tool_use_behavior="stop_on_first_tool",  # the tool's result is the answer
+        tool_use_behavior="stop_on_first_tool",
     )
-    result = asyncio.run(agents.Runner.run(agent, "Weather in Paris?", max_turns=4))
+    run = agents.RunConfig(model="m", model_provider=provider)
+    result = asyncio.run(agents.Runner.run(agent, "Weather in Paris?", max_turns=4, run_config=run))
+    return calls, result.final_output
+
+
+def test_the_openai_agents_sdk_runs_a_function_tool(server: RunningServer) -> None:
+    calls, answer = run_weather_agent(server.url, use_responses=False)
     assert calls and isinstance(calls[0], str)  # the tool ran with parsed arguments
-    assert result.final_output == "sunny"
+    assert answer == "sunny"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -13,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import CAPITAL, RunningServer
+from tests.e2e.test_clients import run_weather_agent
 from tests.e2e.test_openai import assert_clean_answer
 
 QUESTION = CAPITAL
@@ -151,29 +151,6 @@ def test_bad_requests_get_openai_errors(server: RunningServer) -> None:
 def test_an_agents_sdk_agent_on_its_default_model_runs_a_function_tool(
     server: RunningServer,
 ) -> None:
-    agents = pytest.importorskip("agents")
-    from openai import AsyncOpenAI
-
-    agents.set_tracing_disabled(True)
-    calls: list[str] = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        calls.append(city)
-        return "sunny"
-
-    client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
-    provider = agents.OpenAIProvider(openai_client=client)  # Responses is its default API
-    agent = agents.Agent(
-        name="weather",
-        instructions="Answer questions about the weather.",
-        tools=[get_weather],
-        model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=128),
-        tool_use_behavior="stop_on_first_tool",  # the tool's result is the answer
-    )
-    run = agents.RunConfig(model="m", model_provider=provider)
-    result = asyncio.run(agents.Runner.run(agent, "Weather in Paris?", max_turns=4, run_config=run))
+    calls, answer = run_weather_agent(server.url, use_responses=True)  # the SDK's default
     assert calls and isinstance(calls[0], str)  # the tool ran with parsed arguments
-    assert result.final_output == "sunny"
-    assert type(provider.get_model("m")).__name__ == "OpenAIResponsesModel"
+    assert answer == "sunny"

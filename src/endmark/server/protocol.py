@@ -122,8 +122,8 @@ LogitBiasEntry = Annotated[list[int | str | float | bool], Field(min_length=2, m
 class DraftFields(StrictModel):
     """llama-server's per-request speculation knobs (`speculative.n_max: 0` turns it off)."""
 
-    speculative_n_max: Annotated[int, Field(ge=0, alias="speculative.n_max")] | None = None
-    speculative_n_min: Annotated[int, Field(ge=0, alias="speculative.n_min")] | None = None
+    speculative_n_max: Annotated[int, Field(ge=0)] | None = Field(None, alias="speculative.n_max")
+    speculative_n_min: Annotated[int, Field(ge=0)] | None = Field(None, alias="speculative.n_min")
 
 
 class SamplingFields(StrictModel):
