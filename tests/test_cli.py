@@ -13,7 +13,7 @@ def test_serve_flags_follow_llama_server() -> None:
         ["serve", "-m", "x.gguf", "-c", "2048", "-t", "2", "-np", "2", "--port", "9", "-v"]
     )
     assert (args.model, args.ctx_size, args.threads, args.parallel, args.port, args.verbose) == (
-        "x.gguf",
+        ["x.gguf"],
         2048,
         2,
         2,
@@ -22,6 +22,21 @@ def test_serve_flags_follow_llama_server() -> None:
     )
     bare = build_parser().parse_args(["serve"])
     assert bare.model is None and bare.host is None and bare.port is None
+
+
+def test_one_model_keeps_its_path_and_aliases_and_several_make_a_router() -> None:
+    from endmark.cli import _settings, is_router
+
+    one = build_parser().parse_args(["serve", "-m", "x.gguf", "-a", "a", "-a", "b"])
+    settings = _settings(one)
+    assert (settings.model, settings.aliases(), is_router(one, settings)) == (
+        "x.gguf", ["a", "b"], False,
+    )  # fmt: skip
+    two = build_parser().parse_args(["serve", "-m", "x.gguf", "-m", "y.gguf", "--models-max", "1"])
+    settings = _settings(two)
+    assert (settings.model, settings.models_max, is_router(two, settings)) == (None, 1, True)
+    folder = build_parser().parse_args(["serve", "--models-dir", "d"])
+    assert is_router(folder, _settings(folder))
 
 
 def test_complete_streams_a_clean_answer_to_stdout() -> None:

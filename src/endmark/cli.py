@@ -9,8 +9,9 @@ import queue
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -64,6 +65,7 @@ def setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the router's calls to its workers
     if verbose:
         logging.getLogger("endmark.generation").setLevel(logging.DEBUG)
 
@@ -89,6 +91,10 @@ class ProgressBar:
 def _settings(args: argparse.Namespace) -> Settings:
     names = {f.name for f in fields(Settings)}
     values = {k: v for k, v in vars(args).items() if k in names}
+    paths, aliases = values.pop("model", None) or [], values.pop("alias", None) or []
+    if len(paths) <= 1:  # one model: its path, and every --alias names it
+        values["model"] = paths[0] if paths else None
+        values["alias"] = ",".join(aliases) or None
     if values.get("parallel") == -1:
         values["parallel"] = None  # llama-server's "auto": endmark's default of 4
     if values.get("threads") == -1:
@@ -96,13 +102,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**values)
 
 
-def serve(args: argparse.Namespace) -> int:
-    from endmark.models import check_gguf, resolve_model
-    from endmark.server.app import create_app
+def is_router(args: argparse.Namespace, settings: Settings) -> bool:
+    return bool(settings.models_dir or settings.models_file or len(args.model or []) > 1)
 
+
+def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.verbose)
     log_no_effect(args)
+    if is_router(args, settings):
+        return serve_models(args, settings)
+    from endmark.models import check_gguf, resolve_model
+    from endmark.server.app import create_app
+
     try:
         path = resolve_model(settings.model)
         check_gguf(path)
@@ -110,13 +122,63 @@ def serve(args: argparse.Namespace) -> int:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
     settings.model = str(path)
+    holder: list[GracefulServer] = []
+    app = create_app(settings, on_progress=ProgressBar(), on_load_failure=lambda: holder[0].fail())
+
+    def fail_running() -> None:
+        runtime = app.state.loading.runtime
+        if runtime is not None:
+            runtime.scheduler.fail_all("the server is shutting down")
+
+    return run_server(app, settings, path.name, fail_running, holder)
+
+
+def serve_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Router mode: several models, a worker process each."""
+    from endmark.catalog import (
+        CatalogError,
+        check_catalog,
+        from_paths,
+        parse_bytes,
+        parse_duration,
+        read_models_file,
+        scan_folder,
+    )
+    from endmark.server.router import create_router_app
+
+    try:
+        entries = from_paths(args.model or [], args.alias or [])
+        if settings.models_dir:
+            entries += scan_folder(Path(settings.models_dir).expanduser())
+        if settings.models_file:
+            entries = read_models_file(Path(settings.models_file).expanduser(), entries)
+        check_catalog(entries)
+        parse_duration(settings.keep_alive)
+        if settings.models_memory:
+            parse_bytes(settings.models_memory)
+        app = create_router_app(settings, entries)
+    except (CatalogError, ValueError, LookupError) as exc:
+        print(f"endmark: {exc}", file=sys.stderr)
+        return 2
+    pool = app.state.pool
+    listed = ", ".join(e.id for e in entries)
+    return run_server(app, settings, f"{len(entries)} model(s) ({listed})", lambda: None,
+                      [], on_signal=pool.terminate_all)  # fmt: skip
+
+
+def run_server(
+    app: Any,
+    settings: Settings,
+    what: str,
+    fail_running: Callable[[], None],
+    holder: list[GracefulServer],
+    on_signal: Callable[[], None] = lambda: None,
+) -> int:
     hosts = settings.hosts()
     if not settings.api_keys() and not all(_is_loopback(h) for h in hosts):
         log.warning("binding %s without --api-key: anyone on the network can use it", hosts)
-    holder: list[GracefulServer] = []
-    app = create_app(settings, on_progress=ProgressBar(), on_load_failure=lambda: holder[0].fail())
     where = ", ".join(f"http://{_url_host(h)}:{settings.port}" for h in hosts)
-    print(f"endmark: serving {path.name} at {where}", flush=True)
+    print(f"endmark: serving {what} at {where}", flush=True)
     config = uvicorn.Config(
         app,
         host=hosts[0],
@@ -124,7 +186,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         timeout_graceful_shutdown=settings.shutdown_grace + 5,
     )
-    server = GracefulServer(config, app, settings.shutdown_grace)
+    server = GracefulServer(config, settings.shutdown_grace, fail_running, on_signal)
     holder.append(server)
     try:
         sockets = _bind_all(hosts, settings.port) if len(hosts) > 1 else None
@@ -166,10 +228,17 @@ class GracefulServer(uvicorn.Server):
     """On SIGTERM/SIGINT: stop accepting, give running generations `grace` seconds to finish,
     then end them with a clean error, so every response closes properly; exit 0."""
 
-    def __init__(self, config: uvicorn.Config, app: Any, grace: int) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        grace: int,
+        fail_running: Callable[[], None],
+        on_signal: Callable[[], None],
+    ) -> None:
         super().__init__(config)
-        self._app = app
         self._grace = grace
+        self._fail_running = fail_running
+        self._on_signal = on_signal
         self.exit_code = 0
 
     def fail(self) -> None:
@@ -180,6 +249,7 @@ class GracefulServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
             log.info("shutting down: running requests get %ds to finish", self._grace)
+            self._on_signal()
             timer = threading.Timer(self._grace, self._fail_running)
             timer.daemon = True
             timer.start()
@@ -187,11 +257,6 @@ class GracefulServer(uvicorn.Server):
         # uvicorn re-raises a caught signal after shutting down (exit status -15); a clean,
         # graceful shutdown is a success, so endmark exits 0 instead.
         self._captured_signals.clear()
-
-    def _fail_running(self) -> None:
-        runtime = self._app.state.loading.runtime
-        if runtime is not None:
-            runtime.scheduler.fail_all("the server is shutting down")
 
 
 def complete(args: argparse.Namespace) -> int:

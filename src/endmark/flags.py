@@ -166,7 +166,10 @@ def _bool_pair(p: argparse.ArgumentParser, on: list[str], off: list[str], dest: 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Flags both `serve` and `complete` take: which model, and how it runs."""
-    p.add_argument("-m", "--model", help="GGUF file (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "-m", "--model", action="append",
+        help="GGUF file (default: the bundled SmolLM2-135M-Instruct); repeat to serve several",
+    )  # fmt: skip
     p.add_argument("-c", "--ctx-size", type=int, help="context tokens (0: from the model)")
     p.add_argument("-t", "--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("-tb", "--threads-batch", type=int, help="threads for prompt processing")
@@ -197,7 +200,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="addresses to bind, comma-separated (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--queue-size", type=int, help="requests that may wait for a slot")
-    p.add_argument("-a", "--alias", help="model names shown to clients, comma-separated")
+    p.add_argument(
+        "-a", "--alias", action="append",
+        help="model names shown to clients, comma-separated; one per -m when repeated",
+    )  # fmt: skip
     p.add_argument("--tags", help="model tags, comma-separated (informational)")
     p.add_argument("--api-key", help="require Authorization: Bearer KEY (comma-separate several)")
     p.add_argument("--api-key-file", help="a file of API keys, one per line")
@@ -260,11 +266,28 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--pooling", choices=("none", "mean", "cls", "last"),
         help="how embeddings pool tokens (default: the model's; mean if it names none)",
     )  # fmt: skip
+    add_router_flags(p)
     for names, nargs, reason in NO_EFFECT:
         kw: dict[str, Any] = {"nargs": nargs} if nargs != 1 else {}
         p.add_argument(
             *names, dest="no_effect", action=NoEffect, reason=reason, help=argparse.SUPPRESS, **kw
         )
+
+
+def add_router_flags(p: argparse.ArgumentParser) -> None:
+    """Several models in one server: llama-server's router names, and endmark's budget."""
+    p.add_argument("--models-dir", help="serve every GGUF in this folder (router mode)")
+    p.add_argument("--models-file", help="a TOML file of models and their settings")
+    p.add_argument("--models-max", type=int, help="models loaded at once (default 4; 0: any)")
+    p.add_argument("--models-memory", help="total resident size of loaded models, e.g. 8G")
+    _bool_pair(
+        p, ["--models-autoload"], ["--no-models-autoload"], "models_autoload",
+        "load a model when a request names it (default on)",
+    )  # fmt: skip
+    p.add_argument("--default-model", help="the model for requests that name none")
+    p.add_argument(
+        "--keep-alive", help="idle time before a model unloads, e.g. 5m (default -1: never)"
+    )
 
 
 def serve_flag_names() -> set[str]:

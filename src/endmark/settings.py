@@ -64,6 +64,14 @@ class Settings:
     reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
     embedding: bool = False  # True: the embedding context is made at start, not on first use
     pooling: str = "auto"  # embeddings: the model's pooling (mean if it names none), or this
+    # several models (router mode): a folder, a models file, and how many stay loaded
+    models_dir: str | None = None
+    models_file: str | None = None
+    models_max: int = 4  # loaded at once; 0: no limit
+    models_memory: str | None = None  # total resident size of loaded models, e.g. 8G
+    models_autoload: bool = True  # False: a model loads only through POST /models/load
+    default_model: str | None = None  # for requests that name none; default: the first
+    keep_alive: str = "-1"  # idle time before a model unloads (Ollama's); -1: never
     temperature: float | None = None
     seed: int | None = None
     top_k: int | None = None

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -60,17 +61,21 @@ def details(rt: Runtime) -> dict[str, Any]:
 
 
 def listing(rt: Runtime) -> dict[str, Any]:
-    """The model as `/api/tags` and `/api/ps` list it. The digest names this file (its path,
+    return file_listing(rt.alias, rt.model_path, details(rt))
+
+
+def file_listing(name: str, path: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """A model as `/api/tags` and `/api/ps` list it. The digest names this file (its path,
     size and time), not its bytes: hashing the weights would cost a read of them all."""
-    stat = rt.model_path.stat()
-    ident = f"{rt.model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    stat = path.stat()
+    ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
     return {
-        "name": rt.alias,
-        "model": rt.alias,
+        "name": name,
+        "model": name,
         "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
         "size": stat.st_size,
         "digest": hashlib.sha256(ident).hexdigest(),
-        "details": details(rt),
+        "details": facts,
     }
 
 

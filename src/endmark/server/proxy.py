@@ -1,0 +1,159 @@
+"""Passing a request on to a model's worker and its answer back, byte for byte.
+
+A stream is passed on whole events at a time (SSE events, NDJSON lines), so that when a worker
+dies mid-stream the client gets the last complete event and then one clean error event in
+its dialect's shape, never a torn one or a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from endmark.pool import Worker, WorkerPool
+from endmark.server.errors import ApiError
+
+log = logging.getLogger("endmark.server")
+
+# Headers that describe one connection, not the message: never passed on.
+HOP_BY_HOP = frozenset(
+    "host content-length connection keep-alive transfer-encoding te trailer upgrade "
+    "proxy-authorization proxy-connection".split()
+)
+
+
+class Relay(StreamingResponse):
+    """A streamed answer that releases its worker however it ends, even when the client
+    leaves before the first byte."""
+
+    def __init__(self, body: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]],
+                 **kw: Any) -> None:  # fmt: skip
+        super().__init__(body, **kw)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+
+
+async def forward(
+    request: Request,
+    body: bytes,
+    pool: WorkerPool,
+    worker: Worker,
+    client: httpx.AsyncClient,
+    keep_alive: float | None | str = "default",
+) -> Relay:
+    """Send the request to the worker (loading the model first if need be) and relay the
+    answer. A worker found dead before it took the request is loaded again and tried once
+    more; one that dies while answering ends the answer with a clean error."""
+    for attempt in range(2):
+        stack = AsyncExitStack()
+        await stack.enter_async_context(pool.lease(worker, keep_alive))
+        upstream_request = client.build_request(
+            request.method,
+            worker.url + request.url.path,
+            params=request.url.query,
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP],
+            content=body,
+        )
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+            break
+        except httpx.TransportError as exc:
+            await stack.aclose()
+            if attempt == 0 and isinstance(exc, httpx.ConnectError):
+                await _settle(worker)
+                continue
+            raise ApiError(502, stopped_message(worker)) from None
+    kind = upstream.headers.get("content-type", "")
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["x-endmark-model"] = worker.entry.id
+    done = False
+
+    async def cleanup() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await upstream.aclose()
+            await stack.aclose()
+
+    return Relay(
+        events(upstream, kind, request.url.path, worker),
+        cleanup,
+        status_code=upstream.status_code,
+        headers=headers,
+    )
+
+
+async def _settle(worker: Worker) -> None:
+    """Give the pool a moment to see that a refusing worker has exited."""
+    if worker.process is not None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(worker.process.wait(), 1.0)
+
+
+def stopped_message(worker: Worker) -> str:
+    return (f"model '{worker.entry.id}' stopped while answering (its worker process exited); "
+            "the next request loads it again")  # fmt: skip
+
+
+async def events(
+    upstream: httpx.Response, kind: str, path: str, worker: Worker
+) -> AsyncIterator[bytes]:
+    separator = b"\n\n" if "text/event-stream" in kind else b"\n" if "ndjson" in kind else b""
+    pending = b""
+    try:
+        async for chunk in upstream.aiter_raw():
+            if not separator:
+                yield chunk
+                continue
+            pending += chunk
+            cut = pending.rfind(separator)
+            if cut >= 0:
+                cut += len(separator)
+                yield pending[:cut]
+                pending = pending[cut:]
+        if pending:
+            yield pending
+    except httpx.TransportError:
+        log.warning("the stream from model %s broke: its worker stopped", worker.entry.id)
+        if separator:
+            yield failure_event(path, worker.entry.id, stopped_message(worker))
+
+
+def failure_event(path: str, model: str, message: str) -> bytes:
+    """The event each dialect's own stream sends when a generation fails."""
+    if path.startswith("/api/"):
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line = {"model": model, "created_at": now, "error": message, "done": True}
+        return json.dumps(line).encode() + b"\n"
+    if path.startswith("/v1/messages"):
+        return _sse({"type": "error", "error": {"type": "api_error", "message": message}},
+                    "error")  # fmt: skip
+    if path.startswith("/v1/responses"):
+        return _sse({"type": "error", "code": "server_error", "message": message, "param": None},
+                    "error")  # fmt: skip
+    if path.startswith("/v1"):
+        return _sse({"error": {"message": message, "type": "server_error"}})
+    return _sse({"error": {"code": 500, "message": message, "type": "server_error"}})
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()

@@ -1,0 +1,266 @@
+"""Router mode: one address in front of a worker process per model (llama-server's design).
+
+The router answers what concerns the set of models itself (`/models`, `/v1/models`,
+`/api/tags`, `/api/ps`, `/metrics`, `/health`) and passes every other request, unchanged, to
+the worker of the model it names (its body's `model`, or `?model=` on a GET), loading that
+model first if need be. Each worker is a whole single-model endmark, so every dialect, and
+each model's own end tokens, template and call format, work as with one model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from endmark import __version__
+from endmark.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
+from endmark.pool import (
+    LOADED,
+    LoadFailed,
+    PoolLimits,
+    UnknownModel,
+    Worker,
+    WorkerPool,
+    worker_argv,
+    worker_environment,
+)
+from endmark.server.errors import ApiError, install_error_handlers
+from endmark.server.ollama import OLLAMA_VERSION, file_listing
+from endmark.server.proxy import forward
+from endmark.server.security import install_security
+from endmark.settings import Settings
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+def create_router_app(settings: Settings, entries: list[ModelEntry]) -> FastAPI:
+    keys = settings.api_keys()
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    limits = PoolLimits(
+        models_max=settings.models_max,
+        memory_bytes=parse_bytes(settings.models_memory) if settings.models_memory else None,
+        keep_alive=parse_duration(settings.keep_alive),
+        stop_grace=settings.shutdown_grace,
+    )
+    pool = WorkerPool(entries, lambda e, port: worker_command(settings, e, port), limits, headers)
+    default = pool.find(settings.default_model) if settings.default_model else None
+    default = default or pool.workers[entries[0].id]
+    # No timeout: a request that waits for its model to load is not a timeout.
+    client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        yield
+        await pool.close()
+        await client.aclose()
+
+    app = FastAPI(title="endmark", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None)  # fmt: skip
+    app.state.settings = settings
+    app.state.pool = pool
+    install_error_handlers(app)
+    install_security(app, keys, settings.max_body_bytes, settings.cors)
+
+    def named(name: str | None) -> Worker:
+        if not name:
+            return default
+        try:
+            return pool.find(name)
+        except UnknownModel as exc:
+            raise ApiError(404, str(exc), "model") from None
+
+    @app.get("/health")
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/models")
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card(w, w is default)
+                                           for w in pool.workers.values()]}  # fmt: skip
+
+    @app.post("/models/load")
+    async def load(request: Request) -> dict[str, Any]:
+        worker = named(model_field(await json_body(request), required=True))
+        try:
+            await pool.ensure(worker)
+        except LoadFailed as exc:
+            raise ApiError(500, str(exc)) from None
+        return {"success": True, "model": worker.entry.id, "status": worker.status}
+
+    @app.post("/models/unload")
+    async def unload(request: Request) -> dict[str, Any]:
+        worker = named(model_field(await json_body(request), required=True))
+        await pool.unload(worker, "unload asked")
+        return {"success": True, "model": worker.entry.id, "status": worker.status}
+
+    @app.get("/api/version")
+    async def version() -> dict[str, str]:
+        return {"version": OLLAMA_VERSION, "endmark": __version__}
+
+    @app.get("/api/tags")
+    async def tags() -> dict[str, Any]:
+        return {"models": [ollama_card(w) for w in pool.workers.values()]}
+
+    @app.get("/api/ps")
+    async def running() -> dict[str, Any]:
+        return {"models": [{**ollama_card(w), "expires_at": expires(w), "size_vram": 0,
+                            "size": w.resident_bytes()}
+                           for w in pool.workers.values() if w.status == LOADED]}  # fmt: skip
+
+    if settings.metrics:
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            registry = CollectorRegistry(auto_describe=False)
+            texts = {}
+            for w in pool.workers.values():
+                if w.status == LOADED:
+                    try:
+                        r = await client.get(f"{w.url}/metrics", headers=headers, timeout=10)
+                        texts[w.entry.id] = r.text
+                    except httpx.HTTPError:
+                        pass
+            registry.register(PerModelCollector(pool, texts))
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+    async def route(request: Request, path: str) -> Response:
+        body = await request.body()
+        data = parse_json(body)
+        worker = named(request.query_params.get("model") or model_field(data))
+        keep_alive: float | None | str = "default"
+        if isinstance(data, dict) and data.get("keep_alive") is not None:
+            try:
+                keep_alive = parse_duration(data["keep_alive"])
+            except ValueError as exc:
+                raise ApiError(400, str(exc), "keep_alive") from None
+            if keep_alive == 0 and path in ("api/generate", "api/chat") and is_empty(data):
+                await pool.unload(worker, "keep_alive 0")  # Ollama's way to unload
+                return JSONResponse(unloaded_reply(worker, path))
+        if worker.status != LOADED and not settings.models_autoload:
+            raise ApiError(400, f"model '{worker.entry.id}' is not loaded: POST /models/load "
+                           "loads it (the server runs with --no-models-autoload)")  # fmt: skip
+        try:
+            return await forward(request, body, pool, worker, client, keep_alive)
+        except LoadFailed as exc:
+            raise ApiError(500, str(exc)) from None
+
+    return app
+
+
+def worker_command(
+    settings: Settings, entry: ModelEntry, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """One model's worker: `endmark serve` on a loopback port, with this server's settings and
+    the model's own from the models file."""
+    values = {k: v for k, v in asdict(settings).items() if k not in SERVER_WIDE}
+    values.update(entry.settings)
+    values["api_key"] = settings.api_key
+    values["api_key_file"] = settings.api_key_file
+    values["shutdown_grace"] = settings.shutdown_grace
+    return worker_argv(entry, port), worker_environment(values)
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None  # the worker answers a malformed body with its own 400
+
+
+async def json_body(request: Request) -> Any:
+    data = parse_json(await request.body())
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def model_field(data: Any, required: bool = False) -> str | None:
+    """The model a body names: `model`, or `name` as older Ollama clients send."""
+    name = data.get("model") or data.get("name") if isinstance(data, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise ApiError(400, "model must be a string", "model")
+    if required and not name:
+        raise ApiError(400, "model is required", "model")
+    return name
+
+
+def is_empty(data: dict[str, Any]) -> bool:
+    return not data.get("prompt") and not data.get("messages")
+
+
+def unloaded_reply(worker: Worker, path: str) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    out = {"model": worker.entry.id, "created_at": now, "done": True, "done_reason": "unload"}
+    return out | ({"message": {"role": "assistant", "content": ""}} if path == "api/chat"
+                  else {"response": ""})  # fmt: skip
+
+
+def model_card(w: Worker, is_default: bool) -> dict[str, Any]:
+    """A model as `/models` (llama-server's router) and `/v1/models` list it."""
+    status: dict[str, Any] = {"value": w.status}
+    if w.error and w.status != LOADED:
+        status |= {"failed": True, "error": w.error, "exit_code": w.exit_code}
+    return {
+        "id": w.entry.id,
+        "object": "model",
+        "created": int(w.entry.path.stat().st_mtime),
+        "owned_by": "endmark",
+        "aliases": list(w.entry.aliases),
+        "path": str(w.entry.path),
+        "default": is_default,
+        "status": status,
+        "pid": w.pid if w.status == LOADED else None,
+        "requests_running": w.busy,
+    }
+
+
+def ollama_card(w: Worker) -> dict[str, Any]:
+    return file_listing(w.entry.id, w.entry.path, {"format": "gguf"})
+
+
+def expires(w: Worker) -> str:
+    if w.expires_at is None:
+        return "2318-01-01T00:00:00Z"  # Ollama's "never"
+    at = time.time() + (w.expires_at - time.monotonic())
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+class PerModelCollector(Collector):
+    """Every loaded worker's metrics, labelled `model`, and which models are loaded."""
+
+    def __init__(self, pool: WorkerPool, texts: dict[str, str]) -> None:
+        self.pool = pool
+        self.texts = texts
+
+    def collect(self) -> Iterator[Metric]:
+        loaded = GaugeMetricFamily("endmark_model_loaded", "1 if the model is loaded",
+                                   labels=["model"])  # fmt: skip
+        for w in self.pool.workers.values():
+            loaded.add_metric([w.entry.id], 1.0 if w.status == LOADED else 0.0)
+        yield loaded
+        families: dict[str, Metric] = {}
+        for model, text in self.texts.items():
+            for family in text_string_to_metric_families(text):
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for s in family.samples:
+                    merged.add_sample(s.name, {**s.labels, "model": model}, s.value)
+        yield from families.values()
