@@ -26,6 +26,7 @@ from benchmarks.clients import (
     stream_rate,
 )
 from benchmarks.llama_server import ensure_built
+from benchmarks.models import endmark_router, llama_server_router, measure_router, model_folder
 from benchmarks.servers import Server, endmark, llama_cpp_python, llama_server
 from endmark.models import bundled_model_path
 
@@ -101,6 +102,7 @@ SIX_RECORDS = {
     },
 }
 CLIENTS = (1, 2, 4, 8)
+ROUTER_FOLDER = Path.home() / ".cache" / "endmark" / "bench-models"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 Figures = dict[str, dict[str, list[float]]]  # server -> metric -> values
@@ -216,6 +218,7 @@ def main() -> int:
 
     notes: list[str] = []
     servers = [endmark(args.model, args.threads)]
+    binary: Path | None = None
     peer = llama_cpp_python(args.model, args.threads)
     if peer is None:
         notes.append("llama-cpp-python's server was skipped: `pip install -e '.[bench]'` adds it.")
@@ -223,7 +226,8 @@ def main() -> int:
         servers.append(peer)
     if not args.skip_llama_server:
         try:
-            servers.append(llama_server(ensure_built(), args.model, args.threads))
+            binary = ensure_built()
+            servers.append(llama_server(binary, args.model, args.threads))
         except RuntimeError as exc:
             notes.append(f"llama-server was skipped: {exc}.")
 
@@ -247,6 +251,19 @@ def main() -> int:
     finally:
         for s in servers:
             s.stop()
+
+    routers = [endmark_router(model_folder(args.model, ROUTER_FOLDER), args.threads)]
+    if binary is not None:
+        routers.append(llama_server_router(binary, ROUTER_FOLDER, args.threads))
+    for r in routers:  # one at a time: a cold load is the measure, so nothing else runs
+        try:
+            r.start()
+            for _ in range(args.repeats):
+                measure_router(r, figures[r.name])
+        except (RuntimeError, OSError) as exc:
+            notes.append(f"{r.name}'s several-models rows failed: {exc}.")
+        finally:
+            r.stop()
 
     stamp = f"Made by `python -m benchmarks` on {date.today().isoformat()}"
     text = report.markdown(figures, memory, args, notes, stamp, CLIENTS)

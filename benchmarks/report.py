@@ -67,6 +67,15 @@ def markdown(
         ("chat decode tok/s, `tool_choice: required` (server's timings)", "chat_tools"),
         ("embeddings ms per input, 16 inputs in one call", "embed_batch_ms"),
         ("embeddings ms per input, 16 calls of one", "embed_single_ms"),
+        (
+            "several models: time to first token, cold model (its load included), ms",
+            "router_cold_ms",
+        ),
+        ("several models: time to first token, warm model, ms", "router_warm_ms"),
+        (
+            "several models: time to first token, switching back to a loaded model, ms",
+            "router_switch_ms",
+        ),
     ]
     rows = [[label] + [cell(figures[n].get(key, [])) for n in names] for label, key in metric_rows]
     rows.append(
@@ -93,6 +102,7 @@ def markdown(
         ["endmark / bare llama-cpp-python loop, one stream", ratio(ours.get("decode", []), bare.get("decode", [])), ">= 0.95x"],
         ["endmark under a JSON schema / without (native, same prompt)", ratio(ours.get("constrained", []), ours.get("unconstrained", [])), ">= 0.9x"],
         ["endmark under `tool_choice: required` / without tools (chat)", ratio(ours.get("chat_tools", []), ours.get("chat_plain", [])), ">= 0.9x"],
+        ["endmark, several models: switching to a loaded model / staying on it (time to first token)", ratio(ours.get("router_switch_ms", []), ours.get("router_warm_ms", [])), "~1.0x (no load time)"],
         ["endmark embeddings, time per input: one call of 16 / 16 calls", ratio(ours.get("embed_batch_ms", []), ours.get("embed_single_ms", [])), "< 1.0x"],
     ]  # fmt: skip
     note_text = "".join(f"\n- {n}" for n in notes)
@@ -144,6 +154,13 @@ tool request (the tool's description) costs nothing here but what it costs each 
 embeddings pair is endmark alone as well: 16 short texts (new ones each repeat) sent to
 `/v1/embeddings` in one call, then the same 16 in a call each; milliseconds per input, wall
 time at the client.
+
+The several-models rows run each router alone, after the others have stopped: endmark with
+`--models-dir` and `--models-max 2`, beside llama-server's router with the same flags, over a
+folder holding this model twice under two names. Each repeat unloads both, then streams a
+4-token chat answer: to the first model (cold: starting its worker process and loading it
+are in the time), to it again (warm), to the second, and back to the first (a switch between
+two loaded models).
 """
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from endmark.catalog import (
     CatalogError,
+    ModelEntry,
     check_catalog,
     from_paths,
     parse_bytes,
@@ -92,3 +93,15 @@ def test_sizes_and_durations() -> None:
     for bad in ("soon", "5 minutes"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_the_readme_models_file_reads(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
+    file = tmp_path / "models.toml"
+    file.write_text(text)
+    out = {e.id: e for e in read_models_file(file, [ModelEntry("gemma", tmp_path / "g.gguf")])}
+    assert out["gemma"].settings == {"ctx_size": 4096, "parallel": 2}
+    assert out["coder"].settings == {"threads": 4, "chat_template": "chatml"}

@@ -38,3 +38,16 @@ def test_copying_follows_its_source_past_a_phrase_that_repeats() -> None:
     drafter.feedback(4, 4)
     drafter.extend([2, 3, 4, 5])
     assert drafter.draft() == [40, 8, 1, 2, 3, 4, 5, 50]  # on from its source, not 50
+
+
+def test_drafts_by_default_only_for_greedy_decoding_unless_asked() -> None:
+    from endmark.runtime import Runtime
+    from endmark.sampling import SamplingParams
+
+    server, asked = DraftSettings(16, 0), DraftSettings(8, 0, asked=True)
+    pick = Runtime._drafts_for_sampling
+    assert pick(server, SamplingParams(temperature=0)) is server
+    assert pick(server, SamplingParams(temperature=0.8, top_k=1)) is server
+    assert pick(server, SamplingParams(temperature=0.8)) is None
+    assert pick(asked, SamplingParams(temperature=0.8)) is asked
+    assert pick(None, SamplingParams(temperature=0)) is None

@@ -22,6 +22,7 @@ class DraftSettings:
 
     max: int = 16
     min: int = 0
+    asked: bool = False  # the request set `speculative.n_max`: drafts at any temperature
 
 
 class PromptLookup:

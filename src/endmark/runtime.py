@@ -180,7 +180,8 @@ class Runtime:
             matcher,
             report_progress=report_progress,
             timings_per_token=timings_per_token,
-            drafts=self.drafts_for() if drafts == "server" else drafts,
+            drafts=self._drafts_for_sampling(self.drafts_for() if drafts == "server" else drafts,
+                                             sampling),  # fmt: skip
             fast_forward=self.settings.fast_forward,
             close_json=self._json_tokens if constraint and constraint.kind in JSON_KINDS else None,
         )
@@ -196,10 +197,23 @@ class Runtime:
         """Prompt-lookup drafts as the server is set (`--spec`, `--draft-max`, `--draft-min`),
         or as one request asks (`speculative.n_max`: 0 turns them off)."""
         s = self.settings
+        asked = n_max is not None
         n_max = s.draft_max if n_max is None else n_max
         if not s.spec.startswith("ngram") or n_max <= 0:
             return None
-        return DraftSettings(n_max, s.draft_min if n_min is None else n_min)
+        return DraftSettings(n_max, s.draft_min if n_min is None else n_min, asked=asked)
+
+    @staticmethod
+    def _drafts_for_sampling(
+        drafts: DraftSettings | None, sampling: SamplingParams
+    ) -> DraftSettings | None:
+        """Prompt-lookup drafts by default only for greedy decoding. Sampling is exact with
+        them too, but a batched decode rounds differently from a one-token one, so a seed
+        would no longer give the text it gives without drafts (llama-server's own tests
+        expect a seeded request to repeat); a request that sets `speculative.n_max` gets
+        them at any temperature."""
+        greedy = sampling.temperature <= 0 or sampling.top_k == 1
+        return drafts if drafts is None or drafts.asked or greedy else None
 
     def n_predict(self, asked: int) -> int:
         """The request's limit, else the server's `-n` (llama-server's meaning), within the

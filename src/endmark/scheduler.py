@@ -120,6 +120,7 @@ class Scheduler:
         self.cont_batching = cont_batching
         self.slots = [Slot(i) for i in range(n_slots)]
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
+        self.shared_cache = shared_cache
         self.stats = Stats()
         self._queue: deque[Ticket] = deque()
         self._chores: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
@@ -319,6 +320,9 @@ class Scheduler:
             return
         slot.feed = gen.tokens[slot.n_past - gen.n_prompt :]
         room = self.n_ctx_slot - slot.n_past - len(slot.feed) - 1
+        if self.shared_cache:  # a guess must not take the cells the others' next tokens need
+            held = sum(s.n_past + len(s.feed) + 1 for s in self.slots if s.busy)
+            room = min(room, self.engine.n_ctx - held)
         slot.drafts = gen.next_draft(room)
 
     def _finish(self, slot: Slot) -> None:

@@ -49,6 +49,7 @@ def router(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
     server = start_server(
         tmp_path_factory.mktemp("router"), "--models-dir", str(folder), "--models-file",
         str(models_file), "--models-max", str(MAX_LOADED), "-c", "2048", "-np", "2", "--metrics",
+        "--default-model", "smollm2",
     )  # fmt: skip
     yield server
     stop_server(server)
@@ -126,6 +127,8 @@ def test_a_real_answer_ends_cleanly_and_props_name_the_model(router: RunningServ
     )  # fmt: skip
     assert r.choices[0].finish_reason == "stop"
     assert "<|im_end|>" not in (r.choices[0].message.content or "")
+    unnamed = httpx.post(f"{router.url}/completion", json={"prompt": "x", "n_predict": 1})
+    assert unnamed.json()["model"] == "smollm2"  # --default-model
     props = httpx.get(f"{router.url}/props", params={"model": "g"}, timeout=120).json()
     assert props["model_path"].endswith("gemma-3-270m-q4_k_m.gguf")
     assert props["default_generation_settings"]["n_ctx"] <= 1024  # the models file's context
