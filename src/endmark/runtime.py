@@ -180,8 +180,9 @@ class Runtime:
             matcher,
             report_progress=report_progress,
             timings_per_token=timings_per_token,
-            drafts=self._drafts_for_sampling(self.drafts_for() if drafts == "server" else drafts,
-                                             sampling),  # fmt: skip
+            drafts=self._drafts_for_sampling(
+                self.drafts_for() if drafts == "server" else drafts, sampling
+            ),
             fast_forward=self.settings.fast_forward,
             close_json=self._json_tokens if constraint and constraint.kind in JSON_KINDS else None,
         )
