@@ -12,8 +12,10 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from datetime import date
+from importlib.util import find_spec
 from pathlib import Path
 
 from benchmarks import report
@@ -27,6 +29,7 @@ from benchmarks.clients import (
 )
 from benchmarks.llama_server import ensure_built
 from benchmarks.models import endmark_router, llama_server_router, measure_router, model_folder
+from benchmarks.replicas import both_ready, endmark_replicas
 from benchmarks.servers import Server, endmark, llama_cpp_python, llama_server
 from endmark.models import bundled_model_path
 
@@ -206,6 +209,25 @@ def endmark_embeddings(server: Server, rep: int, f: dict[str, list[float]]) -> N
     f["embed_single_ms"].append(embed_ms_per_input(server.url, inputs, batched=False))
 
 
+def measure_replicas(args: argparse.Namespace, figures: Figures, notes: list[str]) -> None:
+    """2 replicas x 1 thread, alone on the machine, at 1 and 8 clients."""
+    server = endmark_replicas(args.model)
+    try:
+        server.start(timeout=300)
+        deadline = time.monotonic() + 60
+        while not both_ready(server) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        aggregate_rate(server.url, 8, {"prompt": STORY, "max_tokens": 8})  # warm-up
+        for _ in range(args.repeats):
+            for c in (1, 8):
+                body = {"prompt": STORY, "max_tokens": args.n_predict, "temperature": 0}
+                figures[server.name][f"clients_{c}"].append(aggregate_rate(server.url, c, body))
+    except (RuntimeError, OSError) as exc:
+        notes.append(f"the replicas rows failed: {exc}.")
+    finally:
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("-m", "--model", default=str(bundled_model_path()))
@@ -264,6 +286,11 @@ def main() -> int:
             notes.append(f"{r.name}'s several-models rows failed: {exc}.")
         finally:
             r.stop()
+
+    if find_spec("ray") is not None:  # the extra `endmark[ray]`
+        measure_replicas(args, figures, notes)
+    else:
+        notes.append("the replicas rows were skipped: `pip install -e '.[ray]'` adds Ray Serve.")
 
     stamp = f"Made by `python -m benchmarks` on {date.today().isoformat()}"
     text = report.markdown(figures, memory, args, notes, stamp, CLIENTS)

@@ -103,6 +103,8 @@ def markdown(
         ["endmark under a JSON schema / without (native, same prompt)", ratio(ours.get("constrained", []), ours.get("unconstrained", [])), ">= 0.9x"],
         ["endmark under `tool_choice: required` / without tools (chat)", ratio(ours.get("chat_tools", []), ours.get("chat_plain", [])), ">= 0.9x"],
         ["endmark, several models: switching to a loaded model / staying on it (time to first token)", ratio(ours.get("router_switch_ms", []), ours.get("router_warm_ms", [])), "~1.0x (no load time)"],
+        ["2 replicas x 1 thread (Ray Serve) / 1 server x 2 threads, 1 client", ratio(figures.get("endmark, 2 replicas x 1 thread (Ray Serve)", {}).get("clients_1", []), ours.get("clients_1", [])), "report (one machine)"],
+        ["2 replicas x 1 thread (Ray Serve) / 1 server x 2 threads, 8 clients", ratio(figures.get("endmark, 2 replicas x 1 thread (Ray Serve)", {}).get("clients_8", []), ours.get("clients_8", [])), "report (one machine)"],
         ["endmark embeddings, time per input: one call of 16 / 16 calls", ratio(ours.get("embed_batch_ms", []), ours.get("embed_single_ms", [])), "< 1.0x"],
     ]  # fmt: skip
     note_text = "".join(f"\n- {n}" for n in notes)
@@ -161,6 +163,12 @@ folder holding this model twice under two names. Each repeat unloads both, then 
 4-token chat answer: to the first model (cold: starting its worker process and loading it
 are in the time), to it again (warm), to the second, and back to the first (a switch between
 two loaded models).
+
+The replicas column is `endmark serve --replicas 2 -t 1` (a local Ray cluster, Ray Serve's
+HTTP proxy, endmark's ingress and prefix-aware router, two replicas of one thread each), run
+alone after the others, on the same two cores as the single server's two threads; its rows
+are the aggregate rows above. See [scale-out.md](scale-out.md) for what to expect on more
+machines.
 """
 
 

@@ -122,6 +122,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
     settings.model = str(path)
+    if settings.replicas:
+        return serve_replicas(settings)
     holder: list[GracefulServer] = []
     app = create_app(settings, on_progress=ProgressBar(), on_load_failure=lambda: holder[0].fail())
 
@@ -164,6 +166,23 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
     listed = ", ".join(e.id for e in entries)
     return run_server(app, settings, f"{len(entries)} model(s) ({listed})", lambda: None,
                       [], on_signal=pool.terminate_all)  # fmt: skip
+
+
+def serve_replicas(settings: Settings) -> int:
+    """Replicas on Ray Serve (`pip install 'endmark[ray]'`)."""
+    import importlib.util
+
+    from endmark.replicas.app import parse_replicas, run
+
+    if importlib.util.find_spec("ray") is None:
+        print("endmark: --replicas needs Ray Serve: pip install 'endmark[ray]'", file=sys.stderr)
+        return 2
+    try:
+        count = parse_replicas(settings.replicas or "1")
+    except ValueError as exc:
+        print(f"endmark: {exc}", file=sys.stderr)
+        return 2
+    return run(settings, count, settings.ray_address)
 
 
 def run_server(

@@ -267,6 +267,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="how embeddings pool tokens (default: the model's; mean if it names none)",
     )  # fmt: skip
     add_router_flags(p)
+    p.add_argument("--replicas", help="serve N replicas (or MIN..MAX, autoscaled) on Ray Serve")
+    p.add_argument(
+        "--ray-address", help="join this Ray cluster (or `auto`); default: start a local one"
+    )
     for names, nargs, reason in NO_EFFECT:
         kw: dict[str, Any] = {"nargs": nargs} if nargs != 1 else {}
         p.add_argument(

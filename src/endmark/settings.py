@@ -72,6 +72,9 @@ class Settings:
     models_autoload: bool = True  # False: a model loads only through POST /models/load
     default_model: str | None = None  # for requests that name none; default: the first
     keep_alive: str = "-1"  # idle time before a model unloads (Ollama's); -1: never
+    # replicas on Ray Serve: how many (N or MIN..MAX), and which cluster (none: a local one)
+    replicas: str | None = None
+    ray_address: str | None = None
     temperature: float | None = None
     seed: int | None = None
     top_k: int | None = None

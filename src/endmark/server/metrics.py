@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from endmark.scheduler import Scheduler
@@ -63,3 +64,18 @@ async def metrics(request: Request) -> Response:
         registry.register(SchedulerCollector(rt.scheduler))
         request.app.state.metrics_registry = registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def labelled(texts: dict[str, str], label: str) -> Iterator[Metric]:
+    """Several servers' metrics (Prometheus text, by name) as one set, each sample labelled
+    with its server's name: a family's samples from all of them together, as the format
+    requires."""
+    families: dict[str, Metric] = {}
+    for name, text in texts.items():
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type)
+            )
+            for s in family.samples:
+                merged.add_sample(s.name, {**s.labels, label: name}, s.value)
+    yield from families.values()

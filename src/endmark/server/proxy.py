@@ -81,7 +81,6 @@ async def forward(
                 await _settle(worker)
                 continue
             raise ApiError(502, stopped_message(worker)) from None
-    kind = upstream.headers.get("content-type", "")
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     headers["x-endmark-model"] = worker.entry.id
     done = False
@@ -94,7 +93,7 @@ async def forward(
             await stack.aclose()
 
     return Relay(
-        events(upstream, kind, request.url.path, worker),
+        events(upstream, request.url.path, worker.entry.id, stopped_message(worker)),
         cleanup,
         status_code=upstream.status_code,
         headers=headers,
@@ -114,8 +113,11 @@ def stopped_message(worker: Worker) -> str:
 
 
 async def events(
-    upstream: httpx.Response, kind: str, path: str, worker: Worker
+    upstream: httpx.Response, path: str, name: str, broken: str
 ) -> AsyncIterator[bytes]:
+    """The answer's bytes, a whole event (SSE) or line (NDJSON) at a time; if the answering
+    process dies, the dialect's error event saying `broken`."""
+    kind = upstream.headers.get("content-type", "")
     separator = b"\n\n" if "text/event-stream" in kind else b"\n" if "ndjson" in kind else b""
     pending = b""
     try:
@@ -132,9 +134,9 @@ async def events(
         if pending:
             yield pending
     except httpx.TransportError:
-        log.warning("the stream from model %s broke: its worker stopped", worker.entry.id)
+        log.warning("the stream from %s broke: its process stopped", name)
         if separator:
-            yield failure_event(path, worker.entry.id, stopped_message(worker))
+            yield failure_event(path, name, broken)
 
 
 def failure_event(path: str, model: str, message: str) -> bytes:

@@ -22,7 +22,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from endmark import __version__
@@ -38,6 +37,7 @@ from endmark.pool import (
     worker_environment,
 )
 from endmark.server.errors import ApiError, install_error_handlers
+from endmark.server.metrics import labelled
 from endmark.server.ollama import OLLAMA_VERSION, file_listing
 from endmark.server.proxy import forward
 from endmark.server.security import install_security
@@ -255,12 +255,4 @@ class PerModelCollector(Collector):
         for w in self.pool.workers.values():
             loaded.add_metric([w.entry.id], 1.0 if w.status == LOADED else 0.0)
         yield loaded
-        families: dict[str, Metric] = {}
-        for model, text in self.texts.items():
-            for family in text_string_to_metric_families(text):
-                merged = families.setdefault(
-                    family.name, Metric(family.name, family.documentation, family.type)
-                )
-                for s in family.samples:
-                    merged.add_sample(s.name, {**s.labels, "model": model}, s.value)
-        yield from families.values()
+        yield from labelled(self.texts, "model")

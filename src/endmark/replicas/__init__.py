@@ -1,0 +1,1 @@
+"""endmark replicas on Ray Serve: whole single-model servers behind one address."""
