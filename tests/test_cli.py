@@ -80,3 +80,22 @@ def test_version() -> None:
     out = subprocess.run([sys.executable, "-m", "endmark", "--version"], capture_output=True,
                          text=True, timeout=30)  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == f"endmark {__version__}"
+
+
+def test_replicas_do_not_combine_with_several_models(capsys) -> None:  # type: ignore[no-untyped-def]
+    from endmark.cli import main
+
+    assert main(["serve", "--models-dir", "d", "--replicas", "2"]) == 2
+    assert "--replicas serves one model" in capsys.readouterr().err
+
+
+def test_replica_counts() -> None:
+    import pytest
+
+    from endmark.replicas.app import parse_replicas
+
+    assert (parse_replicas("2").min, parse_replicas("2").max) == (2, 2)
+    assert (parse_replicas("1..4").min, parse_replicas("1..4").max) == (1, 4)
+    for bad in ("0", "3..2", "two"):
+        with pytest.raises(ValueError):
+            parse_replicas(bad)

@@ -111,6 +111,10 @@ def serve(args: argparse.Namespace) -> int:
     setup_logging(settings.verbose)
     log_no_effect(args)
     if is_router(args, settings):
+        if settings.replicas:
+            print("endmark: --replicas serves one model; it does not combine with several",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         return serve_models(args, settings)
     from endmark.models import check_gguf, resolve_model
     from endmark.server.app import create_app

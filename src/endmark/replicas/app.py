@@ -88,7 +88,7 @@ def build(settings: Settings, count: ReplicaCount) -> Any:
         max_ongoing_requests=10_000,
         graceful_shutdown_timeout_s=settings.shutdown_grace + 5,
     )
-    return ingress.bind(replicas.bind(settings))
+    return ingress.bind(replicas.bind(settings), settings.api_keys())
 
 
 def run(settings: Settings, count: ReplicaCount, address: str | None) -> int:

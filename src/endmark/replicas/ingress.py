@@ -20,10 +20,11 @@ from endmark.replicas.routing import live_replicas
 from endmark.server.errors import ApiError, install_error_handlers
 from endmark.server.metrics import labelled
 from endmark.server.proxy import failure_event
+from endmark.server.security import MISSING_KEY, key_allowed
 
 log = logging.getLogger("endmark.replicas")
 
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]  # CORS: the replica's
 HEALTH_TIMEOUT = 5.0
 ATTEMPTS = 3  # a request no replica took yet is tried again: the router learns of deaths
 
@@ -62,8 +63,16 @@ class ReplicaMetrics(Collector):
 class Ingress:
     """Made a deployment in `endmark.replicas.app`."""
 
-    def __init__(self, replicas: Any) -> None:
+    def __init__(self, replicas: Any, keys: tuple[str, ...] = ()) -> None:
         self.replicas = replicas  # a DeploymentHandle to EndmarkReplica
+        self.keys = [k.encode() for k in keys]
+
+    def _authorize(self, request: Request) -> None:
+        """The routes the ingress answers itself ask for the key the replicas ask for."""
+        header = request.headers.get("authorization", "").encode()
+        api_key = request.headers.get("x-api-key", "").encode()
+        if self.keys and not key_allowed(self.keys, header, api_key):
+            raise ApiError(401, MISSING_KEY, headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
     @app.get("/v1/health")
@@ -90,8 +99,9 @@ class Ingress:
         return out
 
     @app.get("/slots")
-    async def slots(self) -> Any:
+    async def slots(self, request: Request) -> Any:
         """Every replica's slots, each with the replica that holds it."""
+        self._authorize(request)
         out = []
         for r in await self._each_replica("/slots"):
             if r["status"] != 200:
@@ -101,7 +111,8 @@ class Ingress:
         return out
 
     @app.get("/metrics")
-    async def metrics(self) -> Response:
+    async def metrics(self, request: Request) -> Response:
+        self._authorize(request)
         texts = {}
         for r in await self._each_replica("/metrics"):
             if r["status"] != 200:

@@ -36,6 +36,22 @@ async def _send_error(
     await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
 
+MISSING_KEY = "Invalid or missing API key: send Authorization: Bearer KEY (or x-api-key)"
+
+
+def key_allowed(keys: Sequence[bytes], header: bytes, api_key: bytes = b"") -> bool:
+    """`Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`; constant-time compare."""
+    scheme, _, token = header.partition(b" ")
+    if api_key and not header:
+        token = api_key
+    elif scheme.lower() != b"bearer":
+        return False
+    ok = False
+    for key in keys:  # no early exit: every key is compared
+        ok |= hmac.compare_digest(token.strip(), key)
+    return ok
+
+
 class ApiKeyAuth:
     """`Authorization: Bearer KEY` on every route but the open ones; constant-time compare."""
 
@@ -44,16 +60,7 @@ class ApiKeyAuth:
         self.keys = [k.encode() for k in keys]
 
     def _allowed(self, header: bytes, api_key: bytes = b"") -> bool:
-        """`Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`."""
-        scheme, _, token = header.partition(b" ")
-        if api_key and not header:
-            token = api_key
-        elif scheme.lower() != b"bearer":
-            return False
-        ok = False
-        for key in self.keys:  # no early exit: every key is compared
-            ok |= hmac.compare_digest(token.strip(), key)
-        return ok
+        return key_allowed(self.keys, header, api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -63,13 +70,12 @@ class ApiKeyAuth:
             return
         headers = dict(scope.get("headers", []))
         if not self._allowed(headers.get(b"authorization", b""), headers.get(b"x-api-key", b"")):
-            message = "Invalid or missing API key: send Authorization: Bearer KEY (or x-api-key)"
             await _send_error(
                 scope,
                 receive,
                 send,
                 401,
-                message,
+                MISSING_KEY,
                 "invalid_api_key",
                 {"WWW-Authenticate": "Bearer"},
             )
