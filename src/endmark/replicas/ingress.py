@@ -19,12 +19,11 @@ from endmark.replicas.prefixes import routing_text
 from endmark.replicas.routing import live_replicas
 from endmark.server.errors import ApiError, install_error_handlers
 from endmark.server.metrics import labelled
-from endmark.server.proxy import failure_event
+from endmark.server.proxy import METHODS, failure_event
 from endmark.server.security import MISSING_KEY, key_allowed
 
 log = logging.getLogger("endmark.replicas")
 
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]  # CORS: the replica's
 HEALTH_TIMEOUT = 5.0
 ATTEMPTS = 3  # a request no replica took yet is tried again: the router learns of deaths
 

@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 
 from endmark.pool import free_port
-from endmark.server.proxy import HOP_BY_HOP, events
+from endmark.server.proxy import HOP_BY_HOP, events, send_on
 from endmark.settings import Settings
 
 LOAD_TIMEOUT = 600.0
@@ -33,7 +33,7 @@ class EndmarkReplica:
         from endmark.server.app import create_app
 
         self.name = name
-        self.settings = replace(settings, host="127.0.0.1", port=free_port(), ui=True)
+        self.settings = replace(settings, host="127.0.0.1", port=free_port())
         app = create_app(self.settings)
         self._server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.settings.port, log_level="warning")
@@ -68,14 +68,7 @@ class EndmarkReplica:
     ) -> AsyncIterator[dict[str, Any] | bytes]:
         """The answer as a stream: its head (status, headers, this replica), then its bytes a
         whole event at a time. `route_text` and `target` are for the request router."""
-        request = self._client.build_request(
-            method,
-            self.url + path,
-            params=query,
-            headers=[(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP],
-            content=body,
-        )
-        upstream = await self._client.send(request, stream=True)
+        upstream = await send_on(self._client, method, self.url + path, query, headers, body)
         try:
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
             yield {"status": upstream.status_code, "headers": kept, "replica": self.name}
@@ -98,6 +91,6 @@ class EndmarkReplica:
         if r.status_code != 200:
             raise RuntimeError(f"/health answered {r.status_code}")
 
-    def shutdown(self) -> None:
-        """Ray's graceful stop: the server stops accepting and lets running requests end."""
+    def __del__(self) -> None:
+        """Ray's graceful stop (after the running requests): the server stops too."""
         self._server.should_exit = True

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,8 @@ from endmark.server.errors import ApiError
 
 log = logging.getLogger("endmark.server")
 
+# Every method a catch-all route passes on (OPTIONS: a CORS preflight for the server behind).
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 # Headers that describe one connection, not the message: never passed on.
 HOP_BY_HOP = frozenset(
     "host content-length connection keep-alive transfer-encoding te trailer upgrade "
@@ -65,15 +67,11 @@ async def forward(
     for attempt in range(2):
         stack = AsyncExitStack()
         await stack.enter_async_context(pool.lease(worker, keep_alive))
-        upstream_request = client.build_request(
-            request.method,
-            worker.url + request.url.path,
-            params=request.url.query,
-            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP],
-            content=body,
-        )
         try:
-            upstream = await client.send(upstream_request, stream=True)
+            upstream = await send_on(
+                client, request.method, worker.url + request.url.path, request.url.query,
+                request.headers.items(), body,
+            )  # fmt: skip
             break
         except httpx.TransportError as exc:
             await stack.aclose()
@@ -98,6 +96,25 @@ async def forward(
         status_code=upstream.status_code,
         headers=headers,
     )
+
+
+async def send_on(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    query: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+) -> httpx.Response:
+    """The same request to another server, its answer streamed; connection headers dropped."""
+    request = client.build_request(
+        method,
+        url,
+        params=query,
+        headers=[(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP],
+        content=body,
+    )
+    return await client.send(request, stream=True)
 
 
 async def _settle(worker: Worker) -> None:

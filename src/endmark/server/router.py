@@ -39,11 +39,9 @@ from endmark.pool import (
 from endmark.server.errors import ApiError, install_error_handlers
 from endmark.server.metrics import labelled
 from endmark.server.ollama import OLLAMA_VERSION, file_listing
-from endmark.server.proxy import forward
+from endmark.server.proxy import METHODS, forward
 from endmark.server.security import install_security
 from endmark.settings import Settings
-
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
 def create_router_app(settings: Settings, entries: list[ModelEntry]) -> FastAPI:
