@@ -108,6 +108,7 @@ def run(settings: Settings, count: ReplicaCount, address: str | None) -> int:
     stop.wait()
     log.info("shutting down: replicas get %ds to finish", settings.shutdown_grace)
     serve.delete(APP_NAME)  # drains: each replica's running requests get the grace time
-    serve.shutdown()
+    if address is None:  # the local cluster was ours; a joined one keeps its other apps
+        serve.shutdown()
     ray.shutdown()
     return 0
