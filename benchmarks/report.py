@@ -114,7 +114,7 @@ def markdown(
 Model: `{Path(args.model).name}`; {args.threads} threads for every server; endmark and
 llama-server with 4 slots and a 4,096-token context, llama-cpp-python's server with its one
 (it has no slots) and the same context; otherwise each runs with its own defaults (flash
-attention: llama-server's `auto` turns it on for this CPU, endmark's is off, see the README).
+attention: `auto` in both, which llama.cpp turns on for this CPU).
 Each figure is the median of {args.repeats} repeats, (min-max) beside it; the servers take
 turns within each repeat.{note_text}
 

@@ -216,11 +216,11 @@ def collect_tokens(sched: Scheduler, req: GenerationRequest) -> list[TokenEvent]
 
 def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
     """Issue 15: at temperature 0, drafts and forced runs keep plain decoding's answers: on
-    at least 19 prompts of 20 without a schema. Where an answer differs, it is never a wrong
-    acceptance: at the first different token, plain decoding had a near tie (its top two
-    within 0.25 in log-probability) and the checked decode took the runner-up: a batched
-    decode's numerics, not a guess taken on trust. (Under a schema, every answer starts with
-    a forced run, so near ties there meet batched numerics more often.)"""
+    at least 19 prompts of 20, without a schema and under one. Where an answer differs, it is
+    never a wrong acceptance: at the first different token, plain decoding had a near tie
+    (its top two within 0.25 in log-probability) and the checked decode took the runner-up:
+    a batched decode's numerics, not a guess taken on trust. (With flash attention, short
+    batches round as one-token decodes do, and all 40 matched.)"""
     from endmark.constraints import ConstraintCompiler, ConstraintSpec
     from endmark.drafts import DraftSettings
 
@@ -247,5 +247,4 @@ def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> 
             (first, lp1), (second, lp2) = runs[0][at].top[:2]
             print(f"differs (schema={schema}) {q!r} at token {at}: gap {lp1 - lp2:.3f}")
             assert first == plain[at] and second == fast_run[at] and lp1 - lp2 < 0.25
-        if not schema:
-            assert same >= 19, same
+        assert same >= 19, (schema, same)
