@@ -126,6 +126,15 @@ def test_a_body_that_is_not_a_call_is_malformed() -> None:
         split(HERMES, None, ['<tool_call>{"arguments": {}}</tool_call>'])
 
 
+def test_a_close_marker_inside_a_json_string_is_string_text() -> None:
+    """The grammar lets a string argument hold any text, the close marker's too (a 135M model
+    at temperature 0.8 wrote `"zone": "UTC_C'}}</tool_call>`): the call goes on."""
+    body = '{"name": "get_time", "arguments": {"zone": "UTC</tool_call>"}}'
+    pieces = split(HERMES, None, [f"<tool_call>{body}</tool_call>"])
+    (call,) = (p.call for p in pieces if p.call is not None)
+    assert json.loads(call.arguments) == {"zone": "UTC</tool_call>"}
+
+
 def test_a_call_cut_by_the_limit_is_kept_apart_not_released() -> None:
     splitter = ChannelSplitter(HERMES)
     pieces = splitter.push('Sure. <tool_call>{"name": "get_weather", "argu')

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from endmark.endings import StopMatcher
+from endmark.json_close import json_closing
 
 Channel = Literal["content", "reasoning"]
 
@@ -220,6 +221,11 @@ class ChannelSplitter:
         elif self._state == "content" and fmt is not None and marker == fmt.start:
             self._enter("call")
         elif self._state == "call":
+            if json_closing("".join(self._body).strip()):
+                # inside the call's JSON (a string that the grammar lets run on): its text
+                self._body.append(marker)
+                self._matcher = self._matcher_for("call")
+                return []
             return self._close_call()
         return []
 

@@ -22,7 +22,7 @@ from endmark.sampling import SamplingParams
 from endmark.server.anthropic_protocol import CountTokensRequest, MessagesRequest
 from endmark.server.disconnect import unless_disconnected
 from endmark.server.errors import ApiError, parse_body
-from endmark.server.results import Answer, Events, collect, event_stream
+from endmark.server.results import Answer, Events, collect, event_stream, sse
 from endmark.server.state import runtime_of
 from endmark.tools import Reasoning
 
@@ -103,8 +103,7 @@ def whole(rt: Runtime, gen: GenerationRequest, answer: Answer) -> dict[str, Any]
 
 
 def sse_event(kind: str, data: dict[str, Any]) -> bytes:
-    body = json.dumps({"type": kind, **data}, ensure_ascii=False)
-    return f"event: {kind}\ndata: {body}\n\n".encode()
+    return sse({"type": kind, **data}, kind)
 
 
 async def stream(rt: Runtime, gen: GenerationRequest, events: Events) -> AsyncIterator[bytes]:

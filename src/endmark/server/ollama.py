@@ -33,7 +33,7 @@ from endmark.server.ollama_protocol import (
     LegacyEmbeddingsRequest,
     ShowRequest,
 )
-from endmark.server.results import Answer, Events, collect
+from endmark.server.results import Answer, Events, collect, json_bytes
 from endmark.server.state import runtime_of
 from endmark.tools import Reasoning
 
@@ -167,7 +167,7 @@ def calls_of(answer_calls: Any) -> list[dict[str, Any]]:
 def ndjson(items: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     async def lines() -> AsyncIterator[bytes]:
         async for item in items:
-            yield (json.dumps(item, ensure_ascii=False) + "\n").encode()
+            yield json_bytes(item) + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

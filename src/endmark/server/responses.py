@@ -29,7 +29,7 @@ from endmark.server.errors import ApiError, parse_body
 from endmark.server.openai import request_options, sampling_of
 from endmark.server.openai_chat import chat_logprobs
 from endmark.server.responses_protocol import ResponsesRequest
-from endmark.server.results import Events, collect, event_stream, stop_detail
+from endmark.server.results import Events, collect, event_stream, sse, stop_detail
 from endmark.server.state import runtime_of
 from endmark.tools import Reasoning
 
@@ -310,8 +310,7 @@ def assistant_message(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def sse_event(kind: str, data: dict[str, Any], seq: itertools.count[int]) -> bytes:
-    body = json.dumps({"type": kind, "sequence_number": next(seq), **data}, ensure_ascii=False)
-    return f"event: {kind}\ndata: {body}\n\n".encode()
+    return sse({"type": kind, "sequence_number": next(seq), **data}, kind)
 
 
 async def stream(resp: Response, events: Events) -> AsyncIterator[bytes]:

@@ -8,11 +8,11 @@ generation stopped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi.responses import StreamingResponse
 
 from endmark.channels import ToolCall
@@ -68,10 +68,19 @@ async def collect(events: Events, n: int) -> list[Answer]:
     return answers
 
 
-def sse(data: dict[str, Any] | str) -> bytes:
-    """One server-sent event: a JSON object, or a bare word such as `[DONE]`."""
-    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"data: {body}\n\n".encode()
+def json_bytes(data: Any) -> bytes:
+    """UTF-8 JSON, unescaped, as `json.dumps(ensure_ascii=False)` writes it, several times
+    faster: a stream encodes one chunk per token on the event loop, which shares the cores
+    with llama.cpp's threads."""
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+
+
+def sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
+    """One server-sent event: a JSON object, or a bare word such as `[DONE]`; named, where
+    the dialect names its events (Anthropic's, the Responses API's)."""
+    body = data.encode() if isinstance(data, str) else json_bytes(data)
+    head = b"event: %s\n" % event.encode() if event else b""
+    return head + b"data: " + body + b"\n\n"
 
 
 def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
