@@ -83,6 +83,22 @@ def test_a_repeated_prefix_is_served_from_the_cache(engine, scheduler) -> None: 
     assert second.tokens == first.tokens
 
 
+def test_a_prefix_held_by_another_slot_is_copied_not_decoded_again(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
+    """Many clients, one system prompt: a request that gets an empty slot while another slot
+    (here a busy one) holds its prompt's start takes that prefix from it."""
+    system = "<|im_start|>system\nYou answer in one short sentence." + " Be kind." * 20
+    first = request(engine, system + "<|im_end|>\n<|im_start|>user\nHi", n=400)
+    started = threading.Event()
+    scheduler.submit(first, lambda e: started.set())
+    assert started.wait(30)
+    second = request(engine, system + "<|im_end|>\n<|im_start|>user\nHello there", n=3)
+    _, done = collect(scheduler, second)
+    shared = common_prefix(first.prompt, second.prompt)
+    assert shared > 40 and done.timings.cached_n == shared
+    busy = [s for s in scheduler.slot_states() if s["is_processing"]]
+    assert len(busy) == 1  # the first goes on in its own slot
+
+
 def test_overlong_prompts_and_a_full_queue_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
     sched = Scheduler(engine, EogSet.from_vocab(engine.vocab), n_slots=1, queue_size=1)
     with pytest.raises(InvalidRequest):

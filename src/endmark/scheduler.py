@@ -233,8 +233,13 @@ class Scheduler:
             slot = pick_slot(free, prompt, use_cache)
             keep = common_prefix(slot.cached, prompt) if use_cache else 0
             keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
-            self.engine.drop(slot.id, keep)
-            slot.cached = slot.cached[:keep]
+            donor, shared = self._donor(slot, prompt) if use_cache else (None, 0)
+            if donor is not None and shared > keep:
+                self.engine.copy(donor.id, slot.id, shared)
+                slot.cached, keep = prompt[:shared], shared
+            else:
+                self.engine.drop(slot.id, keep)
+                slot.cached = slot.cached[:keep]
             slot.n_past = keep
             slot.feed = prompt[keep:]
             slot.ticket = ticket
@@ -244,6 +249,18 @@ class Scheduler:
                 self._deliver(ticket, progress)
         while self._queue and self._queue[0].cancelled:
             self._queue.popleft()
+
+    def _donor(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
+        """Another slot, busy or not, whose cache starts with more of this prompt than `slot`
+        holds, and how much of it: copied (a tenth of a millisecond here) instead of decoded
+        again, as when many clients share one system prompt."""
+        best, shared = None, 0
+        for other in self.slots:
+            if other is not slot:
+                n = min(common_prefix(other.cached, prompt), len(prompt) - 1)
+                if n > shared:
+                    best, shared = other, n
+        return best, shared
 
     def step(self) -> None:
         """One batched decode for every busy slot, then sampling for those that want it."""
