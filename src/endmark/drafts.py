@@ -20,7 +20,7 @@ MAX_COOLDOWN = 64  # tokens a failing sequence waits before it guesses again, at
 class DraftSettings:
     """llama-server's `--draft-max` / `--draft-min`: how many tokens one guess may hold."""
 
-    max: int = 16
+    max: int = 8
     min: int = 0
     asked: bool = False  # the request set `speculative.n_max`: drafts at any temperature
 

@@ -244,7 +244,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--draft-max", "--draft", "--draft-n", "--spec-draft-n-max", dest="draft_max", type=int,
-        help="tokens one draft may hold (default 16)",
+        help="tokens one draft may hold (default 8)",
     )  # fmt: skip
     p.add_argument(
         "--draft-min", "--draft-n-min", "--spec-draft-n-min", dest="draft_min", type=int,

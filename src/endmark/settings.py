@@ -57,7 +57,7 @@ class Settings:
     cont_batching: bool = True
     cache_prompt: bool = True
     spec: str = "ngram"  # speculative decoding: ngram (prompt lookup) or none
-    draft_max: int = 16  # tokens one guess may hold (llama-server's --draft-max)
+    draft_max: int = 8  # tokens one guess may hold (llama-server's --draft-max; its default 16)
     draft_min: int = 0  # a shorter guess is not checked (llama-server's --draft-min)
     fast_forward: bool = True  # check a grammar's forced tokens in one batched decode
     reasoning_format: str = "auto"  # none: thinking stays in content; auto/deepseek: apart
