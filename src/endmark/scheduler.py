@@ -233,6 +233,8 @@ class Scheduler:
             slot = pick_slot(free, prompt, use_cache)
             keep = common_prefix(slot.cached, prompt) if use_cache else 0
             keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
+            if not self.engine.can_continue(slot.id, keep):
+                keep = 0
             donor, shared = self._donor(slot, prompt) if use_cache else (None, 0)
             if donor is not None and shared > keep:
                 self.engine.copy(donor.id, slot.id, shared)
@@ -258,7 +260,7 @@ class Scheduler:
         for other in self.slots:
             if other is not slot:
                 n = min(common_prefix(other.cached, prompt), len(prompt) - 1)
-                if n > shared:
+                if n > shared and self.engine.can_continue(other.id, n):
                     best, shared = other, n
         return best, shared
 

