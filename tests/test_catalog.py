@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from endmark.catalog import (
+from endmark.multimodel.catalog import (
     CatalogError,
     ModelEntry,
     check_catalog,

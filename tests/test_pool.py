@@ -15,8 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from endmark.catalog import ModelEntry
-from endmark.pool import LOADED, UNLOADED, LoadFailed, PoolLimits, UnknownModel, WorkerPool
+from endmark.multimodel.catalog import ModelEntry
+from endmark.multimodel.pool import (
+    LOADED,
+    UNLOADED,
+    LoadFailed,
+    PoolLimits,
+    UnknownModel,
+    WorkerPool,
+)
 
 STAND_IN = """
 import http.server, sys

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from endmark.channels import ToolCall
-from endmark.server.errors import ApiError
-from endmark.server.responses import OutputItems, ResponseStore, Stored, assistant_message
-from endmark.server.responses_protocol import ResponsesRequest, template_messages
+from endmark.server.dialects.responses import OutputItems, ResponseStore, Stored, assistant_message
+from endmark.server.dialects.responses_protocol import ResponsesRequest, template_messages
+from endmark.server.http.errors import ApiError
 
 
 def test_a_stream_and_a_whole_answer_build_the_same_items() -> None:

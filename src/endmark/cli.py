@@ -141,7 +141,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def serve_models(args: argparse.Namespace, settings: Settings) -> int:
     """Router mode: several models, a worker process each."""
-    from endmark.catalog import (
+    from endmark.multimodel.catalog import (
         CatalogError,
         check_catalog,
         from_paths,
@@ -150,7 +150,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
         read_models_file,
         scan_folder,
     )
-    from endmark.server.router import create_router_app
+    from endmark.multimodel.router import create_router_app
 
     try:
         entries = from_paths(args.model or [], args.alias or [])

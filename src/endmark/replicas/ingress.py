@@ -17,10 +17,10 @@ from ray import serve
 
 from endmark.replicas.prefixes import routing_text
 from endmark.replicas.routing import live_replicas
-from endmark.server.errors import ApiError, install_error_handlers
-from endmark.server.metrics import labelled
-from endmark.server.proxy import METHODS, failure_event
-from endmark.server.security import MISSING_KEY, key_allowed
+from endmark.server.http.errors import ApiError, install_error_handlers
+from endmark.server.http.metrics import labelled
+from endmark.server.http.relay import METHODS, failure_event
+from endmark.server.http.security import MISSING_KEY, key_allowed
 
 log = logging.getLogger("endmark.replicas")
 

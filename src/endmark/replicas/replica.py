@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from endmark.pool import free_port
-from endmark.server.proxy import HOP_BY_HOP, events, send_on
+from endmark.multimodel.pool import free_port
+from endmark.server.http.relay import HOP_BY_HOP, events, send_on
 from endmark.settings import Settings
 
 LOAD_TIMEOUT = 600.0

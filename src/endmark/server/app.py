@@ -1,4 +1,4 @@
-"""`create_app(settings)`: load the model in the background and serve both dialects."""
+"""`create_app(settings)`: load the model in the background and serve every dialect."""
 
 from __future__ import annotations
 
@@ -13,20 +13,20 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from endmark.runtime import load_runtime
-from endmark.server import (
+from endmark.server.dialects import (
     anthropic,
     embeddings,
-    metrics,
     native,
     ollama,
-    openai,
     openai_chat,
+    openai_completions,
     responses,
 )
-from endmark.server.errors import install_error_handlers
+from endmark.server.http import metrics
+from endmark.server.http.errors import install_error_handlers
+from endmark.server.http.security import install_security
+from endmark.server.http.state import LoadingState
 from endmark.server.openapi import install_openapi
-from endmark.server.security import install_security
-from endmark.server.state import LoadingState
 from endmark.settings import Settings
 
 log = logging.getLogger("endmark")
@@ -74,7 +74,7 @@ def create_app(
     install_error_handlers(app)
     install_security(app, settings.api_keys(), settings.max_body_bytes, settings.cors)
     app.include_router(native.router)
-    app.include_router(openai.router)
+    app.include_router(openai_completions.router)
     app.include_router(openai_chat.router)
     app.include_router(embeddings.router)
     app.include_router(ollama.router)

@@ -13,22 +13,26 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from endmark.server.anthropic_protocol import CountTokensRequest, MessagesRequest
-from endmark.server.embeddings import EmbeddingsRequest
-from endmark.server.ollama_protocol import (
+from endmark.server.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
+from endmark.server.dialects.embeddings import EmbeddingsRequest
+from endmark.server.dialects.native_protocol import (
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
+from endmark.server.dialects.ollama_protocol import (
     ChatRequest,
     EmbedRequest,
     GenerateRequest,
     LegacyEmbeddingsRequest,
     ShowRequest,
 )
-from endmark.server.openai_protocol import (
+from endmark.server.dialects.openai_protocol import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
     CompletionsRequest,
 )
-from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
-from endmark.server.responses_protocol import ResponsesRequest
+from endmark.server.dialects.responses_protocol import ResponsesRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/completion": CompletionRequest,

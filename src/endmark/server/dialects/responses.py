@@ -24,13 +24,14 @@ from fastapi import APIRouter, Request
 from endmark.channels import ToolCall
 from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.openai import request_options, sampling_of
-from endmark.server.openai_chat import chat_logprobs
-from endmark.server.responses_protocol import ResponsesRequest
-from endmark.server.results import Events, collect, event_stream, sse, stop_detail
-from endmark.server.state import runtime_of
+from endmark.server.dialects.openai_chat import chat_logprobs
+from endmark.server.dialects.openai_shared import request_options, sampling_of
+from endmark.server.dialects.responses_protocol import ResponsesRequest
+from endmark.server.dialects.results import Events, collect, stop_detail
+from endmark.server.http.disconnect import unless_disconnected
+from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.state import runtime_of
+from endmark.server.http.stream import event_stream, sse
 from endmark.tools import Reasoning
 
 router = APIRouter()

@@ -19,11 +19,12 @@ from endmark.channels import ToolCall
 from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
-from endmark.server.anthropic_protocol import CountTokensRequest, MessagesRequest
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.results import Answer, Events, collect, event_stream, sse
-from endmark.server.state import runtime_of
+from endmark.server.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
+from endmark.server.dialects.results import Answer, Events, collect
+from endmark.server.http.disconnect import unless_disconnected
+from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.state import runtime_of
+from endmark.server.http.stream import event_stream, sse
 from endmark.tools import Reasoning
 
 router = APIRouter()

@@ -15,9 +15,9 @@ from pydantic import Field
 
 from endmark.embeddings import EUCLIDEAN
 from endmark.runtime import Runtime
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.protocol import StrictModel
-from endmark.server.state import runtime_of
+from endmark.server.dialects.fields import StrictModel
+from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.state import runtime_of
 
 router = APIRouter()
 

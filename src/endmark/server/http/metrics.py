@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from endmark.scheduler import Scheduler
-from endmark.server.errors import ApiError
-from endmark.server.state import runtime_of
+from endmark.server.http.errors import ApiError
+from endmark.server.http.state import runtime_of
 
 router = APIRouter()
 

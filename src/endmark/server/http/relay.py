@@ -1,4 +1,5 @@
-"""Passing a request on to a model's worker and its answer back, byte for byte.
+"""Passing a request on to another endmark (a model's worker, a replica) and its answer back,
+byte for byte.
 
 A stream is passed on whole events at a time (SSE events, NDJSON lines), so that when a worker
 dies mid-stream the client gets the last complete event and then one clean error event in
@@ -7,23 +8,16 @@ its dialect's shape, never a torn one or a hang.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
-from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
-
-from endmark.pool import Worker, WorkerPool
-from endmark.server.errors import ApiError
 
 log = logging.getLogger("endmark.server")
 
@@ -53,51 +47,6 @@ class Relay(StreamingResponse):
                 await self._cleanup()
 
 
-async def forward(
-    request: Request,
-    body: bytes,
-    pool: WorkerPool,
-    worker: Worker,
-    client: httpx.AsyncClient,
-    keep_alive: float | None | str = "default",
-) -> Relay:
-    """Send the request to the worker (loading the model first if need be) and relay the
-    answer. A worker found dead before it took the request is loaded again and tried once
-    more; one that dies while answering ends the answer with a clean error."""
-    for attempt in range(2):
-        stack = AsyncExitStack()
-        await stack.enter_async_context(pool.lease(worker, keep_alive))
-        try:
-            upstream = await send_on(
-                client, request.method, worker.url + request.url.path, request.url.query,
-                request.headers.items(), body,
-            )  # fmt: skip
-            break
-        except httpx.TransportError as exc:
-            await stack.aclose()
-            if attempt == 0 and isinstance(exc, httpx.ConnectError):
-                await _settle(worker)
-                continue
-            raise ApiError(502, stopped_message(worker)) from None
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers["x-endmark-model"] = worker.entry.id
-    done = False
-
-    async def cleanup() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            await upstream.aclose()
-            await stack.aclose()
-
-    return Relay(
-        events(upstream, request.url.path, worker.entry.id, stopped_message(worker)),
-        cleanup,
-        status_code=upstream.status_code,
-        headers=headers,
-    )
-
-
 async def send_on(
     client: httpx.AsyncClient,
     method: str,
@@ -115,18 +64,6 @@ async def send_on(
         content=body,
     )
     return await client.send(request, stream=True)
-
-
-async def _settle(worker: Worker) -> None:
-    """Give the pool a moment to see that a refusing worker has exited."""
-    if worker.process is not None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(worker.process.wait(), 1.0)
-
-
-def stopped_message(worker: Worker) -> str:
-    return (f"model '{worker.entry.id}' stopped while answering (its worker process exited); "
-            "the next request loads it again")  # fmt: skip
 
 
 async def events(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from endmark.runtime import Runtime
-from endmark.server.errors import ApiError
+from endmark.server.http.errors import ApiError
 
 
 @dataclass

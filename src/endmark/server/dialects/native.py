@@ -12,12 +12,17 @@ from fastapi.responses import JSONResponse
 from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.openai_protocol import ApplyTemplateRequest
-from endmark.server.protocol import CompletionRequest, DetokenizeRequest, TokenizeRequest
-from endmark.server.results import Answer, Events, collect, event_stream, sse, stopping_token
-from endmark.server.state import loading_state, runtime_of
+from endmark.server.dialects.native_protocol import (
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
+from endmark.server.dialects.openai_protocol import ApplyTemplateRequest
+from endmark.server.dialects.results import Answer, Events, collect, stopping_token
+from endmark.server.http.disconnect import unless_disconnected
+from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.state import loading_state, runtime_of
+from endmark.server.http.stream import event_stream, sse
 
 router = APIRouter()
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 
-from endmark.server.errors import ApiError
+from endmark.server.http.errors import ApiError
 
 T = TypeVar("T")
 

@@ -8,17 +8,14 @@ generation stopped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
-from fastapi.responses import StreamingResponse
 
 from endmark.channels import ToolCall
 from endmark.endings import Finish
 from endmark.generation import Done, Event, Failed, TokenEvent
-from endmark.server.errors import ApiError
+from endmark.server.http.errors import ApiError
 
 Events = AsyncGenerator[tuple[int, Event], None]
 
@@ -66,25 +63,6 @@ async def collect(events: Events, n: int) -> list[Answer]:
     if any(a.done is None for a in answers):
         raise ApiError(500, "the generation ended without a result")
     return answers
-
-
-def json_bytes(data: Any) -> bytes:
-    """UTF-8 JSON, unescaped, as `json.dumps(ensure_ascii=False)` writes it, several times
-    faster: a stream encodes one chunk per token on the event loop, which shares the cores
-    with llama.cpp's threads."""
-    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
-
-
-def sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
-    """One server-sent event: a JSON object, or a bare word such as `[DONE]`; named, where
-    the dialect names its events (Anthropic's, the Responses API's)."""
-    body = data.encode() if isinstance(data, str) else json_bytes(data)
-    head = b"event: %s\n" % event.encode() if event else b""
-    return head + b"data: " + body + b"\n\n"
-
-
-def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(chunks, media_type="text/event-stream")
 
 
 def stopping_token(finish: Finish) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from endmark.server.errors import error_body
+from endmark.server.http.errors import error_body
 
 log = logging.getLogger("endmark.server")
 

@@ -25,8 +25,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from endmark import __version__
-from endmark.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
-from endmark.pool import (
+from endmark.multimodel.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
+from endmark.multimodel.forward import forward
+from endmark.multimodel.pool import (
     LOADED,
     LoadFailed,
     PoolLimits,
@@ -36,11 +37,11 @@ from endmark.pool import (
     worker_argv,
     worker_environment,
 )
-from endmark.server.errors import ApiError, install_error_handlers
-from endmark.server.metrics import labelled
-from endmark.server.ollama import OLLAMA_VERSION, file_listing
-from endmark.server.proxy import METHODS, forward
-from endmark.server.security import install_security
+from endmark.server.dialects.ollama import OLLAMA_VERSION, file_listing
+from endmark.server.http.errors import ApiError, install_error_handlers
+from endmark.server.http.metrics import labelled
+from endmark.server.http.relay import METHODS
+from endmark.server.http.security import install_security
 from endmark.settings import Settings
 
 

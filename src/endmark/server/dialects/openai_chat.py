@@ -10,9 +10,8 @@ from fastapi import APIRouter, Request
 from endmark.channels import ToolCall
 from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import parse_body
-from endmark.server.openai import (
+from endmark.server.dialects.openai_protocol import ChatCompletionRequest
+from endmark.server.dialects.openai_shared import (
     base,
     finish_of,
     request_options,
@@ -22,9 +21,11 @@ from endmark.server.openai import (
     verbose_info,
     whole_response,
 )
-from endmark.server.openai_protocol import ChatCompletionRequest
-from endmark.server.results import Answer, collect, event_stream
-from endmark.server.state import runtime_of
+from endmark.server.dialects.results import Answer, collect
+from endmark.server.http.disconnect import unless_disconnected
+from endmark.server.http.errors import parse_body
+from endmark.server.http.state import runtime_of
+from endmark.server.http.stream import event_stream
 from endmark.tools import Reasoning
 
 router = APIRouter()

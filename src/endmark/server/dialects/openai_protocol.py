@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
-from endmark.server.protocol import (
+from endmark.server.dialects.fields import (
     MAX_STOP_CHARS,
     DraftFields,
     GrammarText,

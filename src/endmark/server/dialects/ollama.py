@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from endmark import __version__
 from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.ollama_protocol import (
+from endmark.server.dialects.ollama_protocol import (
     ChatRequest,
     EmbedRequest,
     GenerateRequest,
@@ -33,8 +31,11 @@ from endmark.server.ollama_protocol import (
     LegacyEmbeddingsRequest,
     ShowRequest,
 )
-from endmark.server.results import Answer, Events, collect, json_bytes
-from endmark.server.state import runtime_of
+from endmark.server.dialects.results import Answer, Events, collect
+from endmark.server.http.disconnect import unless_disconnected
+from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.state import runtime_of
+from endmark.server.http.stream import ndjson_stream
 from endmark.tools import Reasoning
 
 router = APIRouter()
@@ -164,14 +165,6 @@ def calls_of(answer_calls: Any) -> list[dict[str, Any]]:
             for c in answer_calls]  # fmt: skip
 
 
-def ndjson(items: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    async def lines() -> AsyncIterator[bytes]:
-        async for item in items:
-            yield json_bytes(item) + b"\n"
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-
 async def parts(
     rt: Runtime, events: Events, chat: bool, started: float
 ) -> AsyncIterator[dict[str, Any]]:
@@ -222,7 +215,7 @@ async def answer(request: Request, rt: Runtime, gen: GenerationRequest, stream: 
     started = time.perf_counter()
     events = rt.stream_many([gen])
     if stream:
-        return ndjson(parts(rt, events, chat, started))
+        return ndjson_stream(parts(rt, events, chat, started))
     (found,) = await unless_disconnected(request, collect(events, 1))
     return JSONResponse(whole(rt, found, chat, started))
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
-from endmark.server.openai_protocol import ToolDef
-from endmark.server.protocol import StrictModel, sampling_from
+from endmark.server.dialects.fields import StrictModel, sampling_from
+from endmark.server.dialects.openai_protocol import ToolDef
 from endmark.tools import Tool, ToolRequest
 
 

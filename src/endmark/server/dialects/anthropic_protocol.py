@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from endmark.server.protocol import StrictModel
+from endmark.server.dialects.fields import StrictModel
 from endmark.tools import Tool, ToolRequest
 
 

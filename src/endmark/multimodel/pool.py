@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from endmark.catalog import ModelEntry
+from endmark.multimodel.catalog import ModelEntry
 
-log = logging.getLogger("endmark.pool")
+log = logging.getLogger("endmark.multimodel.pool")
 
 # a worker's own log line starts with its time; the server's log line already has one
 WORKER_LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from endmark.constraints import ConstraintSpec
-from endmark.server.openai_protocol import OpenAIFields
-from endmark.server.protocol import StrictModel, check_schema_size, pick_constraint
+from endmark.server.dialects.fields import StrictModel, check_schema_size, pick_constraint
+from endmark.server.dialects.openai_protocol import OpenAIFields
 from endmark.tools import Tool, ToolRequest
 
 TEXT_PARTS = {"input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text"}

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
+"""What the OpenAI routes share (`/v1/completions`, `/v1/chat/completions`, and the
+Responses API's sampling): usage, seeds of `n` choices, options, the SSE body, whole answers.
 
 Each response carries an `endmark` object (how it stopped, which token or word, timings), so
 this dialect loses no detail against `/completion`. As in llama-server, `/models` and
@@ -14,27 +15,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
-from endmark.server.disconnect import unless_disconnected
-from endmark.server.errors import ApiError, parse_body
-from endmark.server.openai_protocol import (
-    CompletionsRequest,
+from endmark.server.dialects.openai_protocol import (
     OpenAIFields,
 )
-from endmark.server.results import (
-    Answer,
-    Events,
-    collect,
-    event_stream,
-    sse,
-    stop_detail,
-)
-from endmark.server.state import runtime_of
+from endmark.server.dialects.results import Answer, Events, stop_detail
+from endmark.server.http.stream import sse
 
 router = APIRouter()
 
@@ -187,91 +178,3 @@ def base(kind: str, rt: Runtime, prefix: str) -> dict[str, Any]:
         "model": rt.alias,
         "system_fingerprint": "endmark",
     }
-
-
-@router.get("/v1/models")
-@router.get("/models")
-async def models(request: Request) -> dict[str, Any]:
-    rt = runtime_of(request)
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": rt.alias,
-                "object": "model",
-                "created": int(rt.model_path.stat().st_mtime),
-                "owned_by": "endmark",
-                "aliases": rt.settings.aliases() or [rt.alias],
-                "tags": [t.strip() for t in (rt.settings.tags or "").split(",") if t.strip()],
-                "meta": {"n_ctx": rt.engine.n_ctx, "n_vocab": rt.engine.vocab.n_vocab},
-            }
-        ],
-    }
-
-
-# -- legacy completions --------------------------------------------------------------------
-
-
-def completion_logprobs(
-    rt: Runtime, tokens: list[TokenEvent], top_n: int, offset: int = 0
-) -> dict[str, Any]:
-    texts = [rt.token_text(e.token) for e in tokens]
-    offsets = []
-    for text in texts:
-        offsets.append(offset)
-        offset += len(text)
-    return {
-        "tokens": texts,
-        "token_logprobs": [e.logprob for e in tokens],
-        "top_logprobs": [{rt.token_text(t): lp for t, lp in e.top[:top_n]} for e in tokens],
-        "text_offset": offsets,
-    }
-
-
-@router.post("/v1/completions")
-async def completions(request: Request) -> Any:
-    rt = runtime_of(request)
-    req = await parse_body(request, CompletionsRequest)
-    if req.echo or req.suffix:
-        raise ApiError(400, "echo and suffix are not supported", "echo" if req.echo else "suffix")
-    top_n = req.logprobs or 0
-    sampling = sampling_of(rt, req, top_n, req.logprobs is not None)
-    prompts = req.prompts()
-    common = request_options(rt, req, req.n_predict, "POST /v1/completions")
-    requests = [
-        rt.make_request(prompt, seeded(sampling, i), **common)
-        for prompt in prompts
-        for i in range(req.n)
-    ]
-    head = base("text_completion", rt, "cmpl")
-
-    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
-        out: dict[str, Any] = {"index": i, "text": "", "logprobs": None, "finish_reason": None}
-        if isinstance(event, TokenEvent):
-            out["text"] = event.text
-            if req.logprobs is not None:
-                out["logprobs"] = completion_logprobs(rt, [event], top_n)
-        elif isinstance(event, Done):
-            out["text"] = event.finish.tail
-            out.update(finish_of(event))
-        return [out]
-
-    events = rt.stream_many(requests)
-    if req.stream:
-        return event_stream(
-            stream_chunks(events, requests, req.n, head, None, pieces, req.include_usage)
-        )
-    choices = await unless_disconnected(request, collect(events, len(requests)))
-    return whole_response(
-        base("text_completion", rt, "cmpl"),
-        choices,
-        requests,
-        req.n,
-        lambda c: {
-            "text": c.content,
-            "logprobs": completion_logprobs(rt, c.tokens, top_n)
-            if req.logprobs is not None
-            else None,
-        },
-        verbose_info(rt, req, requests[0], choices[0]),
-    )

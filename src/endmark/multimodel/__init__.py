@@ -1,0 +1,1 @@
+"""Several models behind one address: the catalog, a worker process per model, the router."""
