@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from endmark.channels import ChannelSplitter, Piece, ToolCall
+from endmark.channels import ChannelSplitter, ToolCall
+from endmark.delta import Delta
 from endmark.detokenize import Detokenizer
 from endmark.drafts import DraftSettings, PromptLookup
 from endmark.endings import (
@@ -41,6 +42,7 @@ __all__ = [
     "TokenEvent",
     "Progress",
     "Done",
+    "Delta",
     "Failed",
 ]
 
@@ -119,6 +121,11 @@ class TokenEvent:
     reasoning: str = ""
     calls: tuple[ToolCall, ...] = ()
 
+    @property
+    def delta(self) -> Delta:
+        """What this token added to the answer, channel by channel."""
+        return Delta(self.text, self.reasoning, self.calls)
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -151,6 +158,17 @@ class Done:
     reasoning_tail: str = ""
     tail_calls: tuple[ToolCall, ...] = ()
     calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def delta(self) -> Delta:
+        """What the end released (the tail), channel by channel."""
+        return Delta(self.finish.tail, self.reasoning_tail, self.tail_calls)
+
+    @property
+    def ended_by_calls(self) -> bool:
+        """The turn ends with the dialect's tool-call reason (ending rule 7): it made calls,
+        and the token limit did not cut it. The one place this is decided."""
+        return bool(self.calls) and self.finish.stop_type != "limit"
 
 
 @dataclass(frozen=True)
@@ -362,7 +380,7 @@ class Generation:
         if marker:  # the text before a marker is over: an unfinished character stays on its side
             text += self._detok.finalize() + marker
         released, word = self._stops.push(text)
-        released, reasoning, calls = self._split(released)
+        delta = self._split(released)
         constraint = self.constraint
         timings = self._timings_now() if self.request.timings_per_token else None
         facts = StepFacts(
@@ -376,7 +394,9 @@ class Generation:
         finish = check_stop(self.policy, facts)
         if finish is not None:
             self._end(finish, flush=finish.stop_type != "word")
-        return [TokenEvent(token, released, logprob, top, timings, reasoning, calls)]
+        return [
+            TokenEvent(token, delta.content, logprob, top, timings, delta.reasoning, delta.calls)
+        ]
 
     def _over_budget(self) -> bool:
         budget = self.request.reasoning_budget
@@ -392,11 +412,11 @@ class Generation:
         text = self.vocab.text(token)
         return text if text in self.channels.markers else ""
 
-    def _split(self, text: str) -> tuple[str, str, tuple[ToolCall, ...]]:
+    def _split(self, text: str) -> Delta:
         """Content, reasoning and finished calls in `text`; a call the model starts under
         `auto` switches its grammar on from here (a lazy grammar)."""
         if self.channels is None:
-            return text, "", ()
+            return Delta(text)
         was_thinking = self.channels.in_reasoning
         pieces = self.channels.push(text)
         self.reasoning_tokens += was_thinking
@@ -405,7 +425,7 @@ class Generation:
             self._json_from = len(self.tokens)
         if self.channels.in_call and self.constraint is None and self.request.on_call:
             self.constraint = self.request.on_call(self.channels.call_text)
-        return join_pieces(pieces)
+        return Delta.of(pieces)
 
     def _timings_now(self) -> Timings:
         t = self.timings
@@ -419,7 +439,8 @@ class Generation:
         if self.channels is not None:
             cut = finish.stop_type == "limit"
             pieces = self.channels.push(tail) + self.channels.finish(cut)
-            tail, self.reasoning_tail, self.tail_calls = join_pieces(pieces)
+            ended = Delta.of(pieces)
+            tail, self.reasoning_tail, self.tail_calls = ended.content, ended.reasoning, ended.calls
         self.finish = replace(finish, tail=tail) if tail else finish
 
     @property
@@ -437,12 +458,6 @@ class Generation:
             prob,
             decision,
         )
-
-
-def join_pieces(pieces: Sequence[Piece]) -> tuple[str, str, tuple[ToolCall, ...]]:
-    content = "".join(p.text for p in pieces if p.channel == "content")
-    reasoning = "".join(p.text for p in pieces if p.channel == "reasoning")
-    return content, reasoning, tuple(p.call for p in pieces if p.call is not None)
 
 
 def tokenize_prompt(
