@@ -89,6 +89,17 @@ def _physical_memory() -> float:
         return float(8 * 2**30)
 
 
+def _cpu_has_amx() -> bool:
+    """Whether this CPU advertises AMX: llama.cpp's AMX kernels (an extra buffer type that
+    repacks weights) crashed decoding SmolLM2 (Q4_1) on such a machine, a segfault in
+    `ggml_backend_amx_mul_mat` for any batch of two tokens or more, so they are not used."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and "amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def _none_if_invalid(token: int) -> int | None:
     return None if token < 0 else int(token)
 
@@ -117,6 +128,7 @@ class LlamaCppEngine:
         self._progress_cb = self._make_progress(progress)
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = not _cpu_has_amx()
         if self._progress_cb is not None:
             mparams.progress_callback = self._progress_cb
         self._model = L.llama_model_load_from_file(model_path.encode(), mparams)
