@@ -317,6 +317,19 @@ class Generation:
     def calls(self) -> tuple[ToolCall, ...]:
         return tuple(self.channels.calls) if self.channels is not None else ()
 
+    def result(self) -> Done:
+        """The one result of a finished generation, which every dialect renders."""
+        assert self.finish is not None
+        return Done(
+            self.finish,
+            tuple(self.tokens),
+            self.n_prompt,
+            self.timings,
+            self.reasoning_tail,
+            self.tail_calls,
+            self.calls,
+        )
+
     def _log_token(self, token: int, logprob: float | None) -> None:
         prob = float(np.exp(logprob)) if logprob is not None else float("nan")
         decision = self.finish.describe() if self.finish else "continue"

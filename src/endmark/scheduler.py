@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from endmark.endings import EndPolicy, EogSet
 from endmark.engine import DecodeError, Engine, SeqInput
-from endmark.events import Done, Event, Failed, Timings
+from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
 from endmark.invalid import ContextExceeded
 from endmark.request import GenerationRequest
@@ -49,6 +49,9 @@ class Stats:
 
 
 class Scheduler:
+    """Requests in, events out: a bounded queue, the slots, and the worker thread that admits,
+    batches, decodes and samples (`step`)."""
+
     def __init__(
         self,
         engine: Engine,
@@ -142,7 +145,7 @@ class Scheduler:
                     continue
                 self._admit()
                 chores, self._chores = list(self._chores), deque()
-            self._do(chores)
+            self._run_chores(chores)
             try:
                 self.step()
             except Exception as exc:  # keep serving: fail the running requests, not the server
@@ -155,7 +158,7 @@ class Scheduler:
             future.cancel()
 
     @staticmethod
-    def _do(chores: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    def _run_chores(chores: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
         for fn, future in chores:
             if future.set_running_or_notify_cancel():
                 try:
@@ -273,18 +276,7 @@ class Scheduler:
         ticket = slot.ticket
         assert ticket is not None and ticket.generation.finish is not None
         gen = ticket.generation
-        self._deliver(
-            ticket,
-            Done(
-                gen.finish,
-                tuple(gen.tokens),
-                gen.n_prompt,
-                gen.timings,
-                gen.reasoning_tail,
-                gen.tail_calls,
-                gen.calls,
-            ),
-        )
+        self._deliver(ticket, gen.result())
         t = gen.timings
         self._count(t)
         rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0
