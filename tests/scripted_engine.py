@@ -223,6 +223,11 @@ class ScriptedEngine:
             i += 1
         return tokens
 
+    def text(self, tokens: Iterable[int]) -> str:
+        """Tokens as text, control tokens written out (a prompt, for `respond`)."""
+        pieces = self.vocab.special_pieces
+        return b"".join(pieces[t] for t in tokens).decode("utf-8", errors="replace")
+
     def lltokenizer(self, end_tokens: Sequence[int]) -> LLTokenizer:
         import llguidance as lg
 

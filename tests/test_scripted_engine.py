@@ -119,7 +119,7 @@ def test_concurrent_requests_each_get_their_answer() -> None:
     answers = {f"question {i}": f"answer {i} " * (i + 1) for i in range(5)}
 
     def respond(prompt: list[int]) -> str:
-        text = b"".join(engine.vocab.special_pieces[t] for t in prompt).decode()
+        text = engine.text(prompt)
         return answers[text.removeprefix("<|im_start|>user\n").removesuffix("<|im_end|>\n")]
 
     engine = ScriptedEngine(respond=respond, n_seq_max=3)

@@ -12,6 +12,9 @@ from endmark.endings import Finish
 
 @dataclass
 class Timings:
+    """What the prompt and the answer took, in tokens and milliseconds (llama-server's
+    `timings`)."""
+
     prompt_n: int = 0
     prompt_ms: float = 0.0
     predicted_n: int = 0
