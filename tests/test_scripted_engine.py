@@ -17,7 +17,8 @@ from endmark.engine import Embedder, Engine
 from endmark.generation import Done, Event, Failed, GenerationRequest, TokenEvent
 from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
-from tests.scripted_engine import IM_END, N_VOCAB, Answer, ScriptedEngine
+from tests.scripted_engine import Answer, ScriptedEngine
+from tests.scripted_vocab import IM_END, N_VOCAB
 
 PROMPT = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
 
