@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from endmark.endings import EndPolicy, EogSet
+from endmark.channels import Piece, ToolCall
+from endmark.delta import Delta
+from endmark.endings import EndPolicy, EogSet, Finish, StopType
 from endmark.engine import SeqInput
-from endmark.generation import Generation, GenerationRequest, InvalidRequest, tokenize_prompt
+from endmark.events import Done, Timings, TokenEvent
+from endmark.generation import Generation
+from endmark.invalid import InvalidRequest
+from endmark.request import GenerationRequest, tokenize_prompt
 from endmark.sampling import SamplingParams
 from tests.conftest import CHATML_PROMPT
 
@@ -63,3 +68,31 @@ def test_a_zero_budget_finishes_before_sampling(engine) -> None:  # type: ignore
     gen = Generation(GenerationRequest([1], policy=policy), engine.vocab, policy, 64)
     finish = gen.finish_before_start()
     assert finish is not None and finish.stop_type == "limit"
+
+
+def test_a_delta_is_true_when_any_channel_holds_something() -> None:
+    call = ToolCall("f", "{}")
+    assert not Delta()
+    assert Delta("a") and Delta(reasoning="r") and Delta(calls=(call,))
+    pieces = [Piece("reasoning", "why"), Piece("content", "a"), Piece("tool_call", call=call),
+              Piece("content", "b")]  # fmt: skip
+    assert Delta.of(pieces) == Delta("ab", "why", (call,))
+
+
+def test_events_carry_their_delta() -> None:
+    call = ToolCall("f", "{}")
+    assert TokenEvent(5, "hi", reasoning="r", calls=(call,)).delta == Delta("hi", "r", (call,))
+    done = Done(Finish("eos", tail="t"), (), 1, Timings(), "rt", (call,), (call,))
+    assert done.delta == Delta("t", "rt", (call,))
+
+
+@pytest.mark.parametrize(
+    ("stop_type", "calls", "ended_by_calls"),
+    [("eos", 1, True), ("word", 1, True), ("limit", 1, False), ("eos", 0, False)],
+)
+def test_a_call_ends_the_turn_unless_the_limit_cut_it(
+    stop_type: StopType, calls: int, ended_by_calls: bool
+) -> None:
+    made = (ToolCall("f", "{}"),) * calls
+    done = Done(Finish(stop_type), (), 1, Timings(), calls=made)
+    assert done.ended_by_calls is ended_by_calls

@@ -3,9 +3,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from endmark.engine import SeqInput
-from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
+from endmark.engine import Embedder, Engine, SeqInput
+from endmark.engine.llamacpp import LlamaCppEngine
+from endmark.engine.options import ContextOptions
 from tests.conftest import CHATML_PROMPT
+
+
+def protocol_members(protocol: type) -> set[str]:
+    return set(protocol.__annotations__) | {n for n in vars(protocol) if not n.startswith("_")}
+
+
+def test_it_has_every_member_of_the_engine_protocol(engine: LlamaCppEngine) -> None:
+    assert protocol_members(Engine) <= set(dir(engine))
+    assert protocol_members(Embedder) <= set(dir(engine.embedder()))
 
 
 def test_vocab_facts_of_smollm2(engine: LlamaCppEngine) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from llguidance import LLTokenizer
 
 
 @dataclass(frozen=True)
@@ -48,17 +51,69 @@ class DecodeError(RuntimeError):
     """The backend could not decode a batch (usually: the cache is full)."""
 
 
+class Embedder(Protocol):
+    """Vectors for whole inputs on the engine's weights (a context of its own)."""
+
+    pooling: str  # "none" (a row per token), "mean", "cls" or "last"
+    n_embd: int
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """One array per input: a vector, or (pooling `none`) a row per token. Raises
+        ValueError for an input that is empty or too long."""
+        ...
+
+
 class Engine(Protocol):
+    """Everything the scheduler, the runtime and loading ask of a backend: one model, its
+    vocabulary and chat template, and a cache of `n_ctx` cells for `n_seq_max` sequences."""
+
     vocab: Vocab
-    n_ctx: int
+    n_ctx: int  # all sequences together
+    n_ctx_train: int
     n_seq_max: int
     model_path: str
 
+    # -- text and tokens --------------------------------------------------------------------
+
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
+
+    def lltokenizer(self, end_tokens: Sequence[int]) -> LLTokenizer:
+        """llguidance's view of the vocabulary, with `end_tokens` as its end-of-sequence set."""
+        ...
+
+    # -- the model's own facts --------------------------------------------------------------
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text, None where the model has none."""
+        ...
+
+    def chat_template(self) -> str | None:
+        """The model's own Jinja chat template, if it carries one."""
+        ...
+
+    def builtin_template_names(self) -> list[str]:
+        """The backend's own chat formats (llama-server's --chat-template names)."""
+        ...
+
+    def apply_builtin_template(
+        self, template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool
+    ) -> str:
+        """`messages` in a built-in chat format (ValueError if the backend has none by that
+        name): llama-server without --jinja."""
+        ...
+
+    def model_facts(self) -> dict[str, Any]:
+        """What the weights are: architecture, parameters, bytes, quantization,
+        context_length, embedding_length, layers, heads."""
+        ...
+
+    # -- decoding and the cache -------------------------------------------------------------
 
     def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
         """Run one forward pass over several sequences; for each that wants logits, a row
-        for each of its last `n_logits` tokens (shape `(n_logits, n_vocab)`)."""
+        for each of its last `n_logits` tokens (shape `(n_logits, n_vocab)`). Raises
+        DecodeError when the batch cannot be decoded (the cache is full). The rows may be
+        views that the next call overwrites."""
         ...
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:
@@ -74,6 +129,8 @@ class Engine(Protocol):
         cache has let go of what fell out of its window."""
         ...
 
-    def metadata(self, key: str) -> str | None: ...
+    def embedder(self, pooling: str = "auto") -> Embedder:
+        """The embedding context on these weights, made on first use."""
+        ...
 
     def close(self) -> None: ...
