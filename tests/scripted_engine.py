@@ -9,11 +9,9 @@ Each step's logits put all the weight on the answer's next token (or are the row
 greedy and sampled decoding alike replay it. `fail_at=k` raises `DecodeError` at the decode
 that asks for step k, as a backend failing mid-stream would.
 
-The vocabulary is tiny and deterministic: ChatML's control tokens, `<think>`, `</think>`,
-`<tool_call>` and `</tool_call>` (control tokens, as in Qwen3's vocabulary), a few whole
-words, and the 256 bytes (so any text tokenizes, and a UTF-8 character may span tokens). The
-chat template is ChatML with tools and thinking, as Qwen3's: endmark learns the Hermes call
-format and `<think>` from it. llguidance constraints work on it (`lltokenizer`).
+The vocabulary is tiny and deterministic (`scripted_vocab.py`). The chat template is ChatML
+with tools and thinking, as Qwen3's: endmark learns the Hermes call format and `<think>` from
+it. llguidance constraints work on it (`lltokenizer`).
 
 A new request is recognised by what the scheduler does when it admits one: a `drop` or
 `copy` on the sequence before its first decode. The only drop that is not an admission is
@@ -31,25 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endmark.engine import DecodeError, SeqInput, Vocab
+from endmark.engine import DecodeError, SeqInput
+from tests.scripted_vocab import IM_END, N_VOCAB, LLVocab, make_vocab, tokenize
 
 if TYPE_CHECKING:
     from llguidance import LLTokenizer
 
-CONTROL = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<tool_call>",
-    "</tool_call>",
-)
-ENDOFTEXT, IM_START, IM_END, THINK, THINK_END, TOOL_CALL, TOOL_CALL_END = range(len(CONTROL))
-# Whole words, so that some tokens hold several characters (greedy longest match).
-WORDS = ("Hello", " world", "Paris", " the", '{"', '": ', '", "', '"}', "name", "arguments")
-FIRST_BYTE = len(CONTROL) + len(WORDS)
-N_VOCAB = FIRST_BYTE + 256
 FLOOR = -100.0  # every token but the scripted one: no sampler ever draws it
 
 CHATML_TOOLS = """\
@@ -154,7 +139,7 @@ class ScriptedEngine:
         self.model_path = model_path
         self._n_swa = n_swa
         self._template = chat_template
-        self.vocab = _vocab()
+        self.vocab = make_vocab()
         self._seqs = [_Sequence() for _ in range(n_seq_max)]
         self.prompts: list[list[int]] = []  # every request's prompt, in the order it started
         self.decodes: list[list[SeqInput]] = []  # every batch decoded
@@ -205,28 +190,17 @@ class ScriptedEngine:
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         """Control tokens (where parsed), then whole words, then bytes; no BOS is added (as
         SmolLM2's vocabulary says)."""
-        tokens: list[int] = []
-        data = text.encode("utf-8")
-        i = 0
-        while i < len(data):
-            match = _longest(data, i, CONTROL if parse_special else ())
-            if match is not None:
-                tokens.append(match)
-                i += len(CONTROL[match].encode())
-                continue
-            word = _longest(data, i, WORDS)
-            if word is not None:
-                tokens.append(len(CONTROL) + word)
-                i += len(WORDS[word].encode())
-                continue
-            tokens.append(FIRST_BYTE + data[i])
-            i += 1
-        return tokens
+        return tokenize(text, parse_special)
+
+    def text(self, tokens: Iterable[int]) -> str:
+        """Tokens as text, control tokens written out (a prompt, for `respond`)."""
+        pieces = self.vocab.special_pieces
+        return b"".join(pieces[t] for t in tokens).decode("utf-8", errors="replace")
 
     def lltokenizer(self, end_tokens: Sequence[int]) -> LLTokenizer:
         import llguidance as lg
 
-        wrapper = lg.TokenizerWrapper(_LLVocab(self, end_tokens))
+        wrapper = lg.TokenizerWrapper(LLVocab(self.vocab, end_tokens))
         return lg.LLTokenizer(wrapper, n_vocab=N_VOCAB, eos_token=list(end_tokens) or IM_END)
 
     # -- the model's own facts --------------------------------------------------------------
@@ -382,49 +356,3 @@ class ScriptedEmbedder:
         if self.pooling == "last":
             return rows[-1]
         return rows.mean(axis=0)
-
-
-class _LLVocab:
-    """What llguidance's `TokenizerWrapper` reads: the tokens' bytes (control tokens marked
-    with a leading 0xff, as llguidance's llama.cpp reader marks them) and a tokenize call."""
-
-    def __init__(self, engine: ScriptedEngine, end_tokens: Sequence[int]) -> None:
-        vocab = engine.vocab
-        self.eos_token_id = end_tokens[0] if end_tokens else IM_END
-        self.bos_token_id = IM_START
-        self.tokens = [
-            b"\xff" + vocab.special_pieces[t] if t in vocab.control else vocab.pieces[t]
-            for t in range(vocab.n_vocab)
-        ]
-        self.special_token_ids = sorted(vocab.control)
-        self._tokenize = engine.tokenize
-
-    def __call__(self, text: bytes) -> list[int]:
-        return self._tokenize(text.decode("utf-8", errors="replace"), False, False)
-
-
-def _longest(data: bytes, at: int, texts: Sequence[str]) -> int | None:
-    """The index of the longest of `texts` that `data` holds at `at`."""
-    best, size = None, 0
-    for i, text in enumerate(texts):
-        raw = text.encode()
-        if len(raw) > size and data.startswith(raw, at):
-            best, size = i, len(raw)
-    return best
-
-
-def _vocab() -> Vocab:
-    pieces = [b""] * len(CONTROL) + [w.encode() for w in WORDS] + [bytes([b]) for b in range(256)]
-    special = [c.encode() for c in CONTROL] + pieces[len(CONTROL) :]
-    return Vocab(
-        n_vocab=N_VOCAB,
-        bos=IM_START,
-        eos=IM_END,
-        eot=ENDOFTEXT,
-        eom=None,
-        add_bos=False,
-        eog_flagged=frozenset({ENDOFTEXT, IM_END}),
-        control=frozenset(range(len(CONTROL))),
-        pieces=pieces,
-        special_pieces=special,
-    )

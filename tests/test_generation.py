@@ -6,15 +6,10 @@ from endmark.channels import Piece, ToolCall
 from endmark.delta import Delta
 from endmark.endings import EndPolicy, EogSet, Finish, StopType
 from endmark.engine import SeqInput
-from endmark.generation import (
-    Done,
-    Generation,
-    GenerationRequest,
-    InvalidRequest,
-    Timings,
-    TokenEvent,
-    tokenize_prompt,
-)
+from endmark.events import Done, Timings, TokenEvent
+from endmark.generation import Generation
+from endmark.invalid import InvalidRequest
+from endmark.request import GenerationRequest, tokenize_prompt
 from endmark.sampling import SamplingParams
 from tests.conftest import CHATML_PROMPT
 

@@ -8,9 +8,12 @@ from dataclasses import replace
 import pytest
 
 from endmark.endings import EndPolicy, EogSet
-from endmark.generation import Done, Event, GenerationRequest, InvalidRequest, TokenEvent
+from endmark.events import Done, Event, TokenEvent
+from endmark.invalid import InvalidRequest
+from endmark.request import GenerationRequest
 from endmark.sampling import SamplingParams
-from endmark.scheduler import QueueFull, Scheduler, common_prefix
+from endmark.scheduler import QueueFull, Scheduler
+from endmark.slots import common_prefix
 from tests.conftest import CHATML_PROMPT
 
 
@@ -134,7 +137,7 @@ def test_a_call_runs_on_the_worker_thread_between_steps(scheduler) -> None:  # t
 
 
 def test_a_slot_is_picked_to_keep_each_conversation() -> None:
-    from endmark.scheduler import Slot, pick_slot
+    from endmark.slots import Slot, pick_slot
 
     long_chat = Slot(0, cached=[1, 2, 3, *range(10, 150)], last_used=5.0)
     empty = Slot(1)

@@ -17,7 +17,8 @@ from endmark.engine import Embedder, Engine
 from endmark.generation import Done, Event, Failed, GenerationRequest, TokenEvent
 from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
-from tests.scripted_engine import IM_END, N_VOCAB, Answer, ScriptedEngine
+from tests.scripted_engine import Answer, ScriptedEngine
+from tests.scripted_vocab import IM_END, N_VOCAB
 
 PROMPT = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -119,7 +120,7 @@ def test_concurrent_requests_each_get_their_answer() -> None:
     answers = {f"question {i}": f"answer {i} " * (i + 1) for i in range(5)}
 
     def respond(prompt: list[int]) -> str:
-        text = b"".join(engine.vocab.special_pieces[t] for t in prompt).decode()
+        text = engine.text(prompt)
         return answers[text.removeprefix("<|im_start|>user\n").removesuffix("<|im_end|>\n")]
 
     engine = ScriptedEngine(respond=respond, n_seq_max=3)
@@ -199,3 +200,14 @@ def test_the_slot_context_ends_a_long_answer() -> None:
         sched.stop()
     # the scheduler ends it at its slot's context first: a truncated limit, not a failure
     assert isinstance(end, Done) and end.finish.truncated and len(end.tokens) == 62
+
+
+def test_a_full_shared_cache_fails_the_running_requests() -> None:
+    engine = ScriptedEngine(["a" * 60, "b" * 60], n_ctx=64, n_seq_max=2, kv_unified=True)
+    sched = start(engine, n_slots=2, shared_cache=True)
+    try:
+        reqs = [request(engine, "hi", n_predict=60), request(engine, "yo", n_predict=60)]
+        ends = [drain(events)[1] for events in [submit(sched, r) for r in reqs]]
+    finally:
+        sched.stop()
+    assert all(isinstance(e, Failed) and "context size" in e.message for e in ends)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
-from endmark.channels import ChannelSplitter, ToolCall
+from endmark.channels import ToolCall
 from endmark.delta import Delta
 from endmark.detokenize import Detokenizer
-from endmark.drafts import DraftSettings, PromptLookup
+from endmark.drafts import PromptLookup
 from endmark.endings import (
     EndPolicy,
     Finish,
@@ -28,157 +27,28 @@ from endmark.endings import (
     printable,
 )
 from endmark.engine import Vocab
+from endmark.events import Done, Event, Failed, Progress, Timings, TokenEvent
 from endmark.invalid import InvalidRequest
 from endmark.json_close import json_closing
-from endmark.sampling import SamplingParams, adjust, make_rng, sample
+from endmark.request import GenerationRequest, tokenize_prompt
+from endmark.sampling import adjust, make_rng, sample
 
-if TYPE_CHECKING:
-    from endmark.constraints import Constraint
-
+# Re-exported: the events and the request were defined here, and the server imports them so.
 __all__ = [
-    "InvalidRequest",
+    "Delta",
+    "Done",
+    "Event",
+    "Failed",
     "Generation",
     "GenerationRequest",
-    "TokenEvent",
+    "InvalidRequest",
     "Progress",
-    "Done",
-    "Delta",
-    "Failed",
+    "Timings",
+    "TokenEvent",
+    "tokenize_prompt",
 ]
 
 log = logging.getLogger("endmark.generation")
-
-
-@dataclass
-class GenerationRequest:
-    """An engine-neutral request: what both HTTP dialects and the CLI turn into."""
-
-    prompt: list[int]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    policy: EndPolicy | None = None
-    label: str = "generate"
-    cache_prompt: bool = True
-    constraint: Constraint | None = None
-    report_progress: bool = False  # Progress events while the prompt is evaluated
-    timings_per_token: bool = False  # every TokenEvent carries the timings so far
-    # Content, reasoning and tool calls told apart (channels.py); and, for calls the model
-    # may or may not make, the grammar that takes over once it starts one: given the call's
-    # text so far, a constraint that has consumed it.
-    channels: ChannelSplitter | None = None
-    on_call: Callable[[str], Constraint] | None = None
-    # Thinking is closed (these tokens are forced) once it has taken this many tokens.
-    reasoning_budget: int = -1
-    think_close: tuple[int, ...] = ()
-    # prompt-lookup speculation (None: off); forced tokens of a grammar fed without sampling
-    drafts: DraftSettings | None = None
-    fast_forward: bool = True
-    # under a JSON constraint: the tokens of a text (to close the JSON before the limit)
-    close_json: Callable[[str], list[int]] | None = None
-
-
-@dataclass
-class Timings:
-    prompt_n: int = 0
-    prompt_ms: float = 0.0
-    predicted_n: int = 0
-    predicted_ms: float = 0.0
-    cached_n: int = 0
-    draft_n: int = 0
-    draft_n_accepted: int = 0
-
-    def as_dict(self) -> dict[str, float]:
-        def rate(n: int, ms: float) -> float:
-            return n / ms * 1000.0 if ms > 0 else 0.0
-
-        def per_token(n: int, ms: float) -> float:
-            return ms / n if n else 0.0
-
-        drafts = {"draft_n": self.draft_n, "draft_n_accepted": self.draft_n_accepted}
-        return {
-            **(drafts if self.draft_n else {}),  # as llama-server: only where it speculated
-            "cache_n": self.cached_n,
-            "prompt_n": self.prompt_n,
-            "prompt_ms": self.prompt_ms,
-            "prompt_per_token_ms": per_token(self.prompt_n, self.prompt_ms),
-            "prompt_per_second": rate(self.prompt_n, self.prompt_ms),
-            "predicted_n": self.predicted_n,
-            "predicted_ms": self.predicted_ms,
-            "predicted_per_token_ms": per_token(self.predicted_n, self.predicted_ms),
-            "predicted_per_second": rate(self.predicted_n, self.predicted_ms),
-        }
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """A sampled token and the text it released (after stop-string hold-back): `text` is
-    content; with channels, `reasoning` and finished tool `calls` come apart from it."""
-
-    token: int
-    text: str
-    logprob: float | None = None
-    top: tuple[tuple[int, float], ...] = ()
-    timings: Timings | None = None
-    reasoning: str = ""
-    calls: tuple[ToolCall, ...] = ()
-
-    @property
-    def delta(self) -> Delta:
-        """What this token added to the answer, channel by channel."""
-        return Delta(self.text, self.reasoning, self.calls)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far the prompt's evaluation has come (llama-server's `prompt_progress`)."""
-
-    total: int
-    cache: int
-    processed: int
-    time_ms: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "total": self.total,
-            "cache": self.cache,
-            "processed": self.processed,
-            "time_ms": self.time_ms,
-        }
-
-
-@dataclass(frozen=True)
-class Done:
-    """The last event of every generation. `finish.tail` is content released at the end;
-    `reasoning_tail` and `tail_calls` are the other channels' share of it, and `calls` every
-    tool call the generation made."""
-
-    finish: Finish
-    tokens: tuple[int, ...]
-    n_prompt: int
-    timings: Timings
-    reasoning_tail: str = ""
-    tail_calls: tuple[ToolCall, ...] = ()
-    calls: tuple[ToolCall, ...] = ()
-
-    @property
-    def delta(self) -> Delta:
-        """What the end released (the tail), channel by channel."""
-        return Delta(self.finish.tail, self.reasoning_tail, self.tail_calls)
-
-    @property
-    def ended_by_calls(self) -> bool:
-        """The turn ends with the dialect's tool-call reason (ending rule 7): it made calls,
-        and the token limit did not cut it. The one place this is decided."""
-        return bool(self.calls) and self.finish.stop_type != "limit"
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The generation could not run to an end (engine error, shutdown)."""
-
-    message: str
-
-
-Event = TokenEvent | Progress | Done | Failed
 
 CLOSE_WINDOW = 64  # tokens before the limit from which a JSON answer checks its closing
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
@@ -447,6 +317,19 @@ class Generation:
     def calls(self) -> tuple[ToolCall, ...]:
         return tuple(self.channels.calls) if self.channels is not None else ()
 
+    def result(self) -> Done:
+        """The one result of a finished generation, which every dialect renders."""
+        assert self.finish is not None
+        return Done(
+            self.finish,
+            tuple(self.tokens),
+            self.n_prompt,
+            self.timings,
+            self.reasoning_tail,
+            self.tail_calls,
+            self.calls,
+        )
+
     def _log_token(self, token: int, logprob: float | None) -> None:
         prob = float(np.exp(logprob)) if logprob is not None else float("nan")
         decision = self.finish.describe() if self.finish else "continue"
@@ -458,27 +341,3 @@ class Generation:
             prob,
             decision,
         )
-
-
-def tokenize_prompt(
-    prompt: str | Sequence[str | int], tokenize, n_vocab: int, add_special: bool = True
-) -> list[int]:
-    """A llama.cpp-style prompt (text, token ids, or a mix of both) as token ids.
-
-    Special tokens written in the text are parsed, as llama-server does; BOS is added only in
-    front of a prompt that starts with text.
-    """
-    parts = [prompt] if isinstance(prompt, str) else list(prompt)
-    tokens: list[int] = []
-    for i, part in enumerate(parts):
-        if isinstance(part, str):
-            tokens.extend(tokenize(part, add_special and i == 0, True))
-        else:
-            if not 0 <= part < n_vocab:
-                raise InvalidRequest(
-                    f"token id {part} is outside the vocabulary (0..{n_vocab - 1})", "prompt"
-                )
-            tokens.append(int(part))
-    if not tokens:
-        raise InvalidRequest("the prompt is empty", "prompt")
-    return tokens

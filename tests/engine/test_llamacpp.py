@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from endmark.engine import Embedder, Engine, SeqInput
-from endmark.engine.llamacpp import ContextOptions, LlamaCppEngine
+from endmark.engine.llamacpp import LlamaCppEngine
+from endmark.engine.options import ContextOptions
 from tests.conftest import CHATML_PROMPT
 
 

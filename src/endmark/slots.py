@@ -1,0 +1,145 @@
+"""Slots: the engine's sequences, each with the cache it holds, and which request runs on it.
+
+Where a request goes decides how much of its prompt is read again: the slot whose cache it
+continues, else an empty or the least recently used one; and a prefix that another slot holds
+is copied instead of decoded (many clients, one system prompt).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from endmark.engine import Engine
+
+if TYPE_CHECKING:
+    from endmark.events import Event
+    from endmark.generation import Generation
+
+Sink = Callable[["Event"], None]
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A submitted request: what the caller holds to cancel it."""
+
+    generation: Generation
+    sink: Sink
+    cancelled: bool = False
+    slot: int | None = None
+
+
+@dataclass
+class Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)
+    ticket: Ticket | None = None
+    n_past: int = 0
+    feed: list[int] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)  # a guess fed after `feed`, to verify
+    last_used: float = 0.0  # when its last request ended: the least recent is evicted first
+
+    @property
+    def busy(self) -> bool:
+        return self.ticket is not None
+
+    @property
+    def prefilling(self) -> bool:
+        """Its prompt is not all read yet."""
+        return self.ticket is not None and self.n_past < self.ticket.generation.n_prompt
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def pick_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> Slot:
+    """The slot whose cache this prompt continues (all of the prompt, or at least half of what
+    the slot holds: the next turn of that conversation), else the empty or least recently used one.
+    So a new request never evicts a long conversation for a few shared tokens (a system
+    prompt) while another slot is free, and alternating conversations each keep their own."""
+    if use_cache:
+        shares = [(common_prefix(s.cached, prompt), s) for s in free]
+        continued = [(n, s) for n, s in shares
+                     if n > 0 and (n >= len(prompt) - 1 or 2 * n >= len(s.cached))]  # fmt: skip
+        if continued:
+            return max(continued, key=lambda pair: pair[0])[1]
+    return min(free, key=lambda s: (bool(s.cached), s.last_used))
+
+
+class SlotTable:
+    """The slots over one engine, and their caches kept in step with it."""
+
+    def __init__(self, engine: Engine, n_slots: int) -> None:
+        self.engine = engine
+        self.slots = [Slot(i) for i in range(n_slots)]
+
+    def free(self) -> list[Slot]:
+        return [s for s in self.slots if not s.busy]
+
+    def busy(self) -> list[Slot]:
+        return [s for s in self.slots if s.busy]
+
+    def place(self, ticket: Ticket) -> int:
+        """Put a request on the best free slot (there must be one), reusing what its cache
+        or another slot's holds of the prompt; returns how many prompt tokens are cached."""
+        request = ticket.generation.request
+        prompt, use_cache = request.prompt, request.cache_prompt
+        slot = pick_slot(self.free(), prompt, use_cache)
+        keep = common_prefix(slot.cached, prompt) if use_cache else 0
+        keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
+        if not self.engine.can_continue(slot.id, keep):
+            keep = 0
+        donor, shared = self._donor(slot, prompt) if use_cache else (None, 0)
+        if donor is not None and shared > keep:
+            self.engine.copy(donor.id, slot.id, shared)
+            slot.cached, keep = prompt[:shared], shared
+        else:
+            self.engine.drop(slot.id, keep)
+            slot.cached = slot.cached[:keep]
+        slot.n_past = keep
+        slot.feed = prompt[keep:]
+        slot.ticket = ticket
+        ticket.slot = slot.id
+        return keep
+
+    def _donor(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
+        """Another slot, busy or not, whose cache starts with more of this prompt than `slot`
+        holds, and how much of it: copied (a tenth of a millisecond here) instead of decoded
+        again, as when many clients share one system prompt."""
+        best, shared = None, 0
+        for other in self.slots:
+            if other is not slot:
+                n = min(common_prefix(other.cached, prompt), len(prompt) - 1)
+                if n > shared and self.engine.can_continue(other.id, n):
+                    best, shared = other, n
+        return best, shared
+
+    def fed(self, slot: Slot, tokens: list[int]) -> None:
+        """`tokens` were decoded into the slot's cache."""
+        slot.cached.extend(tokens)
+        slot.n_past += len(tokens)
+        slot.feed = slot.feed[len(tokens) :]
+
+    def trim(self, slot: Slot, valid: int) -> None:
+        """Keep only the first `valid` cached tokens (a checked guess's refused tail leaves)."""
+        if valid < slot.n_past:
+            self.engine.drop(slot.id, valid)
+            del slot.cached[valid:]
+            slot.n_past = valid
+
+    def release(self, slot: Slot, keep_cache: bool) -> None:
+        if not keep_cache:
+            self.engine.drop(slot.id, 0)
+            slot.cached = []
+        slot.ticket = None
+        slot.feed = []
+        slot.drafts = []
+        slot.n_past = len(slot.cached)
+        slot.last_used = time.monotonic()
