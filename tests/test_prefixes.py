@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 from endmark.replicas.prefixes import BLOCK_CHARS, PrefixIndex, prefix_hashes, routing_text
+from endmark.server.dialects.registry import DIALECTS
+from endmark.server.http.dialect import register
 
 SYSTEM = "You answer questions about the lighthouse at Corran Point. " * 8
 
@@ -34,6 +36,7 @@ def test_the_index_is_bounded() -> None:
 
 
 def test_routing_text_reads_each_dialect() -> None:
+    register(DIALECTS)  # as the ingress does
     parts = [{"type": "text", "text": "Q"}]
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": parts}]
     chat = json.dumps({"messages": messages}).encode()
@@ -42,3 +45,5 @@ def test_routing_text_reads_each_dialect() -> None:
     assert routing_text("/v1/messages", b'{"system": "S", "messages": []}') == "S"
     assert routing_text("/v1/responses", b'{"instructions": "I", "input": "Q"}') == "I\nQ"
     assert routing_text("/health", b"") == "" and routing_text("/x", b"not json") == ""
+    ollama = b'{"system": "S", "prompt": "P"}'
+    assert routing_text("/api/generate", ollama) == "S\nP"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from endmark.channels import ToolCall
+from endmark.delta import Delta
 from endmark.server.dialects.responses import OutputItems, ResponseStore, Stored, assistant_message
 from endmark.server.dialects.responses_protocol import ResponsesRequest, template_messages
 from endmark.server.http.errors import ApiError
@@ -17,11 +18,11 @@ def test_a_stream_and_a_whole_answer_build_the_same_items() -> None:
     events = []
     for thinking, text, calls in (("Hmm", "", ()), (" ok", "", ()), ("", "\n", ()),
                                   ("", "", (call,)), ("", " ", ())):  # fmt: skip
-        events += streamed.add(thinking, text, calls)
+        events += streamed.add(Delta(text, thinking, calls))
     events += streamed.finish(incomplete=False)
     whole = OutputItems(logprobs=False)
-    whole.add("Hmm ok", "\n", (call,))
-    whole.add("", " ", ())
+    whole.add(Delta("\n", "Hmm ok", (call,)))
+    whole.add(Delta(" "))
     whole.finish(incomplete=False)
 
     def strip(items: list[dict]) -> list[dict]:  # type: ignore[type-arg]
@@ -38,7 +39,7 @@ def test_a_stream_and_a_whole_answer_build_the_same_items() -> None:
 
 def test_an_answer_with_nothing_in_it_still_has_its_message() -> None:
     items = OutputItems(logprobs=False)
-    kinds = [k for k, _ in items.add("", " ", ()) + items.finish(incomplete=True)]
+    kinds = [k for k, _ in items.add(Delta(" ")) + items.finish(incomplete=True)]
     assert kinds[0] == "response.output_item.added" and kinds[-1] == "response.output_item.done"
     (message,) = items.items
     assert message["status"] == "incomplete" and message["content"][0]["text"] == " "
@@ -72,7 +73,7 @@ def test_the_store_forgets_the_oldest_and_says_404() -> None:
 
 def test_the_assistant_turn_keeps_text_and_calls() -> None:
     items = OutputItems(logprobs=False)
-    items.add("", "Let me look.", (ToolCall("f", '{"x": 2}', "c9"),))
+    items.add(Delta("Let me look.", "", (ToolCall("f", '{"x": 2}', "c9"),)))
     items.finish(incomplete=False)
     turn = assistant_message(items.items)
     assert turn["content"] == "Let me look." and turn["tool_calls"][0]["id"] == "c9"

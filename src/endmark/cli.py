@@ -151,6 +151,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
         scan_folder,
     )
     from endmark.multimodel.router import create_router_app
+    from endmark.server.dialects.registry import DIALECTS
 
     try:
         entries = from_paths(args.model or [], args.alias or [])
@@ -162,7 +163,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
         parse_duration(settings.keep_alive)
         if settings.models_memory:
             parse_bytes(settings.models_memory)
-        app = create_router_app(settings, entries)
+        app = create_router_app(settings, entries, DIALECTS)
     except (CatalogError, ValueError, LookupError) as exc:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
@@ -177,6 +178,7 @@ def serve_replicas(settings: Settings) -> int:
     import importlib.util
 
     from endmark.replicas.app import parse_replicas, run
+    from endmark.server.dialects.registry import DIALECTS
 
     if importlib.util.find_spec("ray") is None:
         print("endmark: --replicas needs Ray Serve: pip install 'endmark[ray]'", file=sys.stderr)
@@ -186,7 +188,7 @@ def serve_replicas(settings: Settings) -> int:
     except ValueError as exc:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
-    return run(settings, count, settings.ray_address)
+    return run(settings, count, settings.ray_address, DIALECTS)
 
 
 def run_server(

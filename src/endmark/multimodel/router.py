@@ -1,17 +1,18 @@
 """Router mode: one address in front of a worker process per model (llama-server's design).
 
 The router answers what concerns the set of models itself (`/models`, `/v1/models`,
-`/api/tags`, `/api/ps`, `/metrics`, `/health`) and passes every other request, unchanged, to
-the worker of the model it names (its body's `model`, or `?model=` on a GET), loading that
-model first if need be. Each worker is a whole single-model endmark, so every dialect, and
-each model's own end tokens, template and call format, work as with one model.
+`/metrics`, `/health`, and each dialect's own model routes, such as Ollama's `/api/tags`) and
+passes every other request, unchanged, to the worker of the model it names (its body's
+`model`, or `?model=` on a GET), loading that model first if need be. Each worker is a whole
+single-model endmark, so every dialect, and each model's own end tokens, template and call
+format, work as with one model.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -24,7 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from endmark import __version__
 from endmark.multimodel.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
 from endmark.multimodel.forward import forward
 from endmark.multimodel.pool import (
@@ -37,7 +37,7 @@ from endmark.multimodel.pool import (
     worker_argv,
     worker_environment,
 )
-from endmark.server.dialects.ollama import OLLAMA_VERSION, file_listing
+from endmark.server.http import dialect
 from endmark.server.http.errors import ApiError, install_error_handlers
 from endmark.server.http.metrics import labelled
 from endmark.server.http.relay import METHODS
@@ -45,7 +45,14 @@ from endmark.server.http.security import install_security
 from endmark.settings import Settings
 
 
-def create_router_app(settings: Settings, entries: list[ModelEntry]) -> FastAPI:
+def create_router_app(
+    settings: Settings, entries: list[ModelEntry], dialects: Iterable[dialect.Dialect]
+) -> FastAPI:
+    """`dialects`: the table the workers speak (`endmark.server.dialects.registry`), so that
+    the router's own errors, and streams cut short by a worker's death, are in each dialect's
+    shape."""
+    dialect.register(dialects)
+    registered = dialect.registered()
     keys = settings.api_keys()
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     limits = PoolLimits(
@@ -108,19 +115,12 @@ def create_router_app(settings: Settings, entries: list[ModelEntry]) -> FastAPI:
         await pool.unload(worker, "unload asked")
         return {"success": True, "model": worker.entry.id, "status": worker.status}
 
-    @app.get("/api/version")
-    async def version() -> dict[str, str]:
-        return {"version": OLLAMA_VERSION, "endmark": __version__}
+    def served() -> list[dialect.ServedModel]:
+        return [served_model(w) for w in pool.workers.values()]
 
-    @app.get("/api/tags")
-    async def tags() -> dict[str, Any]:
-        return {"models": [ollama_card(w) for w in pool.workers.values()]}
-
-    @app.get("/api/ps")
-    async def running() -> dict[str, Any]:
-        return {"models": [{**ollama_card(w), "expires_at": expires(w), "size_vram": 0,
-                            "size": w.resident_bytes()}
-                           for w in pool.workers.values() if w.status == LOADED]}  # fmt: skip
+    for spoken in registered:
+        if spoken.model_routes is not None:  # e.g. Ollama's /api/tags and /api/ps
+            app.include_router(spoken.model_routes(served))
 
     if settings.metrics:
 
@@ -149,9 +149,12 @@ def create_router_app(settings: Settings, entries: list[ModelEntry]) -> FastAPI:
                 keep_alive = parse_duration(data["keep_alive"])
             except ValueError as exc:
                 raise ApiError(400, str(exc), "keep_alive") from None
-            if keep_alive == 0 and path in ("api/generate", "api/chat") and is_empty(data):
-                await pool.unload(worker, "keep_alive 0")  # Ollama's way to unload
-                return JSONResponse(unloaded_reply(worker, path))
+            unloads = dialect.dialect_for(request.url.path).unload_reply
+            reply = unloads(request.url.path, data, worker.entry.id) \
+                if keep_alive == 0 and unloads is not None else None  # fmt: skip
+            if reply is not None:  # a request only to unload (Ollama's keep_alive 0)
+                await pool.unload(worker, "keep_alive 0")
+                return JSONResponse(reply)
         if worker.status != LOADED and not settings.models_autoload:
             raise ApiError(400, f"model '{worker.entry.id}' is not loaded: POST /models/load "
                            "loads it (the server runs with --no-models-autoload)")  # fmt: skip
@@ -200,17 +203,6 @@ def model_field(data: Any, required: bool = False) -> str | None:
     return name
 
 
-def is_empty(data: dict[str, Any]) -> bool:
-    return not data.get("prompt") and not data.get("messages")
-
-
-def unloaded_reply(worker: Worker, path: str) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    out = {"model": worker.entry.id, "created_at": now, "done": True, "done_reason": "unload"}
-    return out | ({"message": {"role": "assistant", "content": ""}} if path == "api/chat"
-                  else {"response": ""})  # fmt: skip
-
-
 def model_card(w: Worker, is_default: bool) -> dict[str, Any]:
     """A model as `/models` (llama-server's router) and `/v1/models` list it."""
     status: dict[str, Any] = {"value": w.status}
@@ -230,15 +222,13 @@ def model_card(w: Worker, is_default: bool) -> dict[str, Any]:
     }
 
 
-def ollama_card(w: Worker) -> dict[str, Any]:
-    return file_listing(w.entry.id, w.entry.path, {"format": "gguf"})
-
-
-def expires(w: Worker) -> str:
-    if w.expires_at is None:
-        return "2318-01-01T00:00:00Z"  # Ollama's "never"
-    at = time.time() + (w.expires_at - time.monotonic())
-    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+def served_model(w: Worker) -> dialect.ServedModel:
+    expires_at = None
+    if w.expires_at is not None:
+        at = time.time() + (w.expires_at - time.monotonic())
+        expires_at = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    size = w.resident_bytes() if w.status == LOADED else 0
+    return dialect.ServedModel(w.entry.id, w.entry.path, w.status == LOADED, expires_at, size)
 
 
 class PerModelCollector(Collector):

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from endmark.server.http.dialect import Dialect
 from endmark.settings import Settings
 
 log = logging.getLogger("endmark.replicas")
@@ -43,8 +44,9 @@ def parse_replicas(text: str) -> ReplicaCount:
     return ReplicaCount(low, high)
 
 
-def build(settings: Settings, count: ReplicaCount) -> Any:
-    """The Serve application: the ingress bound to the replicas."""
+def build(settings: Settings, count: ReplicaCount, dialects: tuple[Dialect, ...]) -> Any:
+    """The Serve application: the ingress bound to the replicas. `dialects`: the table the
+    replicas speak, for the ingress's errors, routing text and broken-stream events."""
     from ray import serve
     from ray.serve.config import RequestRouterConfig
 
@@ -88,10 +90,12 @@ def build(settings: Settings, count: ReplicaCount) -> Any:
         max_ongoing_requests=10_000,
         graceful_shutdown_timeout_s=settings.shutdown_grace + 5,
     )
-    return ingress.bind(replicas.bind(settings), settings.api_keys())
+    return ingress.bind(replicas.bind(settings), settings.api_keys(), dialects)
 
 
-def run(settings: Settings, count: ReplicaCount, address: str | None) -> int:
+def run(
+    settings: Settings, count: ReplicaCount, address: str | None, dialects: tuple[Dialect, ...]
+) -> int:
     """Start (or join) a Ray cluster, serve the application on `--host`/`--port`, and stay
     until SIGTERM or Ctrl-C; then drain the replicas and exit 0."""
     import ray
@@ -102,7 +106,7 @@ def run(settings: Settings, count: ReplicaCount, address: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which sets its own
         signal.signal(sig, lambda *_: stop.set())
     serve.start(http_options={"host": settings.hosts()[0], "port": settings.port})
-    serve.run(build(settings, count), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build(settings, count, dialects), name=APP_NAME, route_prefix="/", blocking=False)
     where = f"http://{settings.hosts()[0]}:{settings.port}"
     print(f"endmark: serving {count.min}..{count.max} replicas at {where}", flush=True)
     stop.wait()

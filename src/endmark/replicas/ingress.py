@@ -17,6 +17,7 @@ from ray import serve
 
 from endmark.replicas.prefixes import routing_text
 from endmark.replicas.routing import live_replicas
+from endmark.server.http.dialect import Dialect, register
 from endmark.server.http.errors import ApiError, install_error_handlers
 from endmark.server.http.metrics import labelled
 from endmark.server.http.relay import METHODS, failure_event
@@ -62,9 +63,12 @@ class ReplicaMetrics(Collector):
 class Ingress:
     """Made a deployment in `endmark.replicas.app`."""
 
-    def __init__(self, replicas: Any, keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, replicas: Any, keys: tuple[str, ...] = (), dialects: tuple[Dialect, ...] = ()
+    ) -> None:
         self.replicas = replicas  # a DeploymentHandle to EndmarkReplica
         self.keys = [k.encode() for k in keys]
+        register(dialects)  # this process's errors, routing text and broken-stream events
 
     def _authorize(self, request: Request) -> None:
         """The routes the ingress answers itself ask for the key the replicas ask for."""

@@ -14,6 +14,8 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+from endmark.server.http.dialect import dialect_for
+
 BLOCK_CHARS = 128  # about 30 tokens of English
 MIN_BLOCKS = 2  # a shorter shared prefix is not worth a detour from the least loaded replica
 MAX_ENTRIES = 200_000  # prefix hashes remembered, least recently used dropped first
@@ -58,32 +60,9 @@ class PrefixIndex:
 
 def routing_text(path: str, body: bytes) -> str:
     """The text a request's prompt starts with, as far as the router can tell without a
-    tokenizer: chat messages in order (role and text), or a completion's prompt."""
+    tokenizer, read the way the dialect `path` speaks lays out its body."""
     try:
         data: Any = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
         return ""
-    if not isinstance(data, dict):
-        return ""
-    parts: list[str] = []
-    for key in ("system", "instructions"):  # Anthropic's and the Responses API's
-        if isinstance(data.get(key), str):
-            parts.append(data[key])
-    messages = data.get("messages")
-    if not isinstance(messages, list):
-        messages = data.get("input") if isinstance(data.get("input"), list) else []
-    for m in messages:
-        if isinstance(m, dict):
-            parts.append(f"<{m.get('role')}>{_content_text(m.get('content'))}")
-    for key in ("prompt", "input", "content"):
-        if isinstance(data.get(key), str):
-            parts.append(data[key])
-    return "\n".join(parts)
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+    return dialect_for(path).routing_text(data) if isinstance(data, dict) else ""

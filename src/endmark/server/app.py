@@ -22,7 +22,8 @@ from endmark.server.dialects import (
     openai_completions,
     responses,
 )
-from endmark.server.http import metrics
+from endmark.server.dialects.registry import DIALECTS
+from endmark.server.http import dialect, metrics
 from endmark.server.http.errors import install_error_handlers
 from endmark.server.http.security import install_security
 from endmark.server.http.state import LoadingState
@@ -67,6 +68,7 @@ def create_app(
         if state.runtime is not None:
             state.runtime.close()
 
+    dialect.register(DIALECTS)
     app = FastAPI(title="endmark", lifespan=lifespan)
     app.state.loading = state
     app.state.settings = settings
@@ -81,7 +83,7 @@ def create_app(
     app.include_router(anthropic.router)
     app.include_router(responses.router)
     app.include_router(metrics.router)
-    install_openapi(app)
+    install_openapi(app, DIALECTS)
     if settings.ui:  # llama-server's --no-ui turns the page off
         app.mount("/static", StaticFiles(directory=WEB), name="static")
 

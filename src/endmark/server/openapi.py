@@ -7,55 +7,21 @@ route may give, so that clients and schemathesis see the real contract.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from endmark.server.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
 from endmark.server.dialects.embeddings import EmbeddingsRequest
-from endmark.server.dialects.native_protocol import (
-    CompletionRequest,
-    DetokenizeRequest,
-    TokenizeRequest,
-)
-from endmark.server.dialects.ollama_protocol import (
-    ChatRequest,
-    EmbedRequest,
-    GenerateRequest,
-    LegacyEmbeddingsRequest,
-    ShowRequest,
-)
-from endmark.server.dialects.openai_protocol import (
-    ApplyTemplateRequest,
-    ChatCompletionRequest,
-    CompletionsRequest,
-)
-from endmark.server.dialects.responses_protocol import ResponsesRequest
+from endmark.server.http.dialect import Dialect
 
-REQUEST_BODIES: dict[str, type[BaseModel]] = {
-    "/completion": CompletionRequest,
-    "/completions": CompletionRequest,
-    "/apply-template": ApplyTemplateRequest,
-    "/tokenize": TokenizeRequest,
-    "/detokenize": DetokenizeRequest,
-    "/v1/chat/completions": ChatCompletionRequest,
-    "/chat/completions": ChatCompletionRequest,
-    "/v1/chat/completions/input_tokens": ChatCompletionRequest,
-    "/chat/completions/input_tokens": ChatCompletionRequest,
-    "/v1/completions": CompletionsRequest,
+# Endpoints that belong to no one dialect; every other body is named by its dialect's record.
+SHARED_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": EmbeddingsRequest,
     "/embedding": EmbeddingsRequest,
     "/embeddings": EmbeddingsRequest,
-    "/api/chat": ChatRequest,
-    "/api/generate": GenerateRequest,
-    "/api/embed": EmbedRequest,
-    "/api/embeddings": LegacyEmbeddingsRequest,
-    "/api/show": ShowRequest,
-    "/v1/messages": MessagesRequest,
-    "/v1/messages/count_tokens": CountTokensRequest,
-    "/v1/responses": ResponsesRequest,
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {  # OpenAI's, llama.cpp's and Anthropic's objects, or Ollama's bare message
@@ -70,24 +36,6 @@ ERROR_SCHEMA = {  # OpenAI's, llama.cpp's and Anthropic's objects, or Ollama's b
     },
     "required": ["error"],
 }
-# Routes whose 200 answer may be something other than JSON.
-OTHER_CONTENT = {
-    "/metrics": {"text/plain": {"schema": {"type": "string"}}},
-    "/api/chat": {"application/x-ndjson": {"schema": {"type": "string"}}},
-    "/api/generate": {"application/x-ndjson": {"schema": {"type": "string"}}},
-    **{
-        path: {"text/event-stream": {"schema": {"type": "string"}}}
-        for path in (
-            "/completion",
-            "/completions",
-            "/chat/completions",
-            "/v1/chat/completions",
-            "/v1/completions",
-            "/v1/messages",
-            "/v1/responses",
-        )
-    },
-}
 ERRORS = {
     "400": "the request is invalid (the message names the field)",
     "401": "a missing or wrong API key, when keys are required",
@@ -100,7 +48,14 @@ ERRORS = {
 }
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, dialects: Iterable[Dialect]) -> None:
+    bodies = dict(SHARED_BODIES)
+    streams: dict[str, dict[str, Any]] = {}
+    for dialect in dialects:
+        bodies.update(dialect.request_bodies)
+        for path, media in dialect.streams.items():
+            streams[path] = {media: {"schema": {"type": "string"}}}
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -109,7 +64,7 @@ def install_openapi(app: FastAPI) -> None:
         components["Error"] = ERROR_SCHEMA
         for path, operations in schema["paths"].items():
             for method, op in operations.items():
-                model = REQUEST_BODIES.get(path) if method == "post" else None
+                model = bodies.get(path) if method == "post" else None
                 if model is not None:
                     body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                     components.update(body.pop("$defs", {}))
@@ -121,11 +76,10 @@ def install_openapi(app: FastAPI) -> None:
                     }
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
-                if path in OTHER_CONTENT and "200" in responses:
-                    content = responses["200"].setdefault("content", {})
-                    if path == "/metrics":
-                        content.clear()
-                    content.update(OTHER_CONTENT[path])
+                if "200" in responses and path == "/metrics":
+                    responses["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+                elif "200" in responses and path in streams:
+                    responses["200"].setdefault("content", {}).update(streams[path])
                 for status, text in ERRORS.items():
                     responses[status] = {
                         "description": text,

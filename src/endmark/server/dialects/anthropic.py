@@ -11,16 +11,23 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from endmark.channels import ToolCall
-from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
+from endmark.generation import Done, Failed, GenerationRequest
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
-from endmark.server.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
-from endmark.server.dialects.results import Answer, Events, collect
+from endmark.server.dialects.anthropic_protocol import (
+    ANTHROPIC,
+    CountTokensRequest,
+    MessagesRequest,
+)
+from endmark.server.dialects.blocks import Block, BlockTracker, Change
+from endmark.server.dialects.results import Answer, Events, Follow, collect
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
@@ -59,19 +66,46 @@ def generation(rt: Runtime, req: MessagesRequest) -> GenerationRequest:
 
 
 def stop_reason(done: Done) -> tuple[str, str | None]:
-    f = done.finish
-    if f.stop_type == "limit":
-        return "max_tokens", None
-    if done.calls:
-        return "tool_use", None
-    if f.stop_type == "word":
-        return "stop_sequence", f.word
-    return "end_turn", None
+    """Anthropic's `stop_reason`, and the stop sequence that ended it."""
+    reason = ANTHROPIC.finish.of(done)
+    return reason, done.finish.word if reason == "stop_sequence" else None
 
 
 def tool_use(call: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.id, "name": call.name,
             "input": json.loads(call.arguments)}  # fmt: skip
+
+
+def content_block(block: Block) -> dict[str, Any]:
+    """A block of a whole message."""
+    if block.call is not None:
+        return tool_use(block.call)
+    if block.kind == "reasoning":
+        return {"type": "thinking", "thinking": block.text, "signature": ""}
+    return {"type": "text", "text": block.text}
+
+
+# Each kind of block's delta: its type, and the field that carries the new text.
+DELTAS = {"reasoning": ("thinking_delta", "thinking"), "text": ("text_delta", "text"),
+          "call": ("input_json_delta", "partial_json")}  # fmt: skip
+
+
+def block_events(changes: list[Change]) -> list[bytes]:
+    """A stream's events for the blocks that opened, grew and closed."""
+    out = []
+    for change in changes:
+        block, index = change.block, change.block.index
+        if change.what == "open":  # a block starts empty: its text comes as deltas
+            start = content_block(replace(block, text="")) if block.call is None \
+                else {**tool_use(block.call), "input": {}}  # fmt: skip
+            out.append(sse_event("content_block_start", {"index": index, "content_block": start}))
+        elif change.what == "grow":
+            kind, key = DELTAS[block.kind]
+            delta = {"type": kind, key: change.text}
+            out.append(sse_event("content_block_delta", {"index": index, "delta": delta}))
+        else:
+            out.append(sse_event("content_block_stop", {"index": index}))
+    return out
 
 
 def message_head(rt: Runtime, gen: GenerationRequest) -> dict[str, Any]:
@@ -89,16 +123,10 @@ def message_head(rt: Runtime, gen: GenerationRequest) -> dict[str, Any]:
 
 def whole(rt: Runtime, gen: GenerationRequest, answer: Answer) -> dict[str, Any]:
     assert answer.done is not None
-    blocks: list[dict[str, Any]] = []
-    thinking = "".join(answer.reasoning)
-    if thinking:
-        blocks.append({"type": "thinking", "thinking": thinking, "signature": ""})
-    if answer.content.strip() or not answer.calls:
-        blocks.append({"type": "text", "text": answer.content})
-    blocks += [tool_use(c) for c in answer.calls]
     reason, sequence = stop_reason(answer.done)
     out = message_head(rt, gen)
-    out.update(content=blocks, stop_reason=reason, stop_sequence=sequence)
+    out.update(content=[content_block(b) for b in answer.blocks()], stop_reason=reason,
+               stop_sequence=sequence)  # fmt: skip
     out["usage"]["output_tokens"] = len(answer.done.tokens)
     return out
 
@@ -110,58 +138,24 @@ def sse_event(kind: str, data: dict[str, Any]) -> bytes:
 async def stream(rt: Runtime, gen: GenerationRequest, events: Events) -> AsyncIterator[bytes]:
     """Anthropic's events: a block opens when its kind of output starts (thinking, text, a
     tool call), takes deltas, and closes when another kind begins or the message ends."""
-    yield sse_event("message_start", {"message": message_head(rt, gen)})
-    index, open_kind = -1, None
-
-    def switch(kind: str, start: dict[str, Any]) -> list[bytes]:
-        nonlocal index, open_kind
-        out = [sse_event("content_block_stop", {"index": index})] if open_kind else []
-        index, open_kind = index + 1, kind
-        return [*out, sse_event("content_block_start", {"index": index, "content_block": start})]
-
-    try:
-        async for _, event in events:
+    tracker = BlockTracker()
+    async with aclosing(Follow(events, 1)) as steps:
+        yield sse_event("message_start", {"message": message_head(rt, gen)})
+        async for _, event, delta in steps:
             if isinstance(event, Failed):
-                yield sse_event("error", {"error": {"type": "api_error", "message": event.message}})
+                yield ANTHROPIC.failure(rt.alias, event.message)
                 return
-            if isinstance(event, TokenEvent):
-                parts = (event.reasoning, event.text, event.calls)
-            elif isinstance(event, Done):
-                parts = (event.reasoning_tail, event.finish.tail, event.tail_calls)
-            else:
-                continue
-            thinking, text, calls = parts
-            if thinking:
-                if open_kind != "thinking":
-                    for b in switch("thinking", {"type": "thinking", "thinking": ""}):
-                        yield b
-                delta = {"type": "thinking_delta", "thinking": thinking}
-                yield sse_event("content_block_delta", {"index": index, "delta": delta})
-            if text and (open_kind == "text" or text.strip()):
-                if open_kind != "text":
-                    for b in switch("text", {"type": "text", "text": ""}):
-                        yield b
-                delta = {"type": "text_delta", "text": text}
-                yield sse_event("content_block_delta", {"index": index, "delta": delta})
-            for call in calls:
-                start = {**tool_use(call), "input": {}}
-                for b in switch("tool_use", start):
-                    yield b
-                delta = {"type": "input_json_delta", "partial_json": call.arguments}
-                yield sse_event("content_block_delta", {"index": index, "delta": delta})
+            for chunk in block_events(tracker.add(delta)):
+                yield chunk
             if isinstance(event, Done):
-                if open_kind is None:
-                    for b in switch("text", {"type": "text", "text": ""}):
-                        yield b
-                yield sse_event("content_block_stop", {"index": index})
+                for chunk in block_events(tracker.finish()):
+                    yield chunk
                 reason, sequence = stop_reason(event)
                 yield sse_event("message_delta", {
                     "delta": {"stop_reason": reason, "stop_sequence": sequence},
                     "usage": {"output_tokens": len(event.tokens)},
                 })  # fmt: skip
                 yield sse_event("message_stop", {})
-    finally:
-        await events.aclose()
 
 
 @router.post("/v1/messages")

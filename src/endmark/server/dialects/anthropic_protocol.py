@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from endmark.server.dialects.fields import StrictModel
+from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
 from endmark.tools import Tool, ToolRequest
 
 
@@ -132,3 +133,36 @@ class CountTokensRequest(StrictModel):
     def as_messages_request(self) -> MessagesRequest:
         fields = json.loads(self.model_dump_json(exclude_none=True))
         return MessagesRequest.model_validate({**fields, "max_tokens": 1})
+
+
+# -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
+
+
+ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(problem: Problem) -> dict[str, Any]:
+    fallback = "api_error" if problem.status >= 500 else "invalid_request_error"
+    kind = ANTHROPIC_TYPES.get(problem.status, fallback)
+    return {"type": "error", "error": {"type": kind, "message": problem.message}}
+
+
+def anthropic_failure(model: str, message: str) -> bytes:
+    return sse_bytes({"type": "error", "error": {"type": "api_error", "message": message}}, "error")
+
+
+ANTHROPIC = Dialect(
+    "anthropic", ("/v1/messages",),
+    FinishWords(eos="end_turn", word="stop_sequence", limit="max_tokens", calls="tool_use"),
+    error_body=anthropic_error, failure=anthropic_failure, streams={"/v1/messages": SSE},
+    request_bodies={"/v1/messages": MessagesRequest,
+                    "/v1/messages/count_tokens": CountTokensRequest},
+    routing_text=PromptText(heads=("system",), messages=("messages",)),
+)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,12 +14,13 @@ from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenE
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
 from endmark.server.dialects.native_protocol import (
+    NATIVE,
     CompletionRequest,
     DetokenizeRequest,
     TokenizeRequest,
 )
 from endmark.server.dialects.openai_protocol import ApplyTemplateRequest
-from endmark.server.dialects.results import Answer, Events, collect, stopping_token
+from endmark.server.dialects.results import Answer, Events, Follow, collect, stopping_token
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import loading_state, runtime_of
@@ -116,7 +118,7 @@ def final_body(
     assert done is not None
     body: dict[str, Any] = {
         "index": answer.index,
-        "content": done.finish.tail if stream else answer.content,
+        "content": done.delta.content if stream else answer.content,
         "tokens": list(done.tokens) if req.return_tokens else [],
         "id_slot": -1,
         "has_new_line": "\n" in answer.content,
@@ -181,14 +183,13 @@ async def completion(request: Request) -> Any:
 async def _stream(
     rt: Runtime, req: CompletionRequest, gens: list[GenerationRequest], events: Events
 ) -> AsyncIterator[bytes]:
-    answers = [Answer(i) for i in range(len(gens))]
-    try:
-        async for i, event in events:
-            answers[i].add(event)
+    async with aclosing(Follow(events, len(gens))) as steps:
+        async for answer, event, delta in steps:
+            i = answer.index
             if isinstance(event, TokenEvent):
                 chunk: dict[str, Any] = {
                     "index": i,
-                    "content": event.text,
+                    "content": delta.content,
                     "tokens": [event.token],
                     "stop": False,
                     "id_slot": -1,
@@ -211,13 +212,9 @@ async def _stream(
                     }
                 )
             elif isinstance(event, Failed):
-                yield sse(
-                    {"error": {"code": 500, "message": event.message, "type": "server_error"}}
-                )
+                yield NATIVE.failure(rt.alias, event.message)
             else:
-                yield sse(final_body(rt, req, gens[i], answers[i], stream=True))
-    finally:
-        await events.aclose()
+                yield sse(final_body(rt, req, gens[i], answer, stream=True))
 
 
 @router.post("/apply-template")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -19,6 +20,8 @@ from endmark.server.dialects.fields import (
     check_schema_size,
     pick_constraint,
 )
+from endmark.server.dialects.openai_protocol import ApplyTemplateRequest
+from endmark.server.http.dialect import LLAMA_CPP, SSE, PromptText
 
 # One llama.cpp prompt: text, token ids, or a mix of both.
 Prompt = str | list[str | int]
@@ -131,3 +134,20 @@ class TokenizeRequest(StrictModel):
 
 class DetokenizeRequest(StrictModel):
     tokens: list[int]
+
+
+# -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
+
+
+NATIVE = replace(
+    LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
+    request_bodies={
+        "/completion": CompletionRequest,
+        "/completions": CompletionRequest,
+        "/apply-template": ApplyTemplateRequest,
+        "/tokenize": TokenizeRequest,
+        "/detokenize": DetokenizeRequest,
+    },
+    streams=dict.fromkeys(("/completion", "/completions"), SSE),
+    routing_text=PromptText(messages=("messages",), texts=("prompt", "content")),
+)

@@ -9,29 +9,32 @@ with arguments as objects, as Ollama writes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import Path
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from endmark import __version__
-from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
+from endmark.generation import Done, Failed, GenerationRequest
 from endmark.runtime import Runtime
+from endmark.server.dialects.blocks import BlockTracker, Change, changes_of
 from endmark.server.dialects.ollama_protocol import (
+    OLLAMA,
+    OLLAMA_VERSION,
     ChatRequest,
     EmbedRequest,
     GenerateRequest,
     Generating,
     LegacyEmbeddingsRequest,
     ShowRequest,
+    file_listing,
+    now_iso,
 )
-from endmark.server.dialects.results import Answer, Events, collect
+from endmark.server.dialects.results import Answer, Events, Follow, collect
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
@@ -39,11 +42,6 @@ from endmark.server.http.stream import ndjson_stream
 from endmark.tools import Reasoning
 
 router = APIRouter()
-OLLAMA_VERSION = "0.12.0"  # the API this dialect follows
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def details(rt: Runtime) -> dict[str, Any]:
@@ -63,21 +61,6 @@ def details(rt: Runtime) -> dict[str, Any]:
 
 def listing(rt: Runtime) -> dict[str, Any]:
     return file_listing(rt.alias, rt.model_path, details(rt))
-
-
-def file_listing(name: str, path: Path, facts: dict[str, Any]) -> dict[str, Any]:
-    """A model as `/api/tags` and `/api/ps` list it. The digest names this file (its path,
-    size and time), not its bytes: hashing the weights would cost a read of them all."""
-    stat = path.stat()
-    ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    return {
-        "name": name,
-        "model": name,
-        "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
-        "size": stat.st_size,
-        "digest": hashlib.sha256(ident).hexdigest(),
-        "details": facts,
-    }
 
 
 @router.get("/api/version")
@@ -150,7 +133,7 @@ def stats(done: Done, started: float) -> dict[str, Any]:
     """Ollama's closing counts and durations, in nanoseconds."""
     t = done.timings
     return {
-        "done_reason": done.finish.finish_reason,
+        "done_reason": OLLAMA.finish.of(done),
         "total_duration": int((time.perf_counter() - started) * 1e9),
         "load_duration": 0,
         "prompt_eval_count": t.prompt_n,
@@ -160,53 +143,44 @@ def stats(done: Done, started: float) -> dict[str, Any]:
     }
 
 
-def calls_of(answer_calls: Any) -> list[dict[str, Any]]:
-    return [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}}
-            for c in answer_calls]  # fmt: skip
+def grown(changes: list[Change], chat: bool) -> dict[str, Any]:
+    """What the blocks grew by, as Ollama writes it: text, thinking, finished calls (with
+    arguments as objects). One line's worth in a stream, or a whole answer's."""
+    grew = [c for c in changes if c.what == "grow"]
+    body: dict[str, Any] = {"content" if chat else "response":
+                            "".join(c.text for c in grew if c.block.kind == "text")}  # fmt: skip
+    thinking = "".join(c.text for c in grew if c.block.kind == "reasoning")
+    if thinking:
+        body["thinking"] = thinking
+    calls = [c.block.call for c in grew if c.block.call is not None]
+    if calls:
+        body["tool_calls"] = [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+                              for c in calls]  # fmt: skip
+    return {"message": {"role": "assistant", **body}} if chat else body
 
 
 async def parts(
     rt: Runtime, events: Events, chat: bool, started: float
-) -> AsyncIterator[dict[str, Any]]:
-    """The stream: a line per token (text, thinking, or a finished call), then the end."""
-    head = {"model": rt.alias}
-    key = "content" if chat else "response"
-    try:
-        async for _, event in events:
+) -> AsyncIterator[dict[str, Any] | bytes]:
+    """The stream: a line per token that added something, then the end."""
+    tracker = BlockTracker()
+    async with aclosing(Follow(events, 1)) as steps:
+        async for _, event, delta in steps:
             if isinstance(event, Failed):
-                yield {**head, "created_at": now_iso(), "error": event.message, "done": True}
+                yield OLLAMA.failure(rt.alias, event.message)
                 return
-            if isinstance(event, TokenEvent):
-                text, thinking, calls = event.text, event.reasoning, event.calls
-            elif not isinstance(event, Done):
-                continue  # prompt progress: Ollama has no such line
-            else:
-                text, thinking, calls = event.finish.tail, event.reasoning_tail, event.tail_calls
-            piece: dict[str, Any] = {key: text}
-            if thinking:
-                piece["thinking"] = thinking
-            if calls:
-                piece["tool_calls"] = calls_of(calls)
-            body = {"role": "assistant", **piece} if chat else piece
-            line = {**head, "created_at": now_iso(), **({"message": body} if chat else body)}
+            changes = tracker.add(delta)
+            line = {"model": rt.alias, "created_at": now_iso()}
             if isinstance(event, Done):
-                yield {**line, "done": True, **stats(event, started)}
-            elif text or thinking or calls:
-                yield {**line, "done": False}
-    finally:
-        await events.aclose()
+                changes += tracker.finish()
+                yield {**line, **grown(changes, chat), "done": True, **stats(event, started)}
+            elif any(c.what == "grow" for c in changes):  # not prompt progress, nor held space
+                yield {**line, **grown(changes, chat), "done": False}
 
 
 def whole(rt: Runtime, answer: Answer, chat: bool, started: float) -> dict[str, Any]:
     assert answer.done is not None
-    body: dict[str, Any] = {"content" if chat else "response": answer.content}
-    thinking = "".join(answer.reasoning)
-    if thinking:
-        body["thinking"] = thinking
-    if answer.calls:
-        body["tool_calls"] = calls_of(answer.calls)
-    out = {"model": rt.alias, "created_at": now_iso()}
-    out.update({"message": {"role": "assistant", **body}} if chat else body)
+    out = {"model": rt.alias, "created_at": now_iso(), **grown(changes_of(answer.deltas), chat)}
     return {**out, "done": True, **stats(answer.done, started)}
 
 

@@ -4,14 +4,29 @@ Ollama itself ignores those a model does not use."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from endmark import __version__
 from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
 from endmark.server.dialects.fields import StrictModel, sampling_from
 from endmark.server.dialects.openai_protocol import ToolDef
+from endmark.server.http.dialect import (
+    NDJSON,
+    Dialect,
+    FinishWords,
+    Problem,
+    PromptText,
+    ServedModel,
+)
 from endmark.tools import Tool, ToolRequest
 
 
@@ -126,3 +141,82 @@ class LegacyEmbeddingsRequest(StrictModel):
 class ShowRequest(StrictModel):
     model: str = ""
     verbose: bool = False
+
+
+# -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
+
+
+OLLAMA_VERSION = "0.12.0"  # the API this dialect follows
+NEVER = "2318-01-01T00:00:00Z"  # Ollama's time for a model that stays loaded
+
+
+def file_listing(name: str, path: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """A model as `/api/tags` and `/api/ps` list it. The digest names this file (its path,
+    size and time), not its bytes: hashing the weights would cost a read of them all."""
+    stat = path.stat()
+    ident = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
+        "size": stat.st_size,
+        "digest": hashlib.sha256(ident).hexdigest(),
+        "details": facts,
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ollama_error(problem: Problem) -> dict[str, Any]:
+    return {"error": problem.message}  # Ollama's errors are the message alone
+
+
+def ollama_failure(model: str, message: str) -> bytes:
+    line = {"model": model, "created_at": now_iso(), "error": message, "done": True}
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
+def model_routes(served: Callable[[], list[ServedModel]]) -> APIRouter:
+    """The model routes router mode answers itself: every model of its catalog, the loaded."""
+    router = APIRouter()
+
+    @router.get("/api/version")
+    async def version() -> dict[str, str]:
+        return {"version": OLLAMA_VERSION, "endmark": __version__}
+
+    @router.get("/api/tags")
+    async def tags() -> dict[str, Any]:
+        return {"models": [file_listing(m.id, m.path, {"format": "gguf"}) for m in served()]}
+
+    @router.get("/api/ps")
+    async def running() -> dict[str, Any]:
+        return {"models": [{**file_listing(m.id, m.path, {"format": "gguf"}), "size": m.size,
+                            "expires_at": m.expires_at or NEVER, "size_vram": 0}
+                           for m in served() if m.loaded]}  # fmt: skip
+
+    return router
+
+
+def unload_reply(path: str, body: Mapping[str, Any], model: str) -> dict[str, Any] | None:
+    """Ollama's way to unload a model: `keep_alive: 0` on a chat or generation that asks for
+    nothing; its answer, as Ollama gives it."""
+    if path not in ("/api/generate", "/api/chat") or body.get("prompt") or body.get("messages"):
+        return None
+    out = {"model": model, "created_at": now_iso(), "done": True, "done_reason": "unload"}
+    return out | ({"message": {"role": "assistant", "content": ""}} if path == "/api/chat"
+                  else {"response": ""})  # fmt: skip
+
+
+OLLAMA = Dialect(
+    "ollama", ("/api/",),
+    FinishWords(eos="stop", word="stop", limit="length", calls="stop"),  # Ollama's done_reason
+    error_body=ollama_error, failure=ollama_failure,
+    request_bodies={"/api/chat": ChatRequest, "/api/generate": GenerateRequest,
+                    "/api/embed": EmbedRequest, "/api/embeddings": LegacyEmbeddingsRequest,
+                    "/api/show": ShowRequest},
+    streams=dict.fromkeys(("/api/chat", "/api/generate"), NDJSON),
+    routing_text=PromptText(heads=("system",), messages=("messages",), texts=("prompt", "input")),
+    model_routes=model_routes, unload_reply=unload_reply,
+)  # fmt: skip

@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from endmark.channels import ToolCall
+from endmark.delta import Delta
 from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
+from endmark.server.dialects.blocks import BlockTracker, Change
 from endmark.server.dialects.openai_protocol import ChatCompletionRequest
 from endmark.server.dialects.openai_shared import (
     base,
@@ -76,31 +77,23 @@ async def chat_completions(request: Request) -> Any:
     requests = chat_requests(rt, req)
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
-    calls_sent = [0] * req.n  # each choice's calls so far: a call's index in the stream
+    trackers = [BlockTracker() for _ in requests]
 
-    def deltas(i: int, text: str, reasoning: str, calls: tuple[ToolCall, ...]) -> list[Any]:
-        out: list[dict[str, Any]] = []
-        if reasoning:
-            out.append({"reasoning_content": reasoning})
-        if text:
-            out.append({"content": text})
-        for call in calls:
-            out.append({"tool_calls": [call.as_openai(calls_sent[i])]})
-            calls_sent[i] += 1
-        return out
-
-    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
+    def pieces(i: int, event: TokenEvent | Progress | Done, delta: Delta) -> list[dict[str, Any]]:
         def choice(delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
             return {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": None}
 
         if isinstance(event, TokenEvent):
             probs = chat_logprobs(rt, [event], top_n) if req.logprobs else None
-            found = deltas(i, event.text, event.reasoning, event.calls) or [{}]
+            found = chunk_deltas(trackers[i], trackers[i].add(delta)) or [{}]
             return [choice(d, probs if k == 0 else None) for k, d in enumerate(found)]
         if isinstance(event, Progress):
             return [choice({})]
-        tail = deltas(i, event.finish.tail, event.reasoning_tail, event.tail_calls)
-        return [*map(choice, tail), {**choice({}), **finish_of(event)}]
+        changes = trackers[i].add(delta) + trackers[i].finish()
+        return [
+            *map(choice, chunk_deltas(trackers[i], changes)),
+            {**choice({}), **finish_of(event)},
+        ]
 
     def start(i: int) -> dict[str, Any]:
         role = {"role": "assistant", "content": None}
@@ -125,19 +118,34 @@ async def chat_completions(request: Request) -> Any:
     return response
 
 
+def chunk_deltas(tracker: BlockTracker, changes: list[Change]) -> list[dict[str, Any]]:
+    """A stream's deltas for what grew: reasoning, content, a call (indexed among the calls)."""
+    out: list[dict[str, Any]] = []
+    for change in changes:
+        block = change.block
+        if change.what != "grow":
+            continue
+        if block.call is not None:
+            index = sum(b.call is not None for b in tracker.blocks[: block.index])
+            out.append({"tool_calls": [block.call.as_openai(index)]})
+        else:
+            out.append({"content" if block.kind == "text" else "reasoning_content": change.text})
+    return out
+
+
 def message(choice: Answer) -> dict[str, Any]:
-    """The assistant message: content, and apart from it the reasoning and the tool calls."""
-    content: str | None = choice.content
-    calls = choice.calls
+    """The assistant message: content, and apart from it the reasoning and the tool calls,
+    from the blocks its stream would have sent."""
+    blocks = choice.blocks()
+    texts = [b.text for b in blocks if b.kind == "text"]
+    calls = [b.call for b in blocks if b.call is not None]
+    reasoning = "".join(b.text for b in blocks if b.kind == "reasoning")
     out: dict[str, Any] = {"role": "assistant"}
-    reasoning = "".join(choice.reasoning)
     if reasoning:
         out["reasoning_content"] = reasoning
+    out["content"] = "".join(texts) if texts or not calls else None
     if calls:
-        out["content"] = content if content and content.strip() else None
         out["tool_calls"] = [c.as_openai() for c in calls]
-    else:
-        out["content"] = content
     return out
 
 

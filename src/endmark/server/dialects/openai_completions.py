@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from endmark.delta import Delta
 from endmark.generation import Done, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.server.dialects.openai_protocol import CompletionsRequest
@@ -82,14 +83,12 @@ async def completions(request: Request) -> Any:
     ]
     head = base("text_completion", rt, "cmpl")
 
-    def pieces(i: int, event: TokenEvent | Progress | Done) -> list[dict[str, Any]]:
-        out: dict[str, Any] = {"index": i, "text": "", "logprobs": None, "finish_reason": None}
-        if isinstance(event, TokenEvent):
-            out["text"] = event.text
-            if req.logprobs is not None:
-                out["logprobs"] = completion_logprobs(rt, [event], top_n)
+    def pieces(i: int, event: TokenEvent | Progress | Done, delta: Delta) -> list[dict[str, Any]]:
+        out: dict[str, Any] = {"index": i, "text": delta.content, "logprobs": None,
+                               "finish_reason": None}  # fmt: skip
+        if isinstance(event, TokenEvent) and req.logprobs is not None:
+            out["logprobs"] = completion_logprobs(rt, [event], top_n)
         elif isinstance(event, Done):
-            out["text"] = event.finish.tail
             out.update(finish_of(event))
         return [out]
 

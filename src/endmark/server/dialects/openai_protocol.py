@@ -23,6 +23,7 @@ from endmark.server.dialects.fields import (
     pick_constraint,
     sampling_from,
 )
+from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
 from endmark.tools import Tool, ToolRequest
 
 
@@ -291,3 +292,30 @@ class ApplyTemplateRequest(ToolFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     add_generation_prompt: bool = True
     continue_final_message: bool | None = None
+
+
+# -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
+
+
+def openai_error(problem: Problem) -> dict[str, Any]:
+    body = {"message": problem.message, "type": problem.type, "param": problem.param,
+            "code": problem.code}  # fmt: skip
+    return {"error": {**body, **(problem.details or {})}}
+
+
+def openai_failure(model: str, message: str) -> bytes:
+    return sse_bytes({"error": {"message": message, "type": "server_error"}})
+
+
+OPENAI = Dialect(
+    "openai", ("/v1",), FinishWords(eos="stop", word="stop", limit="length", calls="tool_calls"),
+    error_body=openai_error, failure=openai_failure,
+    request_bodies={
+        **dict.fromkeys(("/v1/chat/completions", "/chat/completions",
+                         "/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"),
+                        ChatCompletionRequest),
+        "/v1/completions": CompletionsRequest,
+    },
+    streams=dict.fromkeys(("/v1/chat/completions", "/chat/completions", "/v1/completions"), SSE),
+    routing_text=PromptText(messages=("messages",), texts=("prompt", "input")),
+)  # fmt: skip

@@ -12,24 +12,25 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from endmark.delta import Delta
 from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.sampling import SamplingParams
-from endmark.server.dialects.openai_protocol import (
-    OpenAIFields,
-)
-from endmark.server.dialects.results import Answer, Events, stop_detail
+from endmark.server.dialects.openai_protocol import OPENAI, OpenAIFields
+from endmark.server.dialects.results import Answer, Events, Follow, stop_detail
 from endmark.server.http.stream import sse
 
 router = APIRouter()
 
-ChoiceFn = Callable[[int, TokenEvent | Progress | Done], list[dict[str, Any]]]
+# A choice's chunks for one event: the choice's index, the event, and what it added.
+ChoiceFn = Callable[[int, TokenEvent | Progress | Done, Delta], list[dict[str, Any]]]
 
 
 def usage(requests: list[GenerationRequest], n: int, dones: dict[int, Done]) -> dict[str, Any]:
@@ -53,15 +54,7 @@ def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
 
 def finish_of(done: Done) -> dict[str, Any]:
     """The fields a choice's last chunk carries: OpenAI's reason and endmark's detail."""
-    return {"finish_reason": reason_of(done), "endmark": stop_detail(done)}
-
-
-def reason_of(done: Done) -> str:
-    """OpenAI's finish_reason: a turn that made tool calls ends with `tool_calls` (rule 7),
-    unless the token limit cut it."""
-    if done.calls and done.finish.stop_type != "limit":
-        return "tool_calls"
-    return done.finish.finish_reason
+    return {"finish_reason": OPENAI.finish.of(done), "endmark": stop_detail(done)}
 
 
 def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
@@ -113,31 +106,29 @@ async def stream_chunks(
     def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {**head, "choices": choices}
 
-    try:
+    async with aclosing(Follow(events, len(requests))) as steps:
         if start is not None:
             for i in range(len(requests)):
                 yield sse(envelope([start(i)]))
-        async for i, event in events:
+        async for answer, event, delta in steps:
             if isinstance(event, Failed):
-                yield sse({"error": {"message": event.message, "type": "server_error"}})
+                yield OPENAI.failure(head["model"], event.message)
                 continue
             if isinstance(event, Done):
-                dones[i] = event
-            for choice in pieces(i, event):
+                dones[answer.index] = event
+            for choice in pieces(answer.index, event, delta):
                 chunk = envelope([choice])
                 if isinstance(event, TokenEvent) and event.timings is not None:
                     chunk["timings"] = event.timings.as_dict()
                 elif isinstance(event, Progress):
                     chunk["prompt_progress"] = event.as_dict()
                 yield sse(chunk)
-        if include_usage:
-            last: dict[str, Any] = {**envelope([]), "usage": usage(requests, n, dones)}
-            if 0 in dones:
-                last["timings"] = dones[0].timings.as_dict()
-            yield sse(last)
-        yield sse("[DONE]")
-    finally:
-        await events.aclose()
+    if include_usage:
+        last: dict[str, Any] = {**envelope([]), "usage": usage(requests, n, dones)}
+        if 0 in dones:
+            last["timings"] = dones[0].timings.as_dict()
+        yield sse(last)
+    yield sse("[DONE]")
 
 
 def whole_response(
@@ -156,7 +147,7 @@ def whole_response(
             {
                 "index": c.index,
                 **render(c),
-                "finish_reason": reason_of(c.done) if c.done else "stop",
+                "finish_reason": OPENAI.finish.of(c.done) if c.done else "stop",
                 "endmark": stop_detail(c.done) if c.done else None,
             }
             for c in choices

@@ -16,18 +16,20 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from endmark.channels import ToolCall
-from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
+from endmark.delta import Delta
+from endmark.generation import Done, Event, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
+from endmark.server.dialects.blocks import Block, BlockTracker, Change
 from endmark.server.dialects.openai_chat import chat_logprobs
 from endmark.server.dialects.openai_shared import request_options, sampling_of
-from endmark.server.dialects.responses_protocol import ResponsesRequest
-from endmark.server.dialects.results import Events, collect, stop_detail
+from endmark.server.dialects.responses_protocol import RESPONSES, ResponsesRequest
+from endmark.server.dialects.results import Events, Follow, collect, stop_detail
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
@@ -80,114 +82,91 @@ def new_id(prefix: str) -> str:
 
 
 class OutputItems:
-    """A response's output items, grown from the generation's pieces in order. Each call to
-    `add` returns the stream events that say what changed; whitespace before a tool call is
-    held back so that it does not become an empty message (a whole response drops it too)."""
+    """A response's output items, one per block of the answer (`BlockTracker`). Each call to
+    `add` returns the stream events that say what changed; a whole response is built by the
+    same calls, its events dropped, so the two cannot differ."""
 
     def __init__(self, logprobs: bool) -> None:
         self.items: list[dict[str, Any]] = []
         self.logprobs = logprobs
-        self._open: dict[str, Any] | None = None
-        self._space = ""
+        self.blocks = BlockTracker()
         self._probs: list[dict[str, Any]] = []
 
-    @property
-    def _at(self) -> dict[str, Any]:
-        return {"output_index": len(self.items) - 1}
+    def add(self, delta: Delta, probs: list[dict[str, Any]] | None = None) -> list[Ev]:
+        self._probs += probs or []
+        return self._render(self.blocks.add(delta), "completed")
 
-    def _start(self, item: dict[str, Any]) -> list[Ev]:
-        out = self._close()
+    def finish(self, incomplete: bool) -> list[Ev]:
+        """Close the last item (`incomplete` if the limit cut it); an answer that made no text
+        and no call gets its message, even if empty or blank."""
+        return self._render(self.blocks.finish(), "incomplete" if incomplete else "completed")
+
+    def _render(self, changes: list[Change], last_status: str) -> list[Ev]:
+        out: list[Ev] = []
+        for change in changes:
+            block = change.block
+            if change.what == "open":
+                out += self._start(block)
+            elif change.what == "grow":
+                out += self._grow(block, change.text)
+            else:
+                last = block.index == len(self.items) - 1
+                out += self._close(block, last_status if last else "completed")
+        return out
+
+    def _start(self, block: Block) -> list[Ev]:
+        if block.call is not None:
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
+                    "call_id": block.call.id, "name": block.call.name, "arguments": ""}  # fmt: skip
+        elif block.kind == "reasoning":
+            item = {"id": new_id("rs"), "type": "reasoning", "summary": [],
+                    "content": [{"type": "reasoning_text", "text": ""}]}  # fmt: skip
+        else:
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            item = {"id": new_id("msg"), "type": "message", "status": "in_progress",
+                    "role": "assistant", "content": [part]}  # fmt: skip
         self.items.append(item)
-        self._open = item
-        out.append(("response.output_item.added", {**self._at, "item": copy.deepcopy(item)}))
+        at = {"output_index": block.index}
+        out: list[Ev] = [("response.output_item.added", {**at, "item": copy.deepcopy(item)})]
         if item["type"] == "message":
-            part = {"item_id": item["id"], **self._at, "content_index": 0}
+            part = {"item_id": item["id"], **at, "content_index": 0}
             out.append(("response.content_part.added", {**part, "part": item["content"][0]}))
             item["content"][0] = copy.deepcopy(item["content"][0])
         return out
 
-    def _close(self, status: str = "completed") -> list[Ev]:
-        item, self._open = self._open, None
-        if item is None:
-            return []
+    def _grow(self, block: Block, text: str) -> list[Ev]:
+        item = self.items[block.index]
+        head = {"item_id": item["id"], "output_index": block.index}
+        if block.call is not None:
+            item["arguments"] = text
+            done = {**head, "name": block.call.name, "arguments": text}
+            return [("response.function_call_arguments.delta", {**head, "delta": text}),
+                    ("response.function_call_arguments.done", done)]  # fmt: skip
+        part = item["content"][0]
+        part["text"] += text
+        if block.kind == "reasoning":
+            delta = {**head, "content_index": 0, "delta": text}
+            return [("response.reasoning_text.delta", delta)]
+        probs, self._probs = (self._probs if self.logprobs else []), []
+        part["logprobs"] += probs
+        delta = {**head, "content_index": 0, "delta": text, "logprobs": probs}
+        return [("response.output_text.delta", delta)]
+
+    def _close(self, block: Block, status: str) -> list[Ev]:
+        item = self.items[block.index]
         out: list[Ev] = []
-        head = {"item_id": item["id"], **self._at}
+        head = {"item_id": item["id"], "output_index": block.index, "content_index": 0}
         if item["type"] == "reasoning":
-            text = item["content"][0]["text"]
-            out.append(("response.reasoning_text.done", {**head, "content_index": 0, "text": text}))
+            out.append(("response.reasoning_text.done", {**head, "text": block.text}))
         elif item["type"] == "message":
             part = item["content"][0]
-            done = {**head, "content_index": 0, "text": part["text"], "logprobs": part["logprobs"]}
+            done = {**head, "text": part["text"], "logprobs": part["logprobs"]}
             out.append(("response.output_text.done", done))
-            out.append(("response.content_part.done", {**head, "content_index": 0, "part": part}))
+            out.append(("response.content_part.done", {**head, "part": part}))
         item["status"] = status
-        out.append(("response.output_item.done", {**self._at, "item": copy.deepcopy(item)}))
+        at = {"output_index": block.index}
+        out.append(("response.output_item.done", {**at, "item": copy.deepcopy(item)}))
         return out
-
-    def add(
-        self,
-        thinking: str,
-        text: str,
-        calls: tuple[ToolCall, ...],
-        probs: list[dict[str, Any]] | None = None,
-    ) -> list[Ev]:
-        out: list[Ev] = []
-        self._probs += probs or []
-        if thinking:
-            if self._kind != "reasoning":
-                part = {"type": "reasoning_text", "text": ""}
-                out += self._start({"id": new_id("rs"), "type": "reasoning", "summary": [],
-                                    "content": [part]})  # fmt: skip
-            item = self._open
-            assert item is not None
-            item["content"][0]["text"] += thinking
-            delta = {"item_id": item["id"], **self._at, "content_index": 0, "delta": thinking}
-            out.append(("response.reasoning_text.delta", delta))
-        if text:
-            out += self._text(text)
-        for call in calls:
-            self._space = ""
-            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress",
-                    "call_id": call.id, "name": call.name, "arguments": ""}  # fmt: skip
-            out += self._start(item)
-            item["arguments"] = call.arguments
-            head = {"item_id": item["id"], **self._at}
-            delta = {**head, "delta": call.arguments}
-            done = {**head, "name": call.name, "arguments": call.arguments}
-            out.append(("response.function_call_arguments.delta", delta))
-            out.append(("response.function_call_arguments.done", done))
-            out += self._close()
-        return out
-
-    @property
-    def _kind(self) -> str | None:
-        return self._open["type"] if self._open else None
-
-    def _text(self, text: str, force: bool = False) -> list[Ev]:
-        if self._kind != "message" and not (self._space + text).strip() and not force:
-            self._space += text
-            return []
-        out: list[Ev] = []
-        if self._kind != "message":
-            text, self._space = self._space + text, ""
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            item = {"id": new_id("msg"), "type": "message", "status": "in_progress",
-                    "role": "assistant", "content": [part]}  # fmt: skip
-            out += self._start(item)
-        part = self._open["content"][0]  # type: ignore[index]
-        probs, self._probs = (self._probs if self.logprobs else []), []
-        part["text"] += text
-        part["logprobs"] += probs
-        head = {"item_id": self._open["id"], **self._at, "content_index": 0}  # type: ignore[index]
-        if text:
-            out.append(("response.output_text.delta", {**head, "delta": text, "logprobs": probs}))
-        return out
-
-    def finish(self, incomplete: bool) -> list[Ev]:
-        """Close the last item; an answer that made nothing else gets its message, even if
-        empty or blank. Blank text after a tool call is dropped."""
-        out = self._text("", force=True) if not self.items else []
-        return out + self._close("incomplete" if incomplete else "completed")
 
 
 class Response:
@@ -270,19 +249,22 @@ class Response:
             out["endmark"] = stop_detail(done)
         return out
 
-    def count(self, event: TokenEvent) -> None:
-        if event.reasoning:
-            self._reasoning_tokens += 1
-
-    def finished(self, done: Done) -> tuple[list[Ev], dict[str, Any]]:
-        """The events that close the output, and the final body, kept for what follows."""
-        incomplete = done.finish.stop_type == "limit"
-        events = self.output.finish(incomplete)
-        body = self.body("incomplete" if incomplete else "completed", done)
+    def take(self, event: Event, delta: Delta) -> list[Ev]:
+        """What one event adds to the output, as stream events; a whole response takes the
+        same events and keeps only the last one's body."""
+        if isinstance(event, TokenEvent):
+            self._reasoning_tokens += bool(event.reasoning)
+            return self.output.add(delta, self.probs([event]))
+        if not isinstance(event, Done):
+            return []
+        found = self.output.add(delta)
+        status = RESPONSES.finish.of(event)
+        found += self.output.finish(incomplete=status == "incomplete")
+        body = self.body(status, event)
         if self.req.store:
             said = [assistant_message(self.output.items)]
             self.store.put(self.id, Stored(body, [*self.history, *said]))
-        return events, body
+        return [*found, (f"response.{status}", {"response": body})]
 
 
 def usage(gen: GenerationRequest, done: Done, reasoning: int) -> dict[str, Any]:
@@ -316,29 +298,17 @@ def sse_event(kind: str, data: dict[str, Any], seq: itertools.count[int]) -> byt
 
 async def stream(resp: Response, events: Events) -> AsyncIterator[bytes]:
     seq = itertools.count()
-    yield sse_event("response.created", {"response": resp.body("in_progress")}, seq)
-    yield sse_event("response.in_progress", {"response": resp.body("in_progress")}, seq)
-    try:
-        async for _, event in events:
+    async with aclosing(Follow(events, 1)) as steps:
+        yield sse_event("response.created", {"response": resp.body("in_progress")}, seq)
+        yield sse_event("response.in_progress", {"response": resp.body("in_progress")}, seq)
+        async for _, event, delta in steps:
             if isinstance(event, Failed):
+                yield RESPONSES.failure(resp.rt.alias, event.message)
                 body = resp.body("failed", error=event.message)
                 yield sse_event("response.failed", {"response": body}, seq)
                 return
-            if isinstance(event, TokenEvent):
-                resp.count(event)
-                probs = resp.probs([event])
-                found = resp.output.add(event.reasoning, event.text, event.calls, probs)
-            elif isinstance(event, Done):
-                found = resp.output.add(event.reasoning_tail, event.finish.tail, event.tail_calls)
-                closing, body = resp.finished(event)
-                found += closing
-                found.append((f"response.{body['status']}", {"response": body}))
-            else:
-                continue
-            for kind, data in found:
+            for kind, data in resp.take(event, delta):
                 yield sse_event(kind, data, seq)
-    finally:
-        await events.aclose()
 
 
 @router.post("/v1/responses")
@@ -351,11 +321,9 @@ async def create(request: Request) -> Any:
         return event_stream(stream(resp, events))
     (answer,) = await unless_disconnected(request, collect(events, 1))
     assert answer.done is not None
-    for e in answer.tokens:
-        resp.count(e)
-    probs = resp.probs(answer.tokens)
-    resp.output.add("".join(answer.reasoning), answer.content, answer.calls, probs)
-    return resp.finished(answer.done)[1]
+    for token in answer.tokens:
+        resp.take(token, token.delta)
+    return resp.take(answer.done, answer.done.delta)[-1][1]["response"]
 
 
 @router.get("/v1/responses/{response_id}")

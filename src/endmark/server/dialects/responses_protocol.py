@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from endmark.constraints import ConstraintSpec
 from endmark.server.dialects.fields import StrictModel, check_schema_size, pick_constraint
-from endmark.server.dialects.openai_protocol import OpenAIFields
+from endmark.server.dialects.openai_protocol import OpenAIFields, openai_error
+from endmark.server.http.dialect import SSE, Dialect, FinishWords, PromptText, sse_bytes
 from endmark.tools import Tool, ToolRequest
 
 TEXT_PARTS = {"input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text"}
@@ -196,3 +197,20 @@ class ResponsesRequest(OpenAIFields):
         if request is not None and request.choice != "none" and self.constraint() is not None:
             raise ValueError("tools cannot be combined with text.format, grammar or json_schema")
         return self
+
+
+# -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
+
+
+def responses_failure(model: str, message: str) -> bytes:
+    error = {"type": "error", "code": "server_error", "message": message, "param": None}
+    return sse_bytes(error, "error")
+
+
+RESPONSES = Dialect(
+    "responses", ("/v1/responses",),
+    FinishWords(eos="completed", word="completed", limit="incomplete", calls="completed"),
+    error_body=openai_error, failure=responses_failure,  # errors: as the rest of /v1's
+    request_bodies={"/v1/responses": ResponsesRequest}, streams={"/v1/responses": SSE},
+    routing_text=PromptText(heads=("instructions",), messages=("input",), texts=("input",)),
+)  # fmt: skip

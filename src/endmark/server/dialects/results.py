@@ -1,20 +1,22 @@
 """One generation's result, as every dialect reads it: collected whole, or passed on as a stream.
 
-The generation core emits events (tokens with their channel pieces, progress, the end); a
-dialect renders them. What does not depend on the dialect lives here once: collecting the
-events of several generations into answers, the SSE framing, and endmark's account of why a
-generation stopped.
+The generation core emits events (tokens, progress, the end), each token and the end with one
+`Delta` of content, reasoning and calls; a dialect renders them. What does not depend on the
+dialect lives here once: following or collecting the events of several generations as
+answers, and endmark's account of why a generation stopped.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from endmark.channels import ToolCall
+from endmark.delta import Delta
 from endmark.endings import Finish
 from endmark.generation import Done, Event, Failed, TokenEvent
+from endmark.server.dialects.blocks import Block, blocks_of
 from endmark.server.http.errors import ApiError
 
 Events = AsyncGenerator[tuple[int, Event], None]
@@ -22,47 +24,64 @@ Events = AsyncGenerator[tuple[int, Event], None]
 
 @dataclass
 class Answer:
-    """One generation's output as it is collected: its text and reasoning by channel, its
+    """One generation's output as it is collected: what each event added (in order), its
     token events (for probabilities), and how it ended."""
 
     index: int
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
+    deltas: list[Delta] = field(default_factory=list)
     tokens: list[TokenEvent] = field(default_factory=list)
     done: Done | None = None
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event) -> Delta:
+        """The one place an event is unpacked: what it adds to the answer (progress and
+        failures add nothing)."""
         if isinstance(event, TokenEvent):
-            self.text.append(event.text)
-            self.reasoning.append(event.reasoning)
             self.tokens.append(event)
         elif isinstance(event, Done):
-            self.text.append(event.finish.tail)
-            self.reasoning.append(event.reasoning_tail)
             self.done = event
+        else:
+            return Delta()
+        self.deltas.append(event.delta)
+        return event.delta
 
     @property
     def content(self) -> str:
-        return "".join(self.text)
+        return "".join(d.content for d in self.deltas)
 
-    @property
-    def calls(self) -> tuple[ToolCall, ...]:
-        return self.done.calls if self.done is not None else ()
+    def blocks(self) -> list[Block]:
+        """Its reasoning, text and calls as the blocks a stream of it opens."""
+        return blocks_of(self.deltas)
+
+
+class Follow:
+    """The events of `n` generations as they come, each with the answer it grows and what it
+    added to it. Use it under `contextlib.aclosing`: closing it closes the events (which
+    cancels what still runs), even before the first one came."""
+
+    def __init__(self, events: Events, n: int) -> None:
+        self.events = events
+        self.answers = [Answer(i) for i in range(n)]
+
+    def __aiter__(self) -> Follow:
+        return self
+
+    async def __anext__(self) -> tuple[Answer, Event, Delta]:
+        i, event = await self.events.__anext__()
+        return self.answers[i], event, self.answers[i].add(event)
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
 
 
 async def collect(events: Events, n: int) -> list[Answer]:
     """Every event of `n` generations, gathered; a failed generation fails the request."""
-    answers = [Answer(i) for i in range(n)]
-    try:
-        async for i, event in events:
+    async with aclosing(Follow(events, n)) as steps:
+        async for _, event, _ in steps:
             if isinstance(event, Failed):
                 raise ApiError(500, event.message)
-            answers[i].add(event)
-    finally:
-        await events.aclose()
-    if any(a.done is None for a in answers):
+    if any(a.done is None for a in steps.answers):
         raise ApiError(500, "the generation ended without a result")
-    return answers
+    return steps.answers
 
 
 def stopping_token(finish: Finish) -> dict[str, Any] | None:

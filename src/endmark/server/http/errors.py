@@ -1,4 +1,4 @@
-"""One mapping from exceptions to HTTP errors: llama.cpp's shape, or OpenAI's on `/v1`."""
+"""One mapping from exceptions to HTTP errors, each in the shape of the dialect its path speaks."""
 
 from __future__ import annotations
 
@@ -14,30 +14,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.scheduler import QueueFull
+from endmark.server.http.dialect import Problem, dialect_for
 
 log = logging.getLogger("endmark.server")
 
 M = TypeVar("M", bound=BaseModel)
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    500: "server_error",
-    501: "not_supported_error",
-    503: "unavailable_error",
-}
-
-_ANTHROPIC_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
 
 
 class ApiError(Exception):
@@ -64,22 +45,8 @@ def error_body(
     kind: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Each dialect's own error shape: Ollama's (`/api/`) a bare message, Anthropic's
-    (`/v1/messages`) typed, OpenAI's under the rest of `/v1`, llama.cpp's everywhere else;
-    `details` are extra fields llama-server adds for some errors (e.g. `n_ctx` when the prompt
-    is too long)."""
-    if path.startswith("/api/"):
-        return {"error": message}
-    if path.startswith("/v1/messages"):
-        anthropic_kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else None)
-        return {"type": "error", "error": {"type": anthropic_kind or "invalid_request_error",
-                                           "message": message}}  # fmt: skip
-    kind = kind or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    if path.startswith("/v1"):
-        body = {"message": message, "type": kind, "param": param, "code": code}
-    else:
-        body = {"code": status, "message": message, "type": kind}
-    return {"error": {**body, **(details or {})}}
+    """The error in the shape of the dialect `path` speaks (llama.cpp's by default)."""
+    return dialect_for(path).error_body(Problem(status, message, param, code, kind, details))
 
 
 def error_response(

@@ -8,16 +8,16 @@ its dialect's shape, never a torn one or a hang.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from endmark.server.http.dialect import dialect_for
 
 log = logging.getLogger("endmark.server")
 
@@ -94,22 +94,5 @@ async def events(
 
 
 def failure_event(path: str, model: str, message: str) -> bytes:
-    """The event each dialect's own stream sends when a generation fails."""
-    if path.startswith("/api/"):
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        line = {"model": model, "created_at": now, "error": message, "done": True}
-        return json.dumps(line).encode() + b"\n"
-    if path.startswith("/v1/messages"):
-        return _sse({"type": "error", "error": {"type": "api_error", "message": message}},
-                    "error")  # fmt: skip
-    if path.startswith("/v1/responses"):
-        return _sse({"type": "error", "code": "server_error", "message": message, "param": None},
-                    "error")  # fmt: skip
-    if path.startswith("/v1"):
-        return _sse({"error": {"message": message, "type": "server_error"}})
-    return _sse({"error": {"code": 500, "message": message, "type": "server_error"}})
-
-
-def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n".encode()
+    """The event the dialect `path` speaks ends a stream with when a generation fails."""
+    return dialect_for(path).failure(model, message)

@@ -28,11 +28,11 @@ def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(chunks, media_type="text/event-stream")
 
 
-def ndjson_stream(lines: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """One JSON object a line (Ollama's streams)."""
+def ndjson_stream(lines: AsyncIterator[dict[str, Any] | bytes]) -> StreamingResponse:
+    """One JSON object a line (Ollama's streams); a line given as bytes is already encoded."""
 
     async def encoded() -> AsyncIterator[bytes]:
         async for line in lines:
-            yield json_bytes(line) + b"\n"
+            yield line if isinstance(line, bytes) else json_bytes(line) + b"\n"
 
     return StreamingResponse(encoded(), media_type="application/x-ndjson")
