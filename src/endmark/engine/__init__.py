@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,14 @@ class DecodeError(RuntimeError):
     """The backend could not decode a batch (usually: the cache is full)."""
 
 
+class Embedder(Protocol):
+    """A model's embedding context: vectors for whole inputs, pooled as `pooling` says."""
+
+    pooling: str
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]: ...
+
+
 class Engine(Protocol):
     vocab: Vocab
     n_ctx: int
@@ -75,5 +83,23 @@ class Engine(Protocol):
         ...
 
     def metadata(self, key: str) -> str | None: ...
+
+    def model_facts(self) -> dict[str, Any]:
+        """What the weights are (architecture, parameters, sizes), as model listings show it."""
+        ...
+
+    def chat_template(self) -> str | None: ...
+
+    def builtin_template_names(self) -> list[str]: ...
+
+    def apply_builtin_template(
+        self, template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool
+    ) -> str: ...
+
+    def lltokenizer(self, end_tokens: Sequence[int]) -> Any:
+        """llguidance's tokenizer of this vocabulary, ending on `end_tokens`."""
+        ...
+
+    def embedder(self, pooling: str = "auto") -> Embedder: ...
 
     def close(self) -> None: ...
