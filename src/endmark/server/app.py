@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from endmark.runtime import load_runtime
+from endmark.loading import load_runtime
+from endmark.runtime import Runtime
 from endmark.server.dialects import (
     anthropic,
     embeddings,
@@ -37,9 +38,11 @@ def create_app(
     settings: Settings,
     on_progress: Callable[[float], None] | None = None,
     on_load_failure: Callable[[], None] | None = None,
+    load: Callable[[Settings, Callable[[float], None]], Runtime] = load_runtime,
 ) -> FastAPI:
     """`on_load_failure` is called when the model cannot load: with one model there is nothing
-    to serve, so the CLI ends the process non-zero, as llama-server does."""
+    to serve, so the CLI ends the process non-zero, as llama-server does. `load` makes the
+    runtime (a test serves a scripted one)."""
     state = LoadingState()
 
     def progress(value: float) -> None:
@@ -50,7 +53,7 @@ def create_app(
     def load() -> None:
         # Loading runs beside the server so that /health can say "loading" meanwhile.
         try:
-            state.runtime = load_runtime(settings, progress)
+            state.runtime = load(settings, progress)
             log.info("model loaded: %s", state.runtime.model_path)
         except Exception as exc:
             state.error = str(exc)
