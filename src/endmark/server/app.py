@@ -50,7 +50,7 @@ def create_app(
         if on_progress is not None:
             on_progress(value)
 
-    def load() -> None:
+    def load_in_background() -> None:
         # Loading runs beside the server so that /health can say "loading" meanwhile.
         try:
             state.runtime = load(settings, progress)
@@ -63,7 +63,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        loader = threading.Thread(target=load, name="endmark-load", daemon=True)
+        loader = threading.Thread(target=load_in_background, name="endmark-load", daemon=True)
         loader.start()
         yield
         loader.join()
