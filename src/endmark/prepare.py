@@ -110,7 +110,8 @@ def drafts_for_sampling(
 
 
 class Preparer:
-    """Turns specs into requests for one loaded model."""
+    """Turns specs into requests for one loaded model. What loading learned is also kept as
+    plain attributes (`template`, `call_format`, ...), which the chat wiring below reads."""
 
     def __init__(
         self,
