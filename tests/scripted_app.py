@@ -15,12 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import httpx
 
-import endmark.runtime
-from endmark.runtime import Runtime, load_runtime
+from endmark.loading import build_runtime
+from endmark.runtime import Runtime
 from endmark.server.app import create_app
 from endmark.settings import Settings
 from tests.scripted_engine import Answer, Script, ScriptedEngine
@@ -44,15 +43,9 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</
 
 def scripted_runtime(engine: ScriptedEngine, settings: Settings) -> Runtime:
     """A runtime on `engine`, made as `endmark serve` makes one (template, end tokens, call
-    and think formats, scheduler): `load_runtime` with the engine swapped in for llama.cpp's.
-    (Once the runtime can be built from any engine, that is called instead.)"""
+    and think formats, scheduler)."""
     assert settings.model is not None
-    with mock.patch.multiple(
-        endmark.runtime,
-        LlamaCppEngine=lambda *args, **kwargs: engine,
-        resolve_model=lambda _model: Path(settings.model),  # type: ignore[arg-type]
-    ):
-        return load_runtime(settings)
+    return build_runtime(engine, settings, Path(settings.model))
 
 
 class ScriptedApp:

@@ -41,11 +41,10 @@ def test_copying_follows_its_source_past_a_phrase_that_repeats() -> None:
 
 
 def test_drafts_by_default_only_for_greedy_decoding_unless_asked() -> None:
-    from endmark.runtime import Runtime
+    from endmark.prepare import drafts_for_sampling as pick
     from endmark.sampling import SamplingParams
 
     server, asked = DraftSettings(16, 0), DraftSettings(8, 0, asked=True)
-    pick = Runtime._drafts_for_sampling
     assert pick(server, SamplingParams(temperature=0)) is server
     assert pick(server, SamplingParams(temperature=0.8, top_k=1)) is server
     assert pick(server, SamplingParams(temperature=0.8)) is None

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
-import queue
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -25,10 +25,13 @@ from endmark.flags import (
     serve_flag_names,
     unsupported_flag,
 )
-from endmark.generation import Done, Event, Failed, TokenEvent
+from endmark.generation import Done, Failed, TokenEvent
 from endmark.invalid import InvalidRequest
-from endmark.sampling import SamplingParams
 from endmark.settings import Settings
+from endmark.spec import RequestSpec, SamplingSpec
+
+if TYPE_CHECKING:
+    from endmark.runtime import Runtime
 
 log = logging.getLogger("endmark")
 
@@ -134,7 +137,7 @@ def serve(args: argparse.Namespace) -> int:
     def fail_running() -> None:
         runtime = app.state.loading.runtime
         if runtime is not None:
-            runtime.scheduler.fail_all("the server is shutting down")
+            runtime.fail_all("the server is shutting down")
 
     return run_server(app, settings, path.name, fail_running, holder)
 
@@ -285,39 +288,40 @@ class GracefulServer(uvicorn.Server):
 
 
 def complete(args: argparse.Namespace) -> int:
-    from endmark.runtime import load_runtime
+    from endmark.loading import load_runtime
 
     settings = _settings(args)
     settings.parallel = 1
     setup_logging(settings.verbose)
     rt = load_runtime(settings, ProgressBar())
-    events: queue.Queue[Event] = queue.Queue()
+    sampling = SamplingSpec(temperature=args.temp, seed=args.seed)
+    spec = RequestSpec(
+        [args.prompt], "complete", sampling, n_predict=args.n_predict, stop=args.stop
+    )
     try:
-        request = rt.make_request(
-            args.prompt,
-            SamplingParams(temperature=args.temp, seed=args.seed),
-            n_predict=args.n_predict,
-            stop=args.stop,
-            label="complete",
-        )
-        rt.scheduler.submit(request, events.put)
-        while True:
-            event = events.get()
-            if isinstance(event, TokenEvent):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif isinstance(event, Done):
-                sys.stdout.write(event.finish.tail + "\n")
-                print(f"[end: {event.finish.describe()}]", file=sys.stderr)
-                return 0
-            elif isinstance(event, Failed):
-                print(f"endmark: {event.message}", file=sys.stderr)
-                return 1
+        return asyncio.run(print_completion(rt, spec))
     except InvalidRequest as exc:
         print(f"endmark: {exc}", file=sys.stderr)
         return 2
     finally:
         rt.close()
+
+
+async def print_completion(rt: Runtime, spec: RequestSpec) -> int:
+    """The text to stdout as it comes, and how it ended to stderr."""
+    (request,) = rt.prepare(spec)
+    async for event in rt.stream(request):
+        if isinstance(event, TokenEvent):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, Done):
+            sys.stdout.write(event.finish.tail + "\n")
+            print(f"[end: {event.finish.describe()}]", file=sys.stderr)
+            return 0
+        elif isinstance(event, Failed):
+            print(f"endmark: {event.message}", file=sys.stderr)
+            return 1
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

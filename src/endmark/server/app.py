@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from endmark.runtime import load_runtime
+from endmark.loading import load_runtime
+from endmark.runtime import Runtime
 from endmark.server.dialects import (
     anthropic,
     embeddings,
@@ -38,9 +39,11 @@ def create_app(
     settings: Settings,
     on_progress: Callable[[float], None] | None = None,
     on_load_failure: Callable[[], None] | None = None,
+    load: Callable[[Settings, Callable[[float], None]], Runtime] = load_runtime,
 ) -> FastAPI:
     """`on_load_failure` is called when the model cannot load: with one model there is nothing
-    to serve, so the CLI ends the process non-zero, as llama-server does."""
+    to serve, so the CLI ends the process non-zero, as llama-server does. `load` makes the
+    runtime (a test serves a scripted one)."""
     state = LoadingState()
 
     def progress(value: float) -> None:
@@ -48,10 +51,10 @@ def create_app(
         if on_progress is not None:
             on_progress(value)
 
-    def load() -> None:
+    def load_in_background() -> None:
         # Loading runs beside the server so that /health can say "loading" meanwhile.
         try:
-            state.runtime = load_runtime(settings, progress)
+            state.runtime = load(settings, progress)
             log.info("model loaded: %s", state.runtime.model_path)
         except Exception as exc:
             state.error = str(exc)
@@ -61,7 +64,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        loader = threading.Thread(target=load, name="endmark-load", daemon=True)
+        loader = threading.Thread(target=load_in_background, name="endmark-load", daemon=True)
         loader.start()
         yield
         loader.join()

@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from endmark.channels import ToolCall
 from endmark.generation import Done, Failed, GenerationRequest
 from endmark.runtime import Runtime
-from endmark.sampling import SamplingParams
 from endmark.server.dialects.anthropic_protocol import (
     ANTHROPIC,
     CountTokensRequest,
@@ -29,40 +28,15 @@ from endmark.server.dialects.anthropic_protocol import (
 from endmark.server.dialects.blocks import Block, BlockTracker, Change
 from endmark.server.dialects.results import Answer, Events, Follow, collect
 from endmark.server.http.disconnect import unless_disconnected
-from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.errors import parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream, sse
-from endmark.tools import Reasoning
 
 router = APIRouter()
 
 
 def generation(rt: Runtime, req: MessagesRequest) -> GenerationRequest:
-    try:
-        messages, tools = req.template_messages(), req.tool_request()
-    except ValueError as exc:
-        raise ApiError(400, str(exc), "messages") from None
-    defaults, given = rt.settings.sampling_defaults(), req.model_fields_set
-
-    def pick(name: str, anthropic_default: Any) -> Any:
-        """The request's knob, else the server's default (`--temp`...), else Anthropic's."""
-        return getattr(req, name) if name in given else defaults.get(name, anthropic_default)
-
-    sampling = SamplingParams(
-        temperature=pick("temperature", 1.0), top_p=pick("top_p", 1.0), top_k=pick("top_k", 0),
-        min_p=defaults.get("min_p", 0.0), repeat_penalty=defaults.get("repeat_penalty", 1.0),
-        seed=req.seed if req.seed is not None else defaults.get("seed", -1),
-    )  # fmt: skip
-    budget = rt.settings.reasoning_budget
-    if req.thinking is not None:
-        budget = (req.thinking.budget_tokens if req.thinking.budget_tokens is not None else -1) \
-            if req.thinking.type == "enabled" else 0  # fmt: skip
-    return rt.chat_request(
-        messages, sampling, tools=tools,
-        reasoning=Reasoning(rt.settings.reasoning_format, budget),
-        n_predict=req.max_tokens, stop=req.stop_sequences, label="POST /v1/messages",
-        cache_prompt=rt.settings.cache_prompt,
-    )  # fmt: skip
+    return rt.prepare(req.to_spec())[0]
 
 
 def stop_reason(done: Done) -> tuple[str, str | None]:

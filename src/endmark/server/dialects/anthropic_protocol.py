@@ -7,9 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from endmark.server.dialects.fields import StrictModel
+from endmark.invalid import InvalidRequest
+from endmark.sampling import SamplingParams
+from endmark.server.dialects.fields import StrictModel, sampling_spec
 from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
+from endmark.spec import ChatInput, RequestSpec
 from endmark.tools import Tool, ToolRequest
+
+# Anthropic's defaults for the knobs it has not (the ones it has are the model's defaults).
+ANTHROPIC_SAMPLING = SamplingParams(min_p=0.0, repeat_penalty=1.0)
 
 
 class Block(StrictModel):
@@ -120,6 +126,25 @@ class MessagesRequest(StrictModel):
             picked = choice.name
         tools = tuple(Tool(t.name, t.description, t.input_schema) for t in self.tools)
         return ToolRequest(tools, picked or "auto", not choice.disable_parallel_tool_use)
+
+    def to_spec(self) -> RequestSpec:
+        try:
+            chat = ChatInput(self.template_messages(), tools=self.tool_request())
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), "messages") from None
+        budget = None  # the server's
+        if self.thinking is not None and self.thinking.type == "enabled":
+            budget = -1 if self.thinking.budget_tokens is None else self.thinking.budget_tokens
+        elif self.thinking is not None:
+            budget = 0
+        return RequestSpec(
+            chat,
+            "POST /v1/messages",
+            sampling_spec(self, ANTHROPIC_SAMPLING),
+            n_predict=self.max_tokens,
+            stop=self.stop_sequences,
+            reasoning_budget=budget,
+        )
 
 
 class CountTokensRequest(StrictModel):

@@ -7,7 +7,7 @@ Models are strict: a number given as a string or a bool given as a number is a 4
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from endmark.constraints import ConstraintSpec
 from endmark.sampling import SamplingParams
 from endmark.settings import SAMPLING_DEFAULTS
+from endmark.spec import SamplingSpec
 
 
 class StrictModel(BaseModel):
@@ -39,35 +40,23 @@ def check_schema_size(v: dict[str, Any] | None) -> dict[str, Any] | None:
     return v
 
 
-KNOBS = tuple(k for k in SAMPLING_DEFAULTS if k != "seed")  # seed has its own rule
-
-
-def sampling_from(
-    fields: BaseModel,
-    logit_bias: dict[int, float],
-    seed: int | None,
-    n_probs: int,
-    logprobs: bool = False,
-    defaults: Mapping[str, Any] | None = None,
-) -> SamplingParams:
-    """SamplingParams from either dialect's request: they share the knobs' names. A knob the
-    request leaves out takes the server-wide default (`--temp`, `--seed`, ...) if one was set,
-    else the dialect's own."""
-    defaults = defaults or {}
+def sampling_spec(
+    fields: BaseModel, dialect: SamplingParams | None = None, **extra: Any
+) -> SamplingSpec:
+    """The sampling knobs a request set, from any dialect's model (they share the knobs'
+    names). The dialect's own default of each knob is its model's field default, over
+    `dialect` for knobs the model does not have; `prepare` picks between them and the
+    server's defaults."""
     given = fields.model_fields_set
-
-    def pick(name: str) -> Any:
-        return defaults[name] if name not in given and name in defaults else getattr(fields, name)
-
-    if seed is None or "seed" not in given:
-        seed = defaults.get("seed", -1 if seed is None else seed)
-    return SamplingParams(
-        **{name: pick(name) for name in KNOBS},
-        seed=seed,
-        logit_bias=logit_bias,
-        n_probs=n_probs,
-        logprobs=logprobs,
+    declared = type(fields).model_fields
+    own = {k: declared[k].default for k in SAMPLING_DEFAULTS if k in declared}
+    own = {k: v for k, v in own.items() if v is not None}  # OpenAI's seed: none given
+    knobs = {k: getattr(fields, k) for k in SAMPLING_DEFAULTS if k in given and k in declared}
+    return SamplingSpec(
+        **knobs,
+        dialect=replace(dialect or SamplingParams(), **own),
         post_sampling_probs=bool(getattr(fields, "post_sampling_probs", False)),
+        **extra,
     )
 
 
@@ -141,8 +130,3 @@ class SamplingFields(StrictModel):
     n_probs: Annotated[int, Field(ge=0, le=100)] = 0
     ignore_eos: bool = False
     post_sampling_probs: bool = False
-
-    def sampling_params(
-        self, logit_bias: dict[int, float], defaults: Mapping[str, Any] | None = None
-    ) -> SamplingParams:
-        return sampling_from(self, logit_bias, self.seed, self.n_probs, defaults=defaults)

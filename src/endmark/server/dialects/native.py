@@ -152,26 +152,7 @@ def pick_fields(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 async def completion(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionRequest)
-    defaults = rt.settings.sampling_defaults()
-    sampling = req.sampling_params(rt.logit_bias(req.bias_entries()), defaults)
-    cache = req.cache_prompt if "cache_prompt" in req.model_fields_set else rt.settings.cache_prompt
-    gens = [
-        rt.make_request(
-            prompt,
-            sampling,
-            n_predict=req.limit,
-            stop=req.stop,
-            ignore_eos=req.ignore_eos,
-            cache_prompt=cache,
-            label="POST /completion",
-            time_limit_ms=req.t_max_predict_ms,
-            constraint=req.constraint(),
-            report_progress=req.return_progress and req.stream,
-            timings_per_token=req.timings_per_token,
-            drafts=rt.drafts_for(req.speculative_n_max, req.speculative_n_min),
-        )
-        for prompt in req.prompts()
-    ]
+    gens = rt.prepare(req.to_spec())
     events = rt.stream_many(gens)
     if req.stream:
         return event_stream(_stream(rt, req, gens, events))
@@ -221,9 +202,7 @@ async def _stream(
 async def apply_template(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     req = await parse_body(request, ApplyTemplateRequest)
-    messages = [m.as_template_input() for m in req.messages]
-    shape = (req.add_generation_prompt, req.continue_final_message)
-    return {"prompt": rt.chat_prompt(messages, *shape, req.tool_request())}
+    return {"prompt": rt.apply_template(req.to_chat())}
 
 
 @router.post("/tokenize")
@@ -254,27 +233,25 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/props")
 async def props(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
-    defaults = rt.make_request(
-        [0], CompletionRequest(prompt="").sampling_params({}, rt.settings.sampling_defaults())
-    )
+    (defaults,) = rt.prepare(CompletionRequest(prompt=[0]).to_spec())  # a request of no fields
     return {
         "model_path": str(rt.model_path),
         "model_alias": rt.alias,
         "model_aliases": rt.settings.aliases() or [rt.alias],
-        "n_ctx": rt.engine.n_ctx,
-        "n_ctx_slot": rt.scheduler.n_ctx_slot,
-        "total_slots": len(rt.scheduler.slots),
-        "n_vocab": rt.engine.vocab.n_vocab,
+        "n_ctx": rt.n_ctx,
+        "n_ctx_slot": rt.n_ctx_slot,
+        "total_slots": rt.n_slots,
+        "n_vocab": rt.n_vocab,
         "eog_tokens": rt.eog_tokens(),
         "default_generation_settings": {
             "id": 0,
-            "n_ctx": rt.scheduler.n_ctx_slot,
+            "n_ctx": rt.n_ctx_slot,
             "is_processing": False,
             "params": params_json(defaults, stream=False),
         },
-        "chat_template": rt.template.source if rt.template else "",
+        "chat_template": rt.learned.template.source if rt.learned.template else "",
         "tool_call_format": rt.tool_call_format(),
-        "chat_template_error": rt.template_error,
+        "chat_template_error": rt.learned.template_error,
         "build_info": "endmark",
     }
 
@@ -284,4 +261,4 @@ async def slots(request: Request) -> list[dict[str, object]]:
     rt = runtime_of(request)
     if not rt.settings.slots_endpoint:
         raise ApiError(501, "the /slots endpoint is off: start the server with --slots")
-    return rt.scheduler.slot_states()
+    return rt.slot_states()

@@ -19,9 +19,11 @@ from endmark.server.dialects.fields import (
     TimeLimitMs,
     check_schema_size,
     pick_constraint,
+    sampling_spec,
 )
 from endmark.server.dialects.openai_protocol import ApplyTemplateRequest
 from endmark.server.http.dialect import LLAMA_CPP, SSE, PromptText
+from endmark.spec import RequestSpec
 
 # One llama.cpp prompt: text, token ids, or a mix of both.
 Prompt = str | list[str | int]
@@ -90,6 +92,24 @@ class CompletionRequest(SamplingFields, DraftFields):
 
     def prompts(self) -> list[Prompt]:
         return split_prompts(self.prompt)
+
+    def to_spec(self) -> RequestSpec:
+        sampling = sampling_spec(self, logit_bias=tuple(self.bias_entries()), n_probs=self.n_probs)
+        return RequestSpec(
+            self.prompts(),
+            "POST /completion",
+            sampling,
+            n_predict=self.limit,
+            stop=self.stop,
+            ignore_eos=self.ignore_eos,
+            time_limit_ms=self.t_max_predict_ms,
+            constraint=self.constraint(),
+            cache_prompt=self.cache_prompt if "cache_prompt" in self.model_fields_set else None,
+            draft_max=self.speculative_n_max,
+            draft_min=self.speculative_n_min,
+            report_progress=self.return_progress and self.stream,
+            timings_per_token=self.timings_per_token,
+        )
 
     @property
     def limit(self) -> int:

@@ -28,7 +28,6 @@ from endmark.server.dialects.ollama_protocol import (
     ChatRequest,
     EmbedRequest,
     GenerateRequest,
-    Generating,
     LegacyEmbeddingsRequest,
     ShowRequest,
     file_listing,
@@ -39,13 +38,12 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import ndjson_stream
-from endmark.tools import Reasoning
 
 router = APIRouter()
 
 
 def details(rt: Runtime) -> dict[str, Any]:
-    facts = rt.engine.model_facts()
+    facts = rt.model_facts()
     n = facts["parameters"]
     size = f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
     family = facts["architecture"]
@@ -78,24 +76,24 @@ async def running(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     forever = "2318-01-01T00:00:00Z"  # loaded for the life of the server
     return {"models": [{**listing(rt), "expires_at": forever, "size_vram": 0,
-                        "context_length": rt.engine.n_ctx}]}  # fmt: skip
+                        "context_length": rt.n_ctx}]}  # fmt: skip
 
 
 @router.post("/api/show")
 async def show(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     await parse_body(request, ShowRequest)
-    facts = rt.engine.model_facts()
+    facts = rt.model_facts()
     arch = facts["architecture"]
     capabilities = ["completion", "embedding"]
-    if rt.template is not None:
+    if rt.learned.template is not None:
         capabilities.append("tools")
-    if rt.think_format is not None:
+    if rt.learned.think_format is not None:
         capabilities.append("thinking")
     return {
         "modelfile": f"FROM {rt.model_path}\n",
         "parameters": "",
-        "template": getattr(rt.template, "source", ""),
+        "template": getattr(rt.learned.template, "source", ""),
         "details": details(rt),
         "model_info": {
             "general.architecture": arch,
@@ -111,22 +109,6 @@ async def show(request: Request) -> dict[str, Any]:
 
 
 # -- generation --------------------------------------------------------------------------
-
-
-def options_of(rt: Runtime, req: Generating, label: str) -> dict[str, Any]:
-    return {
-        "n_predict": req.options.num_predict if req.options.num_predict >= 0 else -1,
-        "stop": req.options.stop or [],
-        "label": label,
-        "constraint": req.constraint(),
-        "cache_prompt": rt.settings.cache_prompt,
-    }
-
-
-def reasoning_of(rt: Runtime, req: Generating) -> Reasoning:
-    budget = req.reasoning_budget
-    return Reasoning(rt.settings.reasoning_format,
-                     rt.settings.reasoning_budget if budget is None else budget)  # fmt: skip
 
 
 def stats(done: Done, started: float) -> dict[str, Any]:
@@ -198,21 +180,10 @@ async def answer(request: Request, rt: Runtime, gen: GenerationRequest, stream: 
 async def chat(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, ChatRequest)
-    try:
-        messages = [m.as_template_input() for m in req.messages]
-    except ValueError as exc:
-        raise ApiError(400, str(exc), "messages") from None
-    if not messages:  # Ollama loads the model and answers at once
+    if not req.messages:  # Ollama loads the model and answers at once
         return {"model": rt.alias, "created_at": now_iso(), "done": True, "done_reason": "load",
                 "message": {"role": "assistant", "content": ""}}  # fmt: skip
-    tools = req.tool_request()
-    if tools is not None and req.constraint() is not None:
-        raise ApiError(400, "tools cannot be combined with format", "format")
-    sampling = req.sampling(rt.settings.sampling_defaults())
-    gen = rt.chat_request(
-        messages, sampling, tools=tools, reasoning=reasoning_of(rt, req),
-        **options_of(rt, req, "POST /api/chat"),
-    )  # fmt: skip
+    (gen,) = rt.prepare(req.to_spec())
     return await answer(request, rt, gen, req.stream, chat=True)
 
 
@@ -225,15 +196,7 @@ async def generate(request: Request) -> Any:
     if not req.prompt:
         return {"model": rt.alias, "created_at": now_iso(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
-    sampling = req.sampling(rt.settings.sampling_defaults())
-    options = options_of(rt, req, "POST /api/generate")
-    if req.raw:
-        gen = rt.make_request(req.prompt, sampling, **options)
-    else:
-        messages = [{"role": "user", "content": req.prompt}]
-        if req.system:
-            messages.insert(0, {"role": "system", "content": req.system})
-        gen = rt.chat_request(messages, sampling, reasoning=reasoning_of(rt, req), **options)
+    (gen,) = rt.prepare(req.to_spec())
     return await answer(request, rt, gen, req.stream, chat=False)
 
 

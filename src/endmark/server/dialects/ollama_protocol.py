@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from endmark import __version__
 from endmark.constraints import ConstraintSpec
-from endmark.sampling import SamplingParams
-from endmark.server.dialects.fields import StrictModel, sampling_from
+from endmark.invalid import InvalidRequest
+from endmark.server.dialects.fields import StrictModel, sampling_spec
 from endmark.server.dialects.openai_protocol import ToolDef
 from endmark.server.http.dialect import (
     NDJSON,
@@ -27,6 +27,7 @@ from endmark.server.http.dialect import (
     PromptText,
     ServedModel,
 )
+from endmark.spec import ChatInput, Prompt, RequestSpec
 from endmark.tools import Tool, ToolRequest
 
 
@@ -99,8 +100,18 @@ class Generating(StrictModel):
             return ConstraintSpec("json_schema", self.format, "format")
         return None
 
-    def sampling(self, defaults: dict[str, Any]) -> SamplingParams:
-        return sampling_from(self.options, {}, self.options.seed, 0, defaults=defaults)
+    def spec_of(self, input: ChatInput | list[Prompt], label: str) -> RequestSpec:
+        """The spec of either endpoint; `options` holds the sampling, with Ollama's defaults."""
+        o = self.options
+        return RequestSpec(
+            input,
+            label,
+            sampling_spec(o),
+            n_predict=o.num_predict if o.num_predict >= 0 else -1,
+            stop=o.stop or [],
+            constraint=self.constraint(),
+            reasoning_budget=self.reasoning_budget,
+        )
 
     @property
     def reasoning_budget(self) -> int | None:
@@ -118,12 +129,30 @@ class ChatRequest(Generating):
         defs = [t.function for t in self.tools]
         return ToolRequest(tuple(Tool(d.name, d.description, d.parameters) for d in defs))
 
+    def to_spec(self) -> RequestSpec:
+        try:
+            messages = [m.as_template_input() for m in self.messages]
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), "messages") from None
+        tools = self.tool_request()
+        if tools is not None and self.constraint() is not None:
+            raise InvalidRequest("tools cannot be combined with format", "format")
+        return self.spec_of(ChatInput(messages, tools=tools), "POST /api/chat")
+
 
 class GenerateRequest(Generating):
     prompt: str = ""
     system: str | None = None
     raw: bool = False  # the prompt as is, without the chat template
     images: list[str] | None = None
+
+    def to_spec(self) -> RequestSpec:
+        if self.raw:
+            return self.spec_of([self.prompt], "POST /api/generate")
+        messages = [{"role": "user", "content": self.prompt}]
+        if self.system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return self.spec_of(ChatInput(messages), "POST /api/generate")
 
 
 class EmbedRequest(StrictModel):

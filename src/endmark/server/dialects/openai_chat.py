@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from endmark.delta import Delta
-from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
+from endmark.generation import Done, Progress, TokenEvent
 from endmark.runtime import Runtime
 from endmark.server.dialects.blocks import BlockTracker, Change
 from endmark.server.dialects.openai_protocol import ChatCompletionRequest
 from endmark.server.dialects.openai_shared import (
     base,
     finish_of,
-    request_options,
-    sampling_of,
-    seeded,
     stream_chunks,
     verbose_info,
     whole_response,
@@ -27,7 +25,6 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream
-from endmark.tools import Reasoning
 
 router = APIRouter()
 
@@ -44,37 +41,13 @@ def chat_logprobs(rt: Runtime, tokens: list[TokenEvent], top_n: int) -> dict[str
     return {"content": content, "refusal": None}
 
 
-def chat_requests(rt: Runtime, req: ChatCompletionRequest) -> list[GenerationRequest]:
-    messages = [m.as_template_input() for m in req.messages]
-    top_n = (req.top_logprobs or 0) if req.logprobs else 0
-    sampling = sampling_of(rt, req, top_n, req.logprobs)
-    common = request_options(rt, req, req.n_predict, "POST /v1/chat/completions")
-    return [
-        rt.chat_request(
-            messages,
-            seeded(sampling, i),
-            add_generation_prompt=req.add_generation_prompt,
-            continue_final_message=req.continue_final_message,
-            tools=req.tool_request(),
-            reasoning=Reasoning(
-                req.reasoning_format or rt.settings.reasoning_format,
-                rt.settings.reasoning_budget
-                if req.reasoning_budget is None
-                else req.reasoning_budget,
-            ),
-            **common,
-        )
-        for i in range(req.n)
-    ]
-
-
 @router.post("/v1/chat/completions")
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
-    requests = chat_requests(rt, req)
+    requests = rt.prepare(req.to_spec())
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
     trackers = [BlockTracker() for _ in requests]
@@ -155,4 +128,5 @@ async def chat_input_tokens(request: Request) -> dict[str, Any]:
     """llama-server's count of the prompt tokens a chat request would use."""
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
-    return {"input_tokens": len(chat_requests(rt, req.model_copy(update={"n": 1}))[0].prompt)}
+    spec = replace(req.to_spec(), n=1)
+    return {"input_tokens": len(rt.prepare(spec)[0].prompt)}

@@ -14,16 +14,13 @@ from endmark.server.dialects.openai_protocol import CompletionsRequest
 from endmark.server.dialects.openai_shared import (
     base,
     finish_of,
-    request_options,
-    sampling_of,
-    seeded,
     stream_chunks,
     verbose_info,
     whole_response,
 )
 from endmark.server.dialects.results import collect
 from endmark.server.http.disconnect import unless_disconnected
-from endmark.server.http.errors import ApiError, parse_body
+from endmark.server.http.errors import parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream
 
@@ -44,7 +41,7 @@ async def models(request: Request) -> dict[str, Any]:
                 "owned_by": "endmark",
                 "aliases": rt.settings.aliases() or [rt.alias],
                 "tags": [t.strip() for t in (rt.settings.tags or "").split(",") if t.strip()],
-                "meta": {"n_ctx": rt.engine.n_ctx, "n_vocab": rt.engine.vocab.n_vocab},
+                "meta": {"n_ctx": rt.n_ctx, "n_vocab": rt.n_vocab},
             }
         ],
     }
@@ -70,17 +67,8 @@ def completion_logprobs(
 async def completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionsRequest)
-    if req.echo or req.suffix:
-        raise ApiError(400, "echo and suffix are not supported", "echo" if req.echo else "suffix")
+    requests = rt.prepare(req.to_spec())
     top_n = req.logprobs or 0
-    sampling = sampling_of(rt, req, top_n, req.logprobs is not None)
-    prompts = req.prompts()
-    common = request_options(rt, req, req.n_predict, "POST /v1/completions")
-    requests = [
-        rt.make_request(prompt, seeded(sampling, i), **common)
-        for prompt in prompts
-        for i in range(req.n)
-    ]
     head = base("text_completion", rt, "cmpl")
 
     def pieces(i: int, event: TokenEvent | Progress | Done, delta: Delta) -> list[dict[str, Any]]:

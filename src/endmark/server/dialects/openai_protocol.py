@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from endmark.constraints import ConstraintSpec
-from endmark.sampling import SamplingParams
+from endmark.invalid import InvalidRequest
 from endmark.server.dialects.fields import (
     MAX_STOP_CHARS,
     DraftFields,
@@ -21,9 +20,10 @@ from endmark.server.dialects.fields import (
     TimeLimitMs,
     check_schema_size,
     pick_constraint,
-    sampling_from,
+    sampling_spec,
 )
 from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
+from endmark.spec import ChatInput, Prompt, RequestSpec
 from endmark.tools import Tool, ToolRequest
 
 
@@ -149,15 +149,38 @@ class OpenAIFields(DraftFields):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_params(
+    def spec_of(
         self,
-        logit_bias: dict[int, float],
+        input: ChatInput | list[Prompt],
+        label: str,
+        n_predict: int,
         top_n: int,
         logprobs: bool,
-        defaults: Mapping[str, Any] | None = None,
-    ) -> SamplingParams:
-        n_probs = max(top_n, self.n_probs)
-        return sampling_from(self, logit_bias, self.seed, n_probs, logprobs, defaults)
+        n: int | None = None,
+        **chat: Any,
+    ) -> RequestSpec:
+        """The spec of either endpoint: what they share, the prompt and the limits apart."""
+        bias = tuple(self.bias_entries())
+        sampling = sampling_spec(
+            self, logit_bias=bias, n_probs=max(top_n, self.n_probs), logprobs=logprobs
+        )
+        return RequestSpec(
+            input,
+            label,
+            sampling,
+            n=self.n if n is None else n,
+            n_predict=n_predict,
+            stop=self.stop,
+            ignore_eos=self.ignore_eos,
+            time_limit_ms=self.t_max_predict_ms,
+            constraint=self.constraint(),
+            cache_prompt=self.cache_prompt,
+            draft_max=self.speculative_n_max,
+            draft_min=self.speculative_n_min,
+            report_progress=self.return_progress and self.stream,
+            timings_per_token=self.timings_per_token,
+            **chat,
+        )
 
     @field_validator("logit_bias")
     @classmethod
@@ -248,6 +271,24 @@ class ChatCompletionRequest(OpenAIFields, ToolFields):
         limit = self.max_completion_tokens or self.max_tokens
         return -1 if limit is None else limit
 
+    def to_spec(self) -> RequestSpec:
+        chat = ChatInput(
+            [m.as_template_input() for m in self.messages],
+            self.add_generation_prompt,
+            self.continue_final_message,
+            self.tool_request(),
+        )
+        top_n = (self.top_logprobs or 0) if self.logprobs else 0
+        return self.spec_of(
+            chat,
+            "POST /v1/chat/completions",
+            self.n_predict,
+            top_n,
+            self.logprobs,
+            reasoning_format=self.reasoning_format,
+            reasoning_budget=self.reasoning_budget,
+        )
+
     @model_validator(mode="after")
     def _tools_fit(self) -> ChatCompletionRequest:
         request = self.tool_request()
@@ -285,6 +326,15 @@ class CompletionsRequest(OpenAIFields):
             return [p]  # type: ignore[list-item]
         return list(p)  # type: ignore[arg-type]
 
+    def to_spec(self) -> RequestSpec:
+        if self.echo or self.suffix:
+            param = "echo" if self.echo else "suffix"
+            raise InvalidRequest("echo and suffix are not supported", param)
+        top_n = self.logprobs or 0
+        prompts: list[Prompt] = list(self.prompts())
+        logprobs = self.logprobs is not None
+        return self.spec_of(prompts, "POST /v1/completions", self.n_predict, top_n, logprobs)
+
 
 class ApplyTemplateRequest(ToolFields):
     """llama-server's `/apply-template`: the prompt a chat completion with this body gets."""
@@ -292,6 +342,11 @@ class ApplyTemplateRequest(ToolFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     add_generation_prompt: bool = True
     continue_final_message: bool | None = None
+
+    def to_chat(self) -> ChatInput:
+        messages = [m.as_template_input() for m in self.messages]
+        shape = (self.add_generation_prompt, self.continue_final_message)
+        return ChatInput(messages, *shape, self.tool_request())
 
 
 # -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --

@@ -1,5 +1,5 @@
 """What the OpenAI routes share (`/v1/completions`, `/v1/chat/completions`, and the
-Responses API's sampling): usage, seeds of `n` choices, options, the SSE body, whole answers.
+Responses API): usage, the SSE body, whole answers.
 
 Each response carries an `endmark` object (how it stopped, which token or word, timings), so
 this dialect loses no detail against `/completion`. As in llama-server, `/models` and
@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,7 +21,6 @@ from fastapi.responses import JSONResponse
 from endmark.delta import Delta
 from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
-from endmark.sampling import SamplingParams
 from endmark.server.dialects.openai_protocol import OPENAI, OpenAIFields
 from endmark.server.dialects.results import Answer, Events, Follow, stop_detail
 from endmark.server.http.stream import sse
@@ -47,35 +45,9 @@ def usage(requests: list[GenerationRequest], n: int, dones: dict[int, Done]) -> 
     }
 
 
-def seeded(sampling: SamplingParams, i: int) -> SamplingParams:
-    """Choice i of n gets seed + i, so choices differ but the request stays reproducible."""
-    return sampling if sampling.seed < 0 or i == 0 else replace(sampling, seed=sampling.seed + i)
-
-
 def finish_of(done: Done) -> dict[str, Any]:
     """The fields a choice's last chunk carries: OpenAI's reason and endmark's detail."""
     return {"finish_reason": OPENAI.finish.of(done), "endmark": stop_detail(done)}
-
-
-def request_options(rt: Runtime, req: OpenAIFields, n_predict: int, label: str) -> dict[str, Any]:
-    """What both endpoints pass to the runtime besides the prompt and sampling."""
-    return {
-        "n_predict": n_predict,
-        "stop": req.stop,
-        "ignore_eos": req.ignore_eos,
-        "label": label,
-        "time_limit_ms": req.t_max_predict_ms,
-        "constraint": req.constraint(),
-        "cache_prompt": rt.settings.cache_prompt if req.cache_prompt is None else req.cache_prompt,
-        "report_progress": req.return_progress and req.stream,
-        "timings_per_token": req.timings_per_token,
-        "drafts": rt.drafts_for(req.speculative_n_max, req.speculative_n_min),
-    }
-
-
-def sampling_of(rt: Runtime, req: OpenAIFields, top_n: int, logprobs: bool) -> SamplingParams:
-    bias = rt.logit_bias(req.bias_entries())
-    return req.sampling_params(bias, top_n, logprobs, rt.settings.sampling_defaults())
 
 
 def verbose_info(rt: Runtime, req: OpenAIFields, gen: GenerationRequest, answer: Answer) -> Any:

@@ -27,14 +27,12 @@ from endmark.generation import Done, Event, Failed, GenerationRequest, TokenEven
 from endmark.runtime import Runtime
 from endmark.server.dialects.blocks import Block, BlockTracker, Change
 from endmark.server.dialects.openai_chat import chat_logprobs
-from endmark.server.dialects.openai_shared import request_options, sampling_of
 from endmark.server.dialects.responses_protocol import RESPONSES, ResponsesRequest
 from endmark.server.dialects.results import Events, Follow, collect, stop_detail
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream, sse
-from endmark.tools import Reasoning
 
 router = APIRouter()
 
@@ -188,21 +186,7 @@ class Response:
         self._reasoning_tokens = 0
 
     def _generation(self) -> GenerationRequest:
-        rt, req = self.rt, self.req
-        messages = list(self.history)
-        if req.instructions:
-            messages.insert(0, {"role": "system", "content": req.instructions})
-        budget = rt.settings.reasoning_budget
-        if req.reasoning is not None and req.reasoning.effort in ("none", "minimal"):
-            budget = 0
-        top_n = req.top_logprobs or 0
-        return rt.chat_request(
-            messages,
-            sampling_of(rt, req, top_n, top_n > 0 or LOGPROBS in req.include_list),
-            tools=req.tool_request(),
-            reasoning=Reasoning(rt.settings.reasoning_format, budget),
-            **request_options(rt, req, req.n_predict, "POST /v1/responses"),
-        )
+        return self.rt.prepare(self.req.to_spec(self.history))[0]
 
     def probs(self, tokens: list[TokenEvent]) -> list[dict[str, Any]]:
         if not self.wants_logprobs:

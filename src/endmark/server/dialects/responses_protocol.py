@@ -16,8 +16,10 @@ from endmark.constraints import ConstraintSpec
 from endmark.server.dialects.fields import StrictModel, check_schema_size, pick_constraint
 from endmark.server.dialects.openai_protocol import OpenAIFields, openai_error
 from endmark.server.http.dialect import SSE, Dialect, FinishWords, PromptText, sse_bytes
+from endmark.spec import ChatInput, RequestSpec
 from endmark.tools import Tool, ToolRequest
 
+LOGPROBS = "message.output_text.logprobs"  # the `include` entry that asks for logprobs
 TEXT_PARTS = {"input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text"}
 
 
@@ -161,6 +163,20 @@ class ResponsesRequest(OpenAIFields):
         if isinstance(self.input, str):
             return [{"role": "user", "content": self.input}]
         return template_messages(self.input)
+
+    def to_spec(self, history: list[dict[str, Any]]) -> RequestSpec:
+        """The turn after `history` (the stored conversation and this request's input)."""
+        messages = list(history)
+        if self.instructions:
+            messages.insert(0, {"role": "system", "content": self.instructions})
+        effort = self.reasoning.effort if self.reasoning is not None else None
+        budget = 0 if effort in ("none", "minimal") else None
+        top_n = self.top_logprobs or 0
+        logprobs = top_n > 0 or LOGPROBS in self.include_list
+        chat = ChatInput(messages, tools=self.tool_request())
+        label = "POST /v1/responses"
+        return self.spec_of(chat, label, self.n_predict, top_n, logprobs, n=1,
+                            reasoning_budget=budget)  # fmt: skip
 
     def constraint(self) -> ConstraintSpec | None:
         spec = pick_constraint(self.grammar, self.json_schema, self.response_format)

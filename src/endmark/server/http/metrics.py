@@ -1,4 +1,4 @@
-"""`GET /metrics` in Prometheus text format, read from the scheduler's totals at scrape time."""
+"""`GET /metrics` in Prometheus text format, read from the runtime's activity at scrape time."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from endmark.scheduler import Scheduler
+from endmark.runtime import Runtime
 from endmark.server.http.errors import ApiError
 from endmark.server.http.state import runtime_of
 
 router = APIRouter()
 
 
-class SchedulerCollector(Collector):
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+class RuntimeCollector(Collector):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
 
     def collect(self) -> Iterator[Metric]:
-        s = self.scheduler
-        st = s.stats
+        now = self.rt.activity()
+        st = now.stats
         requests = CounterMetricFamily(
             "endmark_requests", "Generation requests by outcome", labels=["outcome"]
         )
@@ -32,9 +32,9 @@ class SchedulerCollector(Collector):
         requests.add_metric(["failed"], st.requests_failed)
         requests.add_metric(["cancelled"], st.requests_cancelled)
         yield requests
-        yield GaugeMetricFamily("endmark_requests_running", "Requests in a slot", s.n_running)
-        yield GaugeMetricFamily("endmark_requests_queued", "Requests waiting", s.n_queued)
-        yield GaugeMetricFamily("endmark_slots", "Slots (parallel sequences)", len(s.slots))
+        yield GaugeMetricFamily("endmark_requests_running", "Requests in a slot", now.running)
+        yield GaugeMetricFamily("endmark_requests_queued", "Requests waiting", now.queued)
+        yield GaugeMetricFamily("endmark_slots", "Slots (parallel sequences)", now.slots)
         yield CounterMetricFamily(
             "endmark_prompt_tokens", "Prompt tokens evaluated", st.prompt_tokens
         )
@@ -61,7 +61,7 @@ async def metrics(request: Request) -> Response:
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = CollectorRegistry()
-        registry.register(SchedulerCollector(rt.scheduler))
+        registry.register(RuntimeCollector(rt))
         request.app.state.metrics_registry = registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
