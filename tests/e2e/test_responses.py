@@ -59,8 +59,11 @@ def test_a_forced_tool_gives_a_function_call_item_and_the_result_continues_it(
     client = sdk(server)
     ask = "What's the weather in Paris?"
     for seed, temperature in ((0, 0.0), (1, 0.8)):
+        # One call: a 135M model may repeat parallel calls until the limit, whose cut is
+        # `incomplete` (how often depends on the CPU's numerics and what the cache holds).
         r = client.responses.create(model="m", input=ask, tools=TOOLS, tool_choice="required",
                                     temperature=temperature, max_output_tokens=200,
+                                    parallel_tool_calls=False,
                                     extra_body={"seed": seed})  # fmt: skip
         calls = [i for i in r.output if i.type == "function_call"]
         assert calls and r.status == "completed"
