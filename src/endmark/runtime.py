@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from endmark.channels import GENERIC, CallFormat, ChannelSplitter, ThinkFormat
+from endmark.calls import (
+    GENERIC,
+    CallStrategy,
+    Reasoning,
+    ThinkFormat,
+    learn_call_strategy,
+    learn_think_format,
+)
+from endmark.channels import ChannelSplitter
 from endmark.chat import (
     NativeFormats,
     Template,
@@ -26,8 +34,6 @@ from endmark.chat import (
     builtin_for_vocab,
     continue_final,
     end_of_turn_markers,
-    learn_call_format,
-    learn_think_format,
     load_template,
 )
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
@@ -48,14 +54,7 @@ from endmark.models import model_alias, resolve_model
 from endmark.sampling import SamplingParams
 from endmark.scheduler import Scheduler
 from endmark.settings import Settings
-from endmark.tools import (
-    Reasoning,
-    ToolRequest,
-    call_grammar,
-    flatten_calls,
-    generic_system_prompt,
-    with_system_text,
-)
+from endmark.tools import ToolRequest
 
 log = logging.getLogger("endmark")
 JSON_KINDS = ("json_schema", "json_object")
@@ -72,7 +71,7 @@ class Runtime:
     template: Template | None = None
     template_error: str | None = None
     constraints: ConstraintCompiler | None = None
-    call_format: CallFormat | None = None  # how the template writes calls; None: generic
+    call_format: CallStrategy | None = None  # how the template writes calls; None: generic
     think_format: ThinkFormat | None = None  # how the model thinks, if it does
 
     # -- tokens -----------------------------------------------------------------------------
@@ -296,10 +295,8 @@ class Runtime:
         shape = (add_generation_prompt, continue_final_message)
         if tools is None or tools.choice == "none":
             return self.render_chat(messages, *shape)
-        if self.call_format is not None:
-            return self.render_chat(messages, *shape, tools=[t.as_openai() for t in tools.tools])
-        plain = flatten_calls(messages, GENERIC)
-        return self.render_chat(with_system_text(plain, generic_system_prompt(tools)), *shape)
+        history, variables = (self.call_format or GENERIC).prompt_inputs(messages, tools)
+        return self.render_chat(history, *shape, **variables)
 
     def chat_request(
         self,
@@ -331,7 +328,8 @@ class Runtime:
         if think is None or reasoning.format == "none":
             return request
         calls = request.channels.calls_format if request.channels else None
-        request.channels = ChannelSplitter(calls, think)
+        tools = request.channels.tools if request.channels else ()
+        request.channels = ChannelSplitter(calls, think, tools)
         request.think_close = tuple(self.engine.tokenize(think.end, False, True))
         request.reasoning_budget = reasoning.budget
         return request
@@ -342,12 +340,12 @@ class Runtime:
         the first token, an optional one from the moment the model starts it."""
         fmt = self.call_format or GENERIC
         control = {self.token_text(t): t for t in self.engine.vocab.control}
-        request.channels = ChannelSplitter(fmt)
+        request.channels = ChannelSplitter(fmt, tools=tools.tools)
         if tools.forced:
-            grammar = call_grammar(fmt, tools, control)
+            grammar = fmt.grammar(tools, control)
             request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))
         else:
-            lazy = call_grammar(fmt, tools, control, lazy=True)
+            lazy = fmt.grammar(tools, control, lazy=True)
             request.on_call = lambda text: self._call_matcher(lazy, text)
 
     def _call_matcher(self, grammar: str, text_so_far: str) -> Constraint:
@@ -358,14 +356,7 @@ class Runtime:
     def tool_call_format(self) -> dict[str, Any]:
         """How this model's tool calls are written: learned from its template, or generic."""
         fmt = self.call_format or GENERIC
-        return {
-            "name": fmt.name,
-            "start": fmt.start,
-            "end": fmt.end,
-            "array": fmt.array,
-            "arguments_key": fmt.args_key,
-            "learned_from_template": self.call_format is not None,
-        }
+        return {**fmt.describe(), "learned_from_template": self.call_format is not None}
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         """One request's events; see `stream_many`."""
@@ -470,7 +461,7 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     except TemplateRefused as exc:
         template_error = str(exc)
         log.error("%s", exc)
-    call_format: CallFormat | None = None
+    call_format: CallStrategy | None = None
     think_format: ThinkFormat | None = None
     if template is not None:
         log.info("chat template: %s", printable(template.name))
@@ -481,16 +472,17 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
     eog = EogSet.from_vocab(vocab, markers)
     if template is not None:
         # the end of a call is what follows its JSON up to the end of the turn
-        call_format = learn_call_format(template, [t.text for t in eog.tokens.values()])
+        call_format = learn_call_strategy(template, [t.text for t in eog.tokens.values()])
         if call_format is not None:
             log.info(
-                "tool calls: the template's %s format, %s ... %s",
-                call_format.name, printable(call_format.start), printable(call_format.end),
+                "tool calls: the template's %s format (%s), %s ... %s", call_format.name,
+                call_format.kind, printable(call_format.start), printable(call_format.end),
             )  # fmt: skip
         think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
         if think_format is not None:
             opened = " (opened by the prompt)" if think_format.open else ""
-            log.info("thinking: <think> ... </think>%s", opened)
+            start, end = printable(think_format.start), printable(think_format.end)
+            log.info("thinking: %s ... %s%s", start, end, opened)
     log.info(
         "end-of-generation tokens: %s",
         ", ".join(

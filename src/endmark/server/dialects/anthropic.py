@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from endmark.calls import Reasoning
 from endmark.channels import ToolCall
 from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
@@ -25,7 +26,6 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream, sse
-from endmark.tools import Reasoning
 
 router = APIRouter()
 

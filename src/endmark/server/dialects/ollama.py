@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from endmark import __version__
+from endmark.calls import Reasoning
 from endmark.generation import Done, Failed, GenerationRequest, TokenEvent
 from endmark.runtime import Runtime
 from endmark.server.dialects.ollama_protocol import (
@@ -36,7 +37,6 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import ndjson_stream
-from endmark.tools import Reasoning
 
 router = APIRouter()
 OLLAMA_VERSION = "0.12.0"  # the API this dialect follows

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from endmark.calls import Reasoning
 from endmark.channels import ToolCall
 from endmark.generation import Done, GenerationRequest, Progress, TokenEvent
 from endmark.runtime import Runtime
@@ -26,7 +27,6 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream
-from endmark.tools import Reasoning
 
 router = APIRouter()
 
