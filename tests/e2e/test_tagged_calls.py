@@ -29,7 +29,8 @@ FORECAST = {"type": "function", "function": {
     }, "required": ["city", "days"]}}}  # fmt: skip
 SWITCH = {"type": "function", "function": {
     "name": "switch", "description": "On or off", "parameters": {
-        "type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}}}  # fmt: skip
+        "type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]},
+}}  # fmt: skip
 TOOLS = [FORECAST, SWITCH]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 MARKUP = ("<tool_call>", "</tool_call>", "<function=", "<parameter=", "</parameter>",
