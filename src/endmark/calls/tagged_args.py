@@ -73,11 +73,34 @@ def typed_value(text: str, schema: Any) -> Any:
         return PYTHON_WORDS.get(text.strip(), text)
 
 
+def _flat(arguments: Mapping[str, str]) -> list[str]:
+    return [text for pair in arguments.items() for text in pair]
+
+
+def _between(text: str, needles: list[str]) -> list[str] | None:
+    """The texts before, between and after `needles`, found in order in `text`."""
+    parts, at = [], 0
+    for needle in needles:
+        found = text.find(needle, at)
+        if found < 0:
+            return None
+        parts.append(text[at:found])
+        at = found + len(needle)
+    return [*parts, text[at:]]
+
+
 def _common_suffix(a: str, b: str) -> str:
     n = 0
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
         n += 1
     return a[len(a) - n :]
+
+
+def _from_a_boundary(tag: str) -> str:
+    """`tag` from its first blank or bracket on: the `>` that closes a function's name and a
+    value's close tag alike is theirs, not the key's (Qwen3-Coder's `>\n<parameter=`)."""
+    starts = [tag.find(c) for c in "\n <[" if c in tag]
+    return tag[min(starts, default=len(tag)) :]
 
 
 @dataclass(frozen=True)
@@ -99,26 +122,19 @@ class TaggedArgs(CallStrategy):
 
     @classmethod
     def learn(cls, template: ChatTemplate, end_texts: Collection[str]) -> TaggedArgs | None:
+        """Diff a probe call with two string arguments: the texts around its name, keys and
+        values are the tags (`_between` names them). The key's open tag is what precedes both
+        keys; what precedes the second key beyond it closes the first value."""
         body = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS])
-        if body is None:
+        parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)]) if body else None
+        if parts is None:
             return None
-        a, b = PROBE_ARGS.items()
-        parts, at = [], 0
-        for needle in (PROBE_TOOL_NAME, a[0], a[1], b[0], b[1]):
-            found = body.find(needle, at)
-            if found < 0:
-                return None
-            parts.append(body[at:found])
-            at = found + len(needle)
-        head, after_name, key_close, between, key_close_b = parts
+        head, after_name, key_close, between, key_close_b, tail = parts
         head = without_empty_thinking(head).lstrip()
-        tag = _TAG_AT_START.match(head)
-        key_open = _common_suffix(after_name, between)
-        key_open = key_open[min((key_open.find(c) for c in "\n <[" if c in key_open),
-                                default=len(key_open)):]  # fmt: skip
-        tail = body[at:]
+        start = _TAG_AT_START.match(head)
+        key_open = _from_a_boundary(_common_suffix(after_name, between))
         value_close = between[: len(between) - len(key_open)]
-        if not (tag and key_open and key_close and value_close) or key_close != key_close_b:
+        if not (start and key_open and key_close and value_close) or key_close != key_close_b:
             return None
         if not tail.startswith(value_close):
             return None
@@ -127,7 +143,7 @@ class TaggedArgs(CallStrategy):
         if end is None:
             return None
         learned = cls(
-            "tagged", tag.group(0), end.group(0), head[tag.end() :],
+            "tagged", start.group(0), end.group(0), head[start.end() :],
             after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
             rest[: end.start()],
         )  # fmt: skip
