@@ -181,3 +181,19 @@ def test_the_history_goes_back_through_the_template_as_written() -> None:
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == json.dumps(ARGS)
     rendered = QWEN.render(history, False, **variables)
     assert written_by_template(ARGS) in rendered and "<name>forecast</name>" in rendered
+
+
+def test_thinking_then_a_tagged_call_as_qwen3_5_writes_them() -> None:
+    """Qwen3.5 opens `<think>` in its prompt and calls with tagged arguments after it."""
+    from endmark.calls import ThinkFormat
+
+    one = QWEN3_CODER.written("get_time", {"zone": "UTC"})
+    text = "The user wants the time.\n</think>\n\n" + one
+    for chunks in ([text], list(text)):
+        splitter = ChannelSplitter(QWEN3_CODER, ThinkFormat(open=True), TOOLS)
+        pieces = [p for chunk in chunks for p in splitter.push(chunk)] + splitter.finish()
+        assert "".join(p.text for p in pieces if p.channel == "reasoning").startswith("The user")
+        assert "".join(p.text for p in pieces if p.channel == "content").strip() == ""
+        assert [(c.name, json.loads(c.arguments)) for c in splitter.calls] == [
+            ("get_time", {"zone": "UTC"})
+        ]
