@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 
 NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
+TEMPLATES = Path(__file__).parent / "data" / "templates"  # real templates, from llama.cpp
 # "▁" alone, as every real SentencePiece vocabulary has it: a space is then one token
 WORDS = ["▁", "▁hello", "▁world", "▁the", "▁a", "▁is", "▁answer", "▁user", "▁assistant", "▁system"]
 
@@ -158,6 +159,21 @@ FAMILIES = {
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
         "<|im_end|>",
     ),
+    # Qwen3-Coder's own template: calls with tagged arguments, `<function=NAME>` and
+    # `<parameter=KEY>` inside `<tool_call>`, values as text or JSON
+    "qwen3_coder": Family(
+        "qwen3_coder",
+        (
+            "<|im_start|>",
+            "<|im_end|>",
+            "<tool_call>",
+            "</tool_call>",
+            "<tool_response>",
+            "</tool_response>",
+        ),
+        (TEMPLATES / "Qwen3-Coder.jinja").read_text(encoding="utf-8"),
+        "<|im_end|>",
+    ),  # fmt: skip
     "unknown": Family(
         "unknown",
         ("<|speaker:user|>", "<|speaker:bot|>", "<|over_to_you|>"),

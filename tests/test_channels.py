@@ -7,18 +7,17 @@ import random
 
 import pytest
 
-from endmark.channels import (
+from endmark.calls import (
     GENERIC,
     HERMES,
     LLAMA3,
     MISTRAL,
-    CallFormat,
-    ChannelSplitter,
+    CallStrategy,
+    JsonInTags,
     MalformedCall,
-    Piece,
     ThinkFormat,
-    parse_calls,
 )
+from endmark.channels import ChannelSplitter, Piece
 
 WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
 TIME = {"name": "get_time", "arguments": {"zone": "Europe/Paris"}}
@@ -62,13 +61,13 @@ RECORDED = {
         GENERIC, ThinkFormat(), NOT_A_MARKER, NOT_A_MARKER, "", [],
     ),
     "an unknown family's markers": (
-        CallFormat("learned", "<|fn_call|>", "<|/fn_call|>"), None,
+        JsonInTags("learned", "<|fn_call|>", "<|/fn_call|>"), None,
         "ok <|fn_call|>" + json.dumps(WEATHER) + "<|/fn_call|>", "ok ", "", [WEATHER],
     ),
 }  # fmt: skip
 
 
-def split(fmt: CallFormat | None, think: ThinkFormat | None, chunks: list[str]) -> list[Piece]:
+def split(fmt: CallStrategy | None, think: ThinkFormat | None, chunks: list[str]) -> list[Piece]:
     splitter = ChannelSplitter(fmt, think)
     pieces = [p for chunk in chunks for p in splitter.push(chunk)]
     return pieces + splitter.finish()
@@ -164,11 +163,11 @@ def test_mistral_calls_get_the_nine_character_ids_its_template_checks() -> None:
 def test_numbers_come_out_as_the_model_wrote_them() -> None:
     """Read as a float, 1e999 would be written back as `Infinity`, which is not JSON."""
     body = '{"name": "add", "arguments": {"a": 1e999, "b": [0.10, -2], "c": "x"}}'
-    (call,) = parse_calls(body, HERMES)
+    (call,) = HERMES.parse(body)
     assert call.arguments == '{"a": 1e999, "b": [0.10, -2], "c": "x"}'
     assert json.loads(call.arguments)["b"] == [0.1, -2]
     with pytest.raises(MalformedCall, match="no name"):
-        parse_calls('{"name": 5, "arguments": {}}', HERMES)
+        HERMES.parse('{"name": 5, "arguments": {}}')
 
 
 def test_a_marker_cut_by_the_limit_is_not_content() -> None:

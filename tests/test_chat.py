@@ -113,24 +113,3 @@ def test_smollm2_template_marks_im_end(engine) -> None:  # type: ignore[no-untyp
     t = load_template(None, engine.chat_template(), "<|im_start|>", "<|im_end|>")
     assert t is not None
     assert end_of_turn_markers(t, engine.tokenize, engine.vocab.control) == [2]
-
-
-def test_the_call_format_is_learned_from_the_template() -> None:
-    from endmark.chat import learn_call_format
-    from tests.gguf_factory import FAMILIES
-
-    hermes = ChatTemplate(FAMILIES["hermes"].template, "hermes")
-    fmt = learn_call_format(hermes, ["<|im_end|>"])
-    assert fmt is not None and (fmt.name, fmt.start, fmt.end) == (
-        "hermes",
-        "<tool_call>",
-        "</tool_call>",
-    )
-    unknown = ChatTemplate(FAMILIES["unknown_tools"].template, "unknown")
-    fmt = learn_call_format(unknown, ["<|over_to_you|>"])
-    assert fmt is not None and (fmt.name, fmt.start, fmt.end) == (
-        "learned",
-        "<|fn_call|>",
-        "<|/fn_call|>",
-    )
-    assert learn_call_format(ChatTemplate(BUILTIN_TEMPLATES["chatml"], "chatml"), []) is None

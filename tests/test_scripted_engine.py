@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from endmark.channels import HERMES, ChannelSplitter
+from endmark.calls import HERMES
+from endmark.channels import ChannelSplitter
 from endmark.constraints import ConstraintCompiler, ConstraintSpec
 from endmark.drafts import DraftSettings
 from endmark.endings import EndPolicy, EogSet

@@ -1,168 +1,27 @@
-"""The tool-call grammar and the rewrites around it, checked with llguidance against real
-vocabularies: the bundled model's, and a Mistral-style test model whose call marker is a
-special token not written in angle brackets."""
+"""What a request offers: its tools, and how it may use them."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
-from typing import Any
+from endmark.tools import MAX_CALLS, Tool, ToolRequest
 
-import pytest
-
-from endmark.channels import GENERIC, HERMES, LLAMA3, MISTRAL, CallFormat
-from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
-from endmark.endings import EogSet
-from endmark.tools import (
-    MAX_STRING,
-    Tool,
-    ToolRequest,
-    call_grammar,
-    closed,
-    flatten_calls,
-    generic_system_prompt,
-    with_system_text,
-)
-from tests.gguf_factory import FAMILIES, build_gguf
-
-CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-WEATHER = Tool("get_weather", "The weather", CITY)
-ADD = Tool("add", "Add", {"type": "object", "properties": {"a": {"type": "number"}}})
-TOOLS = (WEATHER, ADD)
+TOOLS = (Tool("get_weather"), Tool("add"))
 
 
-class Vocab:
-    """An engine and a compiler of constraints over its vocabulary."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.eog = EogSet.from_vocab(engine.vocab)
-        self.compiler = ConstraintCompiler(
-            lambda: engine.lltokenizer(self.eog.ids()), engine.vocab.n_vocab
-        )
-        self.control = {engine.vocab.text(t): t for t in engine.vocab.control}
-
-    def matcher(self, fmt: CallFormat, request: ToolRequest, lazy: bool = False) -> Constraint:
-        grammar = call_grammar(fmt, request, self.control, lazy)
-        return self.compiler.matcher(self.compiler.compile(ConstraintSpec("lark", grammar, "t")))
-
-    def accepts(self, matcher: Constraint, text: str) -> bool:
-        """Whether `text` is a whole answer the grammar allows; a marker that is a special
-        token is that token (and text after it gets no SentencePiece dummy-prefix space)."""
-        tokens: list[int] = []
-        for part in re.split(r"(\[TOOL_CALLS\]|<tool_call>|</tool_call>)", text):
-            if part in self.control:
-                tokens.append(self.control[part])
-            elif part:
-                tokens += self.compiler.tokenizer.tokenize_str(part)
-        for token in tokens:
-            if not matcher.mask()[token]:
-                return False
-            matcher.consume(token)
-        return matcher.accepting
+def test_a_forced_choice_and_the_tools_it_leaves_callable() -> None:
+    assert not ToolRequest(TOOLS).forced and not ToolRequest(TOOLS, "none").forced
+    assert ToolRequest(TOOLS, "required").forced and ToolRequest(TOOLS, "add").forced
+    assert ToolRequest(TOOLS, "required").callable == TOOLS
+    assert [t.name for t in ToolRequest(TOOLS, "add").callable] == ["add"]
 
 
-@pytest.fixture(scope="module")
-def bundled(engine: Any) -> Vocab:
-    return Vocab(engine)
+def test_calls_a_turn_may_make() -> None:
+    assert ToolRequest(TOOLS, "required").max_calls == MAX_CALLS
+    assert ToolRequest(TOOLS, "add").max_calls == 1  # as OpenAI's forced function
+    assert ToolRequest(TOOLS, "auto", parallel=False).max_calls == 1
 
 
-@pytest.fixture(scope="module")
-def mistral(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vocab]:
-    from endmark.engine.llamacpp import LlamaCppEngine
-
-    path = build_gguf(tmp_path_factory.mktemp("m") / "m.gguf", FAMILIES["mistral_tools"])
-    engine = LlamaCppEngine(str(path), n_ctx=256, n_threads=1, n_seq_max=1)
-    yield Vocab(engine)
-    engine.close()
-
-
-def call(name: str, args: dict[str, Any], key: str = "arguments") -> str:
-    return json.dumps({"name": name, key: args})  # the separators the grammar asks for
-
-
-def test_a_forced_call_must_name_a_tool_and_match_its_parameters(bundled: Vocab) -> None:
-    request = ToolRequest(TOOLS, "required")
-    good = "<tool_call>" + call("get_weather", {"city": "Paris"}) + "</tool_call>"
-    assert bundled.accepts(bundled.matcher(GENERIC, request), good)
-    for bad in (
-        "Sure! " + good,
-        "<tool_call>" + call("get_time", {"zone": "UTC"}) + "</tool_call>",
-        "<tool_call>" + call("get_weather", {"town": "Paris"}) + "</tool_call>",
-        "<tool_call>" + call("get_weather", {}) + "</tool_call>",
-    ):
-        assert not bundled.accepts(bundled.matcher(GENERIC, request), bad), bad
-
-
-def test_a_named_tool_and_one_call_only(bundled: Vocab) -> None:
-    one = "<tool_call>" + call("add", {"a": 1}) + "</tool_call>"
-    named = ToolRequest(TOOLS, "add")
-    assert bundled.accepts(bundled.matcher(HERMES, named), one)
-    assert not bundled.accepts(bundled.matcher(HERMES, named), one + one)  # as OpenAI's
-    weather = "<tool_call>" + call("get_weather", {"city": "Rome"}) + "</tool_call>"
-    assert not bundled.accepts(bundled.matcher(HERMES, named), weather)
-    assert bundled.accepts(bundled.matcher(HERMES, ToolRequest(TOOLS, "required")), one + one)
-    single = ToolRequest(TOOLS, "required", parallel=False)
-    assert not bundled.accepts(bundled.matcher(HERMES, single), one + one)
-
-
-def test_a_lazy_grammar_starts_after_the_marker_the_model_wrote(bundled: Vocab) -> None:
-    lazy = bundled.matcher(HERMES, ToolRequest(TOOLS, "auto"), lazy=True)
-    assert bundled.accepts(lazy, call("add", {"a": 2}) + "</tool_call>")
-
-
-def test_llama3_calls_are_bare_json_with_parameters(bundled: Vocab) -> None:
-    grammar = call_grammar(LLAMA3, ToolRequest(TOOLS, "required"), bundled.control)
-    assert "python_tag" not in grammar.split("call_json:")[0]  # written as the template does
-    m = bundled.matcher(LLAMA3, ToolRequest(TOOLS, "required"))
-    assert bundled.accepts(m, call("add", {"a": 1}, key="parameters"))
-
-
-def test_a_special_token_without_angle_brackets_is_named_by_id(mistral: Vocab) -> None:
-    grammar = call_grammar(MISTRAL, ToolRequest(TOOLS, "required"), mistral.control)
-    assert f"<[{mistral.control['[TOOL_CALLS]']}]>" in grammar
-    answer = "[TOOL_CALLS]" + json.dumps([{"name": "add", "arguments": {"a": 1}}])
-    assert mistral.accepts(mistral.matcher(MISTRAL, ToolRequest(TOOLS, "required")), answer)
-    m = mistral.matcher(MISTRAL, ToolRequest(TOOLS, "required"))  # not spelled out as text
-    assert not m.mask()[mistral.engine.tokenize("[", False, False)[0]]
-
-
-def test_closed_schemas_refuse_made_up_keys_and_bound_free_strings() -> None:
-    schema = closed(WEATHER.parameters)
-    assert schema["additionalProperties"] is False
-    assert schema["properties"]["city"]["maxLength"] == MAX_STRING
-    enum = closed({"type": "string", "enum": ["a"]})
-    assert "maxLength" not in enum
-    assert closed({"type": "object", "additionalProperties": True, "properties": {}})[
-        "additionalProperties"
-    ]
-
-
-def test_history_calls_are_written_in_the_format_and_tools_described() -> None:
-    messages = [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-    ]  # fmt: skip
-    flat = flatten_calls(messages, GENERIC)
-    written = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-    assert flat[1]["content"] == written
-    assert "tool_calls" not in flat[1] and "tool_call_id" not in flat[2]
-    prompt = generic_system_prompt(ToolRequest(TOOLS))
-    assert "get_weather" in prompt and "<tool_call>" in prompt
-    with_system = with_system_text([{"role": "system", "content": "Be brief."}], "Tools.")
-    assert with_system == [{"role": "system", "content": "Be brief.\n\nTools."}]
-    assert with_system_text([], "Tools.") == [{"role": "system", "content": "Tools."}]
-
-
-def test_a_lazy_grammar_reads_what_was_written_without_a_dummy_prefix(mistral: Vocab) -> None:
-    """SentencePiece tokenizes text alone with a leading space; the call the model has begun
-    must reach the grammar as written."""
-    lazy = call_grammar(MISTRAL, ToolRequest(TOOLS, "auto"), mistral.control, lazy=True)
-    grammar = mistral.compiler.compile(ConstraintSpec("lark", lazy, "tools"))
-    matcher = mistral.compiler.matcher(grammar, '[{"name": "add", "argu')
-    assert not matcher.accepting
-    assert mistral.accepts(matcher, 'ments": {"a": 1}}]')
+def test_tools_take_the_shape_templates_expect() -> None:
+    assert Tool("f", "Does f").as_openai() == {
+        "type": "function",
+        "function": {"name": "f", "description": "Does f", "parameters": {"type": "object"}},
+    }

@@ -3,70 +3,22 @@
 The one place that decides it (DESIGN.md, "Channels"), incrementally: text is pushed as it is
 released, and what might be the start of a marker is held back until it is known, as stop
 strings are. Markup (think tags, call markers) is structure, never content (ending rule 7).
+Everything about one call format (its markers, its body, when a marker is a value's own text)
+is the call strategy's (`calls/`); this is the state machine around it.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
+from endmark.calls.base import CallStrategy, MalformedCall, ToolCall
+from endmark.calls.think import ThinkFormat
 from endmark.endings import StopMatcher
-from endmark.json_close import json_closing
+from endmark.tools import Tool
 
 Channel = Literal["content", "reasoning"]
-
-
-@dataclass(frozen=True)
-class CallFormat:
-    """How a model writes tool calls.
-
-    `start` opens a call and `end` closes it; an empty `end` means the call runs to the end of
-    the turn. The body is one JSON object per call, or a JSON array of them (`array`). With
-    `bare_json`, a turn that starts with `{` is a call even without `start` (Llama 3.x)."""
-
-    name: str
-    start: str
-    end: str = ""
-    array: bool = False
-    bare_json: bool = False
-    args_key: str = "arguments"  # Llama 3.x writes "parameters"
-    short_ids: bool = False  # call ids of 9 letters and digits, which Mistral's templates demand
-
-
-HERMES = CallFormat("hermes", "<tool_call>", "</tool_call>")
-LLAMA3 = CallFormat("llama3", "<|python_tag|>", bare_json=True, args_key="parameters")
-MISTRAL = CallFormat("mistral", "[TOOL_CALLS]", array=True, short_ids=True)
-GENERIC = CallFormat("generic", "<tool_call>", "</tool_call>")  # what endmark asks for
-
-
-@dataclass(frozen=True)
-class ThinkFormat:
-    """The markers around reasoning; `open` when the generation prompt already opened it."""
-
-    start: str = "<think>"
-    end: str = "</think>"
-    open: bool = False
-
-
-def new_call_id(short: bool = False) -> str:
-    """OpenAI's `call_...`, or the 9 letters and digits that Mistral's templates check for."""
-    return uuid.uuid4().hex[:9] if short else f"call_{uuid.uuid4().hex[:24]}"
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: str  # a JSON text, as OpenAI's `function.arguments`
-    id: str = field(default_factory=new_call_id)
-
-    def as_openai(self, index: int | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "type": "function"}
-        if index is not None:
-            out["index"] = index
-        out["function"] = {"name": self.name, "arguments": self.arguments}
-        return out
 
 
 @dataclass(frozen=True)
@@ -78,53 +30,19 @@ class Piece:
     call: ToolCall | None = None
 
 
-class MalformedCall(ValueError):
-    """The text between call markers is not a call (only possible without a constraint)."""
-
-
-class _NumberText(str):
-    """A JSON number as the model wrote it: read as a float, `1e999` would come back out as
-    `Infinity`, which is not JSON; read as an int, 5000 digits would not read at all."""
-
-
-def _json_text(value: Any) -> str:
-    """`value` as JSON, its numbers exactly as they were written."""
-    if isinstance(value, _NumberText):
-        return str(value)
-    if isinstance(value, dict):
-        items = (f"{json.dumps(k, ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_json_text(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
-def parse_calls(body: str, fmt: CallFormat) -> list[ToolCall]:
-    """The calls in one call body: `{"name", "arguments" | "parameters"}`, or a list of them."""
-    try:
-        data = json.loads(body, parse_float=_NumberText, parse_int=_NumberText)
-    except json.JSONDecodeError as exc:
-        raise MalformedCall(f"a {fmt.name} tool call is not JSON: {exc.msg}") from None
-    items = data if isinstance(data, list) else [data]
-    calls = []
-    for item in items:
-        name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(name, str) or isinstance(name, _NumberText):
-            raise MalformedCall(f"a {fmt.name} tool call has no name")
-        args = item.get("arguments", item.get("parameters", {}))
-        plain_text = isinstance(args, str) and not isinstance(args, _NumberText)
-        text = args if plain_text else _json_text(args)
-        calls.append(ToolCall(name, text, new_call_id(fmt.short_ids)))
-    return calls
-
-
 class ChannelSplitter:
     """One generation's text, split as it arrives. `push` returns what is decided so far;
     `finish` the rest, when the generation has ended."""
 
-    def __init__(self, calls: CallFormat | None = None, think: ThinkFormat | None = None) -> None:
+    def __init__(
+        self,
+        calls: CallStrategy | None = None,
+        think: ThinkFormat | None = None,
+        tools: Sequence[Tool] = (),
+    ) -> None:
         self.calls_format = calls
         self.think = think
+        self.tools = tuple(tools)  # what the request offers: the tagged kinds type arguments by it
         opens = [f.start for f in (think, calls) if f is not None]
         self._acts_on: dict[str, frozenset[str]] = {  # the marker texts each state acts on
             "content": frozenset(m for m in opens if m),
@@ -151,7 +69,7 @@ class ChannelSplitter:
     def push(self, text: str) -> list[Piece]:
         out: list[Piece] = []
         while text:
-            if self._state == "content" and self._bare_json_call(text):
+            if self._state == "content" and self._bare_call(text):
                 self._enter("call")
             released, marker = self._matcher.push(text)
             text = ""
@@ -208,9 +126,9 @@ class ChannelSplitter:
 
     # -- the state machine ------------------------------------------------------------------
 
-    def _bare_json_call(self, text: str) -> bool:
+    def _bare_call(self, text: str) -> bool:
         fmt = self.calls_format
-        return bool(fmt and fmt.bare_json and self._at_start and text.lstrip().startswith("{"))
+        return bool(fmt and self._at_start and fmt.opens_bare(text))
 
     def _switch(self, marker: str) -> list[Piece]:
         think, fmt = self.think, self.calls_format
@@ -221,8 +139,9 @@ class ChannelSplitter:
         elif self._state == "content" and fmt is not None and marker == fmt.start:
             self._enter("call")
         elif self._state == "call":
-            if json_closing("".join(self._body).strip()):
-                # inside the call's JSON (a string that the grammar lets run on): its text
+            assert fmt is not None
+            if fmt.inside_value("".join(self._body)):
+                # inside an argument's value (a string the grammar lets run on): its text
                 self._body.append(marker)
                 self._matcher = self._matcher_for("call")
                 return []
@@ -240,6 +159,6 @@ class ChannelSplitter:
         self._enter("content")
         if not body:
             return []
-        calls = parse_calls(body, self.calls_format)
+        calls = self.calls_format.parse(body, self.tools)
         self.calls += calls
         return [Piece("tool_call", call=c) for c in calls]

@@ -1,14 +1,14 @@
 """Chat templates: render messages with the model's own Jinja template, safely, and learn from
-the template which control tokens end an assistant turn (DESIGN.md, ending rule 1).
+the template which control tokens end an assistant turn (DESIGN.md, ending rule 1). How it
+writes tool calls and thinking is learned in `calls/`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from jinja2 import TemplateError as JinjaError
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from endmark.channels import HERMES, LLAMA3, MISTRAL, CallFormat, ThinkFormat
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -306,76 +304,3 @@ def end_of_turn_markers(
             break
         markers.append(token)
     return markers
-
-
-PROBE_TOOL_NAME = "endmark_probe_fn"
-PROBE_TOOL = {
-    "type": "function",
-    "function": {
-        "name": PROBE_TOOL_NAME,
-        "description": "probe",
-        "parameters": {"type": "object", "properties": {"endmark_probe_arg": {"type": "integer"}}},
-    },
-}
-
-
-def learn_call_format(template: Template, end_texts: Collection[str]) -> CallFormat | None:
-    """How the template writes an assistant's tool call, read from a rendered probe call, as
-    the end of turn is (DESIGN.md): the text before the call's JSON is its start marker, what
-    follows it up to the end of the turn its end marker. None: the template knows no tools."""
-    if not isinstance(template, ChatTemplate) or "tool" not in template.source:
-        return None
-    user = [{"role": "user", "content": "Hello"}]
-
-    def call_turn(call_id: str) -> dict[str, Any]:
-        function = {"name": PROBE_TOOL_NAME, "arguments": {"endmark_probe_arg": 1}}
-        call = {"id": call_id, "type": "function", "function": function}
-        return {"role": "assistant", "content": "", "tool_calls": [call]}
-
-    try:
-        prefix = template.render(user, True, tools=[PROBE_TOOL])
-        full = template.render([*user, call_turn("probe0001")], False, tools=[PROBE_TOOL])
-    except TemplateRenderError:
-        return None
-    try:  # Mistral's templates refuse any id but 9 letters and digits
-        template.render([*user, call_turn("call_endmark_probe")], False, tools=[PROBE_TOOL])
-        short_ids = False
-    except TemplateRenderError:
-        short_ids = True
-    if not full.startswith(prefix) or PROBE_TOOL_NAME not in full[len(prefix) :]:
-        return None
-    body = full[len(prefix) :]
-    at = body.rfind("{", 0, body.index(PROBE_TOOL_NAME))
-    try:
-        data, length = json.JSONDecoder().raw_decode(body[at:])
-    except (json.JSONDecodeError, ValueError):
-        return None
-    args_key = next((k for k in data if k != "name"), "arguments")
-    before, after = body[:at].strip(), body[at + length :]
-    before = re.sub(r"^<think>\s*</think>\s*", "", before)  # Qwen3's empty thinking
-    array = before.endswith("[")
-    if array:
-        before, after = before[:-1].strip(), after.lstrip().removeprefix("]")
-    ends = [after.find(t) for t in end_texts if t and t in after]
-    end = after[: min(ends)].strip() if ends else after.strip()
-    learned = {"args_key": args_key, "short_ids": short_ids}
-    for known in (HERMES, MISTRAL, LLAMA3):
-        if (before, end, array) == (known.start, known.end, known.array):
-            return replace(known, **learned)
-    if before in ("", "<|python_tag|>") and not array:
-        return replace(LLAMA3, **learned)
-    return CallFormat("learned", before, end, array, bare_json=not before, **learned)
-
-
-def learn_think_format(template: Template, token_texts: Collection[str]) -> ThinkFormat | None:
-    """Whether the model thinks in `<think>...</think>` (its template or its vocabulary says
-    so), and whether the generation prompt already opens the block (Qwen3, SmolLM3)."""
-    source = getattr(template, "source", "")
-    if "<think>" not in source and "<think>" not in token_texts:
-        return None
-    try:
-        prompt = template.render([{"role": "user", "content": "Hello"}], True)
-    except (TemplateRenderError, TemplateRefused):
-        return ThinkFormat()
-    opened = prompt.rstrip().endswith("<think>")
-    return ThinkFormat(open=opened)

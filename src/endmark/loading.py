@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from endmark.calls import learn_call_strategy, learn_think_format
 from endmark.chat import (
     NativeFormats,
     Template,
@@ -18,8 +19,6 @@ from endmark.chat import (
     TemplateRefused,
     builtin_for_vocab,
     end_of_turn_markers,
-    learn_call_format,
-    learn_think_format,
     load_template,
 )
 from endmark.constraints import ConstraintCompiler
@@ -124,16 +123,17 @@ def learn(engine: Engine, settings: Settings) -> Learned:
     learned = Learned(eog, template, template_error)
     if template is not None:
         # the end of a call is what follows its JSON up to the end of the turn
-        call_format = learn_call_format(template, [t.text for t in eog.tokens.values()])
+        call_format = learn_call_strategy(template, [t.text for t in eog.tokens.values()])
         if call_format is not None:
             log.info(
-                "tool calls: the template's %s format, %s ... %s",
-                call_format.name, printable(call_format.start), printable(call_format.end),
+                "tool calls: the template's %s format (%s), %s ... %s", call_format.name,
+                call_format.kind, printable(call_format.start), printable(call_format.end),
             )  # fmt: skip
         think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
         if think_format is not None:
             opened = " (opened by the prompt)" if think_format.open else ""
-            log.info("thinking: <think> ... </think>%s", opened)
+            start, end = printable(think_format.start), printable(think_format.end)
+            log.info("thinking: %s ... %s%s", start, end, opened)
         learned = Learned(eog, template, template_error, call_format, think_format)
     log.info(
         "end-of-generation tokens: %s",

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from endmark.channels import GENERIC, CallFormat, ChannelSplitter, ThinkFormat
+from endmark.calls import GENERIC, CallStrategy, Reasoning, ThinkFormat
+from endmark.channels import ChannelSplitter
 from endmark.chat import Template, TemplateRefused, TemplateRenderError, continue_final
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.drafts import DraftSettings
@@ -23,14 +24,7 @@ from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams
 from endmark.settings import SAMPLING_DEFAULTS, Settings
 from endmark.spec import BiasEntry, ChatInput, Prompt, RequestSpec, SamplingSpec
-from endmark.tools import (
-    Reasoning,
-    ToolRequest,
-    call_grammar,
-    flatten_calls,
-    generic_system_prompt,
-    with_system_text,
-)
+from endmark.tools import ToolRequest
 
 JSON_KINDS = ("json_schema", "json_object")
 
@@ -43,7 +37,7 @@ class Learned:
     eog: EogSet
     template: Template | None = None
     template_error: str | None = None
-    call_format: CallFormat | None = None  # how the template writes calls; None: generic
+    call_format: CallStrategy | None = None  # how the template writes calls; None: generic
     think_format: ThinkFormat | None = None  # how the model thinks, if it does
 
 
@@ -291,10 +285,8 @@ class Preparer:
         shape = (add_generation_prompt, continue_final_message)
         if tools is None or tools.choice == "none":
             return self.render_chat(messages, *shape)
-        if self.call_format is not None:
-            return self.render_chat(messages, *shape, tools=[t.as_openai() for t in tools.tools])
-        plain = flatten_calls(messages, GENERIC)
-        return self.render_chat(with_system_text(plain, generic_system_prompt(tools)), *shape)
+        history, variables = (self.call_format or GENERIC).prompt_inputs(messages, tools)
+        return self.render_chat(history, *shape, **variables)
 
     def _with_thinking(self, request: GenerationRequest, reasoning: Reasoning) -> GenerationRequest:
         """Thinking goes to its own channel (unless `reasoning_format` is none); at the budget,
@@ -304,7 +296,8 @@ class Preparer:
         if think is None or reasoning.format == "none":
             return request
         calls = request.channels.calls_format if request.channels else None
-        request.channels = ChannelSplitter(calls, think)
+        tools = request.channels.tools if request.channels else ()
+        request.channels = ChannelSplitter(calls, think, tools)
         request.think_close = tuple(self.engine.tokenize(think.end, False, True))
         request.reasoning_budget = reasoning.budget
         return request
@@ -315,12 +308,12 @@ class Preparer:
         the first token, an optional one from the moment the model starts it."""
         fmt = self.call_format or GENERIC
         control = {self.token_text(t): t for t in self.engine.vocab.control}
-        request.channels = ChannelSplitter(fmt)
+        request.channels = ChannelSplitter(fmt, tools=tools.tools)
         if tools.forced:
-            grammar = call_grammar(fmt, tools, control)
+            grammar = fmt.grammar(tools, control)
             request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))
         else:
-            lazy = call_grammar(fmt, tools, control, lazy=True)
+            lazy = fmt.grammar(tools, control, lazy=True)
             request.on_call = lambda text: self._call_matcher(lazy, text)
 
     def _call_matcher(self, grammar: str, text_so_far: str) -> Constraint:
@@ -331,11 +324,4 @@ class Preparer:
     def tool_call_format(self) -> dict[str, Any]:
         """How this model's tool calls are written: learned from its template, or generic."""
         fmt = self.call_format or GENERIC
-        return {
-            "name": fmt.name,
-            "start": fmt.start,
-            "end": fmt.end,
-            "array": fmt.array,
-            "arguments_key": fmt.args_key,
-            "learned_from_template": self.call_format is not None,
-        }
+        return {**fmt.describe(), "learned_from_template": self.call_format is not None}

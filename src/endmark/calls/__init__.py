@@ -1,0 +1,63 @@
+"""Tool-call formats, one strategy class per kind (DESIGN.md, `calls/`), and thinking's.
+
+`learn_call_strategy` tries each kind on the model's template, in order; a model whose
+template knows no tools gets `GENERIC`, endmark's own format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from endmark.calls.bare_json import LLAMA3, BareJson
+from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
+from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
+from endmark.calls.json_array import MISTRAL, JsonArray
+from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_tags import HERMES, JsonInTags
+from endmark.calls.lark import MAX_STRING, closed
+from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
+from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
+from endmark.chat import ChatTemplate, Template
+
+# Tried in this order; each says None for a template that writes calls another way.
+KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, TaggedArgs)
+
+
+def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallStrategy | None:
+    """How the template writes an assistant's tool calls, read from rendered probe calls
+    (`end_texts`: the texts that end a turn). None: the template knows no tools."""
+    if not isinstance(template, ChatTemplate) or "tool" not in template.source:
+        return None
+    for kind in KINDS:
+        learned = kind.learn(template, end_texts)
+        if learned is not None:
+            return learned
+    return None
+
+
+__all__ = [
+    "GENERIC",
+    "HERMES",
+    "KINDS",
+    "LLAMA3",
+    "MAX_STRING",
+    "MISTRAL",
+    "QWEN3_CODER",
+    "BareJson",
+    "CallStrategy",
+    "Generic",
+    "JsonArray",
+    "JsonCalls",
+    "JsonInTags",
+    "MalformedCall",
+    "Reasoning",
+    "TaggedArgs",
+    "ThinkFormat",
+    "ToolCall",
+    "closed",
+    "generic_system_prompt",
+    "learn_call_strategy",
+    "learn_think_format",
+    "new_call_id",
+    "with_system_text",
+]

@@ -1,0 +1,290 @@
+"""Tagged arguments: Qwen3-Coder, GLM and Seed-OSS write a call's arguments one by one between
+tags, not as JSON:
+
+    <tool_call>
+    <function=get_weather>
+    <parameter=city>
+    Paris
+    </parameter>
+    </function>
+    </tool_call>
+
+A string value is written as it is, any other value as JSON (the tool's schema says which), so
+a parsed call's arguments are a JSON object that matches the schema. The tags are learned by
+diffing a probe call's render: what lies between its name, keys and values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from endmark.calls.base import CallStrategy, MalformedCall, Messages, ToolCall, new_call_id
+from endmark.calls.json_body import json_text, loads_exact
+from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, literal, text_until
+from endmark.calls.probe import (
+    PROBE_TOOL_NAME,
+    probe_tool,
+    rendered_calls,
+    up_to_turn_end,
+    without_empty_thinking,
+)
+from endmark.chat import ChatTemplate
+from endmark.constraints import JSON_OPTIONS
+from endmark.tools import Tool, ToolRequest
+
+PROBE_ARGS = {"endmark_key_a": "endmark-value-a", "endmark_key_b": "endmark-value-b"}
+PROBE_TOOL = probe_tool({k: {"type": "string"} for k in PROBE_ARGS})
+PYTHON_WORDS = {"True": True, "False": False, "None": None}  # Jinja's `|string` of them
+_TAG_AT_START = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])")
+_TAG_AT_END = re.compile(r"(<[^<>]+>|\[[^\[\]]+\])$")
+
+
+def takes_text(schema: Any) -> bool:
+    """Whether a value of `schema` is written as plain text (a string, or anything: a schema
+    that says nothing), not as JSON."""
+    if not isinstance(schema, Mapping):
+        return True
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return kind == "string"
+    if isinstance(kind, list):
+        return "string" in kind
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if values is not None:
+        return all(isinstance(v, str) for v in values)
+    branches = schema.get("anyOf", schema.get("oneOf"))
+    if isinstance(branches, list):
+        return any(takes_text(b) for b in branches)
+    return True
+
+
+def typed_value(text: str, schema: Any) -> Any:
+    """A written value, read as its schema types it: text as it is, anything else as JSON
+    (or the Python word a template's `|string` wrote for a boolean or null)."""
+    if takes_text(schema):
+        return text
+    try:
+        return loads_exact(text.strip())
+    except json.JSONDecodeError:
+        return PYTHON_WORDS.get(text.strip(), text)
+
+
+def _flat(arguments: Mapping[str, str]) -> list[str]:
+    return [text for pair in arguments.items() for text in pair]
+
+
+def _between(text: str, needles: list[str]) -> list[str] | None:
+    """The texts before, between and after `needles`, found in order in `text`."""
+    parts, at = [], 0
+    for needle in needles:
+        found = text.find(needle, at)
+        if found < 0:
+            return None
+        parts.append(text[at:found])
+        at = found + len(needle)
+    return [*parts, text[at:]]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return a[len(a) - n :]
+
+
+def _from_a_boundary(tag: str) -> str:
+    """`tag` from its first blank or bracket on: the `>` that closes a function's name and a
+    value's close tag alike is theirs, not the key's (Qwen3-Coder's `>\n<parameter=`)."""
+    starts = [tag.find(c) for c in "\n <[" if c in tag]
+    return tag[min(starts, default=len(tag)) :]
+
+
+@dataclass(frozen=True)
+class TaggedArgs(CallStrategy):
+    """`start name_open NAME name_close (key_open KEY key_close VALUE value_close)* call_close
+    end`, one call per `start ... end`."""
+
+    name: str
+    start: str
+    end: str
+    name_open: str
+    name_close: str
+    key_open: str
+    key_close: str
+    value_close: str
+    call_close: str
+
+    kind: ClassVar[str] = "tagged_args"
+
+    @classmethod
+    def learn(cls, template: ChatTemplate, end_texts: Collection[str]) -> TaggedArgs | None:
+        """Diff a probe call with two string arguments: the texts around its name, keys and
+        values are the tags (`_between` names them). The key's open tag is what precedes both
+        keys; what precedes the second key beyond it closes the first value."""
+        body = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS])
+        parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)]) if body else None
+        if parts is None:
+            return None
+        head, after_name, key_close, between, key_close_b, tail = parts
+        head = without_empty_thinking(head).lstrip()
+        start = _TAG_AT_START.match(head)
+        key_open = _from_a_boundary(_common_suffix(after_name, between))
+        value_close = between[: len(between) - len(key_open)]
+        if not (start and key_open and key_close and value_close) or key_close != key_close_b:
+            return None
+        if not tail.startswith(value_close):
+            return None
+        rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
+        end = _TAG_AT_END.search(rest)
+        if end is None:
+            return None
+        learned = cls(
+            "tagged", start.group(0), end.group(0), head[start.end() :],
+            after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
+            rest[: end.start()],
+        )  # fmt: skip
+        two = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
+        if two.count(learned.start) != 2:  # one wrapper around several calls: another kind
+            return None
+        known = learned.fields() == QWEN3_CODER.fields()
+        return cls("qwen3_coder", *learned.fields()) if known else learned
+
+    def fields(self) -> tuple[str, ...]:
+        return (self.start, self.end, self.name_open, self.name_close, self.key_open,
+                self.key_close, self.value_close, self.call_close)  # fmt: skip
+
+    def written(self, name: str, arguments: Mapping[str, Any]) -> str:
+        """One call as this format writes it (and as its template does)."""
+        args = "".join(
+            f"{self.key_open}{k}{self.key_close}"
+            f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.value_close}"
+            for k, v in arguments.items()
+        )
+        head = f"{self.start}{self.name_open}{name}{self.name_close}"
+        return f"{head}{args}{self.call_close}{self.end}"
+
+    # -- splitting --------------------------------------------------------------------------
+
+    def inside_value(self, body: str) -> bool:
+        return body.rfind(self.key_open.strip()) > body.rfind(self.value_close.strip())
+
+    def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
+        rest = body.lstrip()
+        opener = self.name_open.lstrip()
+        if not rest.startswith(opener):
+            raise MalformedCall(f"a {self.name} tool call names no function")
+        name, rest = self._read_name(rest[len(opener) :])
+        if not name:
+            raise MalformedCall(f"a {self.name} tool call names no function")
+        parameters = next((t.parameters for t in tools if t.name == name), {})
+        properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
+        args: dict[str, Any] = {}
+        while rest.startswith(self.key_open):
+            key, closed_key, rest = rest[len(self.key_open) :].partition(self.key_close)
+            value, closed_value, rest = rest.partition(self.value_close)
+            if not (closed_key and closed_value):
+                raise MalformedCall(f"a {self.name} tool call has an argument left open")
+            schema = properties.get(key.strip()) if isinstance(properties, Mapping) else None
+            args[key.strip()] = typed_value(value, schema)
+        if rest.strip() != self.call_close.strip():
+            raise MalformedCall(f"a {self.name} tool call has text after its arguments")
+        return [ToolCall(name, json_text(args), new_call_id())]
+
+    def _read_name(self, text: str) -> tuple[str, str]:
+        if self.name_close:
+            name, found, rest = text.partition(self.name_close)
+            return (name.strip(), rest) if found else ("", text)
+        marks = [text.find(m) for m in (self.key_open, self.call_close) if m and m in text]
+        at = min(marks, default=len(text))
+        return text[:at].strip(), text[at:]
+
+    # -- constraining -----------------------------------------------------------------------
+
+    def grammar(self, request: ToolRequest, control: Mapping[str, int], lazy: bool = False) -> str:
+        """Each tool's required arguments in the order its schema lists them, optional ones
+        where they fall; a string is free text up to the first close tag (held to its
+        maxLength or MAX_STRING characters), any other value is JSON."""
+        rules = []
+        alternatives = []
+        for i, tool in enumerate(request.callable):
+            alternatives.append(f"fn_{i}")
+            rules += self._function_rules(i, tool, control)
+        extra = request.max_calls - 1
+        call = f"{literal(self.start, control)} fn"
+        first = "fn" if lazy else call
+        more = f" ({NL} call){{0,{extra}}}" if extra else ""
+        return (
+            f"{GRAMMAR_HEAD}start: {first}{more}\ncall: {call}\nfn: {' | '.join(alternatives)}\n"
+            + "\n".join(rules)
+            + "\n"
+        )
+
+    def _function_rules(self, i: int, tool: Tool, control: Mapping[str, int]) -> list[str]:
+        params = tool.parameters if isinstance(tool.parameters, Mapping) else {}
+        properties = params.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
+        required = set(params.get("required") or [])
+        parts = [json.dumps(f"{self.name_open}{tool.name}{self.name_close}")]
+        rules = []
+        for j, (key, schema) in enumerate(properties.items()):
+            rule = f"arg_{i}_{j}"
+            parts.append(rule if key in required else f"{rule}?")
+            opener = json.dumps(f"{self.key_open}{key}{self.key_close}")
+            rules += self._value_rules(rule, opener, schema)
+        if self.call_close:
+            parts.append(json.dumps(self.call_close))
+        parts.append(literal(self.end, control))
+        return [f"fn_{i}: {' '.join(parts)}", *rules]
+
+    def _value_rules(self, rule: str, opener: str, schema: Any) -> list[str]:
+        close = json.dumps(self.value_close)
+        schema = closed(schema) if isinstance(schema, Mapping) else {}
+        values = schema.get("enum", [schema["const"]] if "const" in schema else None)
+        if takes_text(schema) and values is not None:
+            written = " | ".join(json.dumps(v) for v in values)
+            return [f"{rule}: {opener} ({written}) {close}"]
+        if takes_text(schema):
+            low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
+            text = text_until(f"{rule}_text", self.value_close, low, high)
+            return [f"{rule}: {opener} {rule}_text", text]
+        typed = {**schema, "x-guidance": JSON_OPTIONS}
+        return [f"{rule}: {opener} {rule}_json {close}", f"{rule}_json: %json {json.dumps(typed)}"]
+
+    # -- the prompt -------------------------------------------------------------------------
+
+    def history(self, messages: Messages) -> list[dict[str, Any]]:
+        """The template writes each argument by key: arguments sent as a JSON text are read
+        into the object it expects."""
+        out = []
+        for m in messages:
+            m = dict(m)
+            if m.get("tool_calls"):
+                m["tool_calls"] = [_with_object_arguments(c) for c in m["tool_calls"]]
+            out.append(m)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "array": False, "arguments_key": ""}
+
+
+def _with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
+    call = dict(call)
+    function = dict(call.get("function") or {})
+    args = function.get("arguments")
+    if isinstance(args, str):
+        try:
+            function["arguments"] = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    call["function"] = function
+    return call
+
+
+QWEN3_CODER = TaggedArgs(
+    "qwen3_coder", "<tool_call>", "</tool_call>", "\n<function=", ">", "\n<parameter=", ">\n",
+    "\n</parameter>", "\n</function>\n",
+)  # fmt: skip

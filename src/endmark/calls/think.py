@@ -1,0 +1,76 @@
+"""Thinking: the markers a model writes its reasoning between, learned from its template, and
+how a request wants the reasoning handled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from endmark.chat import Template, TemplateRefused, TemplateRenderError
+
+PROBE_REASONING = "endmark-probe-reasoning-3d9a"
+PROBE_ANSWER = "endmark-probe-answer-3d9a"
+# Pairs known from model families, for a template that does not write reasoning back
+KNOWN_MARKERS = (
+    ("<think>", "</think>"),
+    ("<seed:think>", "</seed:think>"),
+    ("[THINK]", "[/THINK]"),
+    ("<|START_THINKING|>", "<|END_THINKING|>"),
+)
+_TAG_AT_END = re.compile(r"(<[^<>\s]+>|\[[^\[\]\s]+\])$")
+_TAG_AT_START = re.compile(r"^(<[^<>\s]+>|\[[^\[\]\s]+\])")
+
+
+@dataclass(frozen=True)
+class ThinkFormat:
+    """The markers around reasoning; `open` when the generation prompt already opened it."""
+
+    start: str = "<think>"
+    end: str = "</think>"
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """How a request wants thinking handled: llama-server's `reasoning_format` and budget."""
+
+    format: str = "auto"  # none: thinking stays in content
+    budget: int = -1  # tokens; 0 skips thinking, -1 has no limit
+
+
+def _written_markers(template: Template) -> tuple[str, str] | None:
+    """The tags the template writes around an assistant's `reasoning_content`, if it does."""
+    turn = {"role": "assistant", "content": PROBE_ANSWER, "reasoning_content": PROBE_REASONING}
+    try:
+        text = template.render([{"role": "user", "content": "Hello"}, turn], False)
+    except (TemplateRenderError, TemplateRefused):
+        return None
+    at = text.find(PROBE_REASONING)
+    if at < 0:
+        return None
+    before, after = text[:at].rstrip(), text[at + len(PROBE_REASONING) :].lstrip()
+    start, end = _TAG_AT_END.search(before), _TAG_AT_START.match(after)
+    if start is None or end is None or start.group(0) == end.group(0):
+        return None
+    # a whole marker, not the last piece of one (Kimi K3's `<|open|>think<|sep|>`)
+    glued = before[: start.start()][-1:].isalnum() or after[end.end() :][:1].isalnum()
+    return None if glued else (start.group(0), end.group(0))
+
+
+def learn_think_format(template: Template, token_texts: Collection[str]) -> ThinkFormat | None:
+    """The markers the model thinks between: those its template writes around reasoning, else
+    a known pair its template or its vocabulary has; and whether the generation prompt
+    already opens the block (Qwen3, SmolLM3). None: the model does not think."""
+    source = getattr(template, "source", "")
+    markers = _written_markers(template) or next(
+        ((s, e) for s, e in KNOWN_MARKERS if s in source or s in token_texts), None
+    )
+    if markers is None:
+        return None
+    start, end = markers
+    try:
+        prompt = template.render([{"role": "user", "content": "Hello"}], True)
+    except (TemplateRenderError, TemplateRefused):
+        return ThinkFormat(start, end)
+    return ThinkFormat(start, end, open=prompt.rstrip().endswith(start))
