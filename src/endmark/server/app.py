@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -14,16 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 from endmark.loading import load_runtime
 from endmark.runtime import Runtime
-from endmark.server.dialects import (
-    anthropic,
-    embeddings,
-    native,
-    ollama,
-    openai_chat,
-    openai_completions,
-    responses,
-)
 from endmark.server.dialects.registry import DIALECTS
+from endmark.server.dialects.responses import ResponseStore
 from endmark.server.http import dialect, metrics
 from endmark.server.http.errors import install_error_handlers
 from endmark.server.http.security import install_security
@@ -75,16 +68,12 @@ def create_app(
     app = FastAPI(title="endmark", lifespan=lifespan)
     app.state.loading = state
     app.state.settings = settings
-    app.state.responses = responses.ResponseStore()
+    app.state.responses = ResponseStore()
     install_error_handlers(app)
     install_security(app, settings.api_keys(), settings.max_body_bytes, settings.cors)
-    app.include_router(native.router)
-    app.include_router(openai_completions.router)
-    app.include_router(openai_chat.router)
-    app.include_router(embeddings.router)
-    app.include_router(ollama.router)
-    app.include_router(anthropic.router)
-    app.include_router(responses.router)
+    for spoken in DIALECTS:
+        for module in spoken.routes:
+            app.include_router(importlib.import_module(module).router)
     app.include_router(metrics.router)
     install_openapi(app, DIALECTS)
     if settings.ui:  # llama-server's --no-ui turns the page off

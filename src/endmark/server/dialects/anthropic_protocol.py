@@ -186,6 +186,7 @@ def anthropic_failure(model: str, message: str) -> bytes:
 ANTHROPIC = Dialect(
     "anthropic", ("/v1/messages",),
     FinishWords(eos="end_turn", word="stop_sequence", limit="max_tokens", calls="tool_use"),
+    routes=("endmark.server.dialects.anthropic",),
     error_body=anthropic_error, failure=anthropic_failure, streams={"/v1/messages": SSE},
     request_bodies={"/v1/messages": MessagesRequest,
                     "/v1/messages/count_tokens": CountTokensRequest},

@@ -161,6 +161,7 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
+    routes=("endmark.server.dialects.native",),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,

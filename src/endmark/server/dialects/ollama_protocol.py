@@ -241,6 +241,7 @@ def unload_reply(path: str, body: Mapping[str, Any], model: str) -> dict[str, An
 OLLAMA = Dialect(
     "ollama", ("/api/",),
     FinishWords(eos="stop", word="stop", limit="length", calls="stop"),  # Ollama's done_reason
+    routes=("endmark.server.dialects.ollama",),
     error_body=ollama_error, failure=ollama_failure,
     request_bodies={"/api/chat": ChatRequest, "/api/generate": GenerateRequest,
                     "/api/embed": EmbedRequest, "/api/embeddings": LegacyEmbeddingsRequest,

@@ -364,6 +364,8 @@ def openai_failure(model: str, message: str) -> bytes:
 
 OPENAI = Dialect(
     "openai", ("/v1",), FinishWords(eos="stop", word="stop", limit="length", calls="tool_calls"),
+    routes=tuple(f"endmark.server.dialects.{m}"
+                 for m in ("openai_completions", "openai_chat", "embeddings")),
     error_body=openai_error, failure=openai_failure,
     request_bodies={
         **dict.fromkeys(("/v1/chat/completions", "/chat/completions",

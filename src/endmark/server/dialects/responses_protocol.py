@@ -226,6 +226,7 @@ def responses_failure(model: str, message: str) -> bytes:
 RESPONSES = Dialect(
     "responses", ("/v1/responses",),
     FinishWords(eos="completed", word="completed", limit="incomplete", calls="completed"),
+    routes=("endmark.server.dialects.responses",),
     error_body=openai_error, failure=responses_failure,  # errors: as the rest of /v1's
     request_bodies={"/v1/responses": ResponsesRequest}, streams={"/v1/responses": SSE},
     routing_text=PromptText(heads=("instructions",), messages=("input",), texts=("input",)),

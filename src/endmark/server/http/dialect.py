@@ -140,7 +140,8 @@ class Dialect:
     matching prefix of any registered dialect wins); `failure(model, message)` is the one event
     its streams end with when a generation fails mid-stream, in its own stream and when a
     relayed stream breaks; `streams` gives each streaming path its media type;
-    `routing_text(body)` is the text a request's prompt begins with, for prefix routing.
+    `routing_text(body)` is the text a request's prompt begins with, for prefix routing;
+    `routes` names the modules whose `router` the app includes.
     Router mode answers `model_routes` itself (what concerns the set of models), and a request
     its `unload_reply` answers (a request to unload the model, as Ollama's `keep_alive: 0`)."""
 
@@ -154,6 +155,9 @@ class Dialect:
     routing_text: Callable[[Mapping[str, Any]], str] = PromptText()
     model_routes: ModelRoutes | None = None
     unload_reply: UnloadReply | None = None
+    # the modules whose `router` serves this dialect, named, not imported: the plumbing and
+    # router mode read the table without loading any dialect's routes
+    routes: tuple[str, ...] = ()
 
 
 # llama.cpp's own shapes: what a path no registered dialect claims is answered in.
