@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class GenerationRequest:
-    """An engine-neutral request: what both HTTP dialects and the CLI turn into."""
+    """An engine-neutral request: what `prepare` makes of every dialect's spec, and the CLI's."""
 
     prompt: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)

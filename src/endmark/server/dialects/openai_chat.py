@@ -1,5 +1,6 @@
 """The OpenAI chat routes: `/v1/chat/completions` (also without `/v1`) and llama-server's
-`/chat/completions/input_tokens`. The plumbing both `/v1` endpoints share is in `openai.py`."""
+`/chat/completions/input_tokens`. The plumbing both `/v1` endpoints share is in
+`openai_shared.py`."""
 
 from __future__ import annotations
 
