@@ -13,6 +13,8 @@ import time
 
 import llama_cpp as L
 
+from endmark.engine.backend import cpu_has_amx
+
 _QUIET = L.llama_log_callback(lambda *_: None)  # module-level: llama.cpp keeps the pointer
 
 
@@ -21,6 +23,7 @@ def decode_rate(model_path: str, threads: int, n_predict: int, prompt: str) -> f
     L.llama_log_set(_QUIET, ctypes.c_void_p(0))
     L.llama_backend_init()
     mparams = L.llama_model_default_params()
+    mparams.use_extra_bufts = not cpu_has_amx()  # as endmark's engine: AMX crashes here
     model = L.llama_model_load_from_file(model_path.encode(), mparams)
     vocab = L.llama_model_get_vocab(model)
     cparams = L.llama_context_default_params()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from endmark.engine.backend import cpu_has_amx
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -74,7 +76,8 @@ def endmark(model: str, threads: int, slots: int = 4) -> Server:
 
 
 def llama_cpp_python(model: str, threads: int) -> Server | None:
-    """llama-cpp-python's own server, or None when its extras are not installed."""
+    """llama-cpp-python's own server (through `llama_cpp_peer`, which keeps it off the AMX
+    kernels that crash), or None when its extras are not installed."""
     try:
         import sse_starlette  # noqa: F401
         import starlette_context  # noqa: F401
@@ -82,8 +85,9 @@ def llama_cpp_python(model: str, threads: int) -> Server | None:
         return None
     port = free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", model, "--n_threads", str(threads),
-        "--n_threads_batch", str(threads), "--port", str(port), "--n_ctx", "4096",
+        sys.executable, "-m", "benchmarks.llama_cpp_peer", "--model", model,
+        "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        "--port", str(port), "--n_ctx", "4096",
     ]  # fmt: skip
     return Server("llama-cpp-python server", cmd, port, health="/v1/models")
 
@@ -94,4 +98,6 @@ def llama_server(binary: Path, model: str, threads: int, slots: int = 4) -> Serv
         str(binary), "-m", model, "-t", str(threads), "-tb", str(threads), "--port", str(port),
         "-np", str(slots), "-c", str(1024 * slots), "--host", "127.0.0.1", "--no-webui",
     ]  # fmt: skip
+    if cpu_has_amx():  # as endmark's engine: llama.cpp's AMX kernel crashes on this CPU
+        cmd.append("--no-repack")
     return Server("llama-server (C++)", cmd, port)
