@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.gguf_factory import FAMILIES, build_gguf
+from tests.tool_calls import streamed_calls
 
 # Arguments a random model finishes in a few tokens: bounded strings, enums, numbers, booleans.
 FORECAST = {"type": "function", "function": {
@@ -64,21 +65,6 @@ def valid_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[st
     return out
 
 
-def streamed_calls(client: openai.OpenAI, **kw: Any) -> tuple[str | None, list[tuple[str, Any]]]:
-    parts: dict[int, dict[str, str]] = {}
-    reason = None
-    for chunk in client.chat.completions.create(stream=True, **kw):
-        if not chunk.choices:
-            continue
-        for d in chunk.choices[0].delta.tool_calls or []:
-            part = parts.setdefault(d.index, {"name": "", "arguments": ""})
-            part["name"] += d.function.name or "" if d.function else ""
-            part["arguments"] += d.function.arguments or "" if d.function else ""
-        assert not any(m in (chunk.choices[0].delta.content or "") for m in MARKUP)
-        reason = chunk.choices[0].finish_reason or reason
-    return reason, [(p["name"], json.loads(p["arguments"])) for _, p in sorted(parts.items())]
-
-
 def test_the_format_is_learned_and_forced_calls_are_valid(coder: RunningServer) -> None:
     fmt = httpx.get(f"{coder.url}/props", timeout=30).json()["tool_call_format"]
     assert (fmt["name"], fmt["kind"], fmt["start"], fmt["end"]) == (
@@ -91,7 +77,7 @@ def test_the_format_is_learned_and_forced_calls_are_valid(coder: RunningServer) 
             extra_body={"cache_prompt": False},  # the same numerics for both runs
         )  # fmt: skip
         whole = valid_calls(client.chat.completions.create(**kw).choices[0])
-        assert streamed_calls(client, **kw) == ("tool_calls", whole)
+        assert streamed_calls(client, MARKUP, **kw) == ("tool_calls", whole)
 
 
 def test_a_call_the_model_starts_under_auto_is_valid(coder: RunningServer) -> None:

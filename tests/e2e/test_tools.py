@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.gguf_factory import FAMILIES, build_gguf
+from tests.tool_calls import streamed_calls
 
 TOOLS: list[dict[str, Any]] = [
     {"type": "function", "function": {
@@ -66,21 +67,6 @@ def check_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[st
         assert call.id and call.type == "function"
         out.append((call.function.name, args))
     return out
-
-
-def streamed_calls(client: openai.OpenAI, **kw: Any) -> tuple[str | None, list[tuple[str, Any]]]:
-    """A streamed answer's finish reason and its calls, assembled from the deltas."""
-    parts: dict[int, dict[str, str]] = {}
-    reason = None
-    for chunk in client.chat.completions.create(stream=True, **kw):
-        if not chunk.choices:
-            continue
-        for d in chunk.choices[0].delta.tool_calls or []:
-            part = parts.setdefault(d.index, {"name": "", "arguments": ""})
-            part["name"] += d.function.name or "" if d.function else ""
-            part["arguments"] += d.function.arguments or "" if d.function else ""
-        reason = chunk.choices[0].finish_reason or reason
-    return reason, [(p["name"], json.loads(p["arguments"])) for _, p in sorted(parts.items())]
 
 
 @pytest.mark.parametrize("choice,prompts", [("required", 20), ("get_time", 5)])
