@@ -265,8 +265,8 @@ def load_template(
             return ChatTemplate(BUILTIN_TEMPLATES[value], value, *tokens)
         if value in native_names and native is not None:
             return NativeTemplate(value, native, f"llama.cpp's built-in {value}")
-        path = Path(value).expanduser()
-        if len(value) < 4096 and path.is_file():
+        if _is_file(value):
+            path = Path(value).expanduser()
             return jinja_or_native(path.read_text(encoding="utf-8"), str(path))
         log.warning(
             "--chat-template %r is not a built-in name (%s) nor a file: using it as Jinja source",
@@ -279,6 +279,15 @@ def load_template(
         name = f"built-in {fallback}, chosen from the vocabulary"
         return ChatTemplate(BUILTIN_TEMPLATES[fallback], name, *tokens)
     return None
+
+
+def _is_file(value: str) -> bool:
+    """Whether `--chat-template VALUE` names a file (Jinja source is no file name: too long
+    for one, or holding characters the system refuses)."""
+    try:
+        return len(value) < 4096 and Path(value).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def end_of_turn_markers(
