@@ -113,6 +113,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.verbose)
     log_no_effect(args)
+    if settings.chat_parse_special:
+        log.warning(
+            "--chat-parse-special: control-token text in chat messages is read as control "
+            "tokens, so a message can end its turn and write others' (prompt injection)"
+        )
     if is_router(args, settings):
         if settings.replicas:
             print("endmark: --replicas serves one model; it does not combine with several",

@@ -259,6 +259,11 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--reasoning-budget", type=int, help="tokens of thinking (-1: no limit)")
     p.add_argument(
+        "--chat-parse-special", action="store_true", default=None,
+        help="read control-token text in chat messages as control tokens, as llama-server "
+        "does (default: message text is text; unsafe with text you do not trust)",
+    )  # fmt: skip
+    p.add_argument(
         "--embedding", "--embeddings", dest="embedding", action="store_true", default=None,
         help="make the embedding context at start (it is made on first use otherwise)",
     )  # fmt: skip

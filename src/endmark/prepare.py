@@ -15,6 +15,7 @@ from typing import Any
 from endmark.calls import GENERIC, CallStrategy, Reasoning, ThinkFormat
 from endmark.channels import ChannelSplitter
 from endmark.chat import Template, TemplateRefused, TemplateRenderError, continue_final
+from endmark.chat_tokens import ChatTokenizer
 from endmark.constraints import Constraint, ConstraintCompiler, ConstraintSpec
 from endmark.drafts import DraftSettings
 from endmark.endings import EndPolicy, EogSet
@@ -123,6 +124,10 @@ class Preparer:
         self.call_format = learned.call_format
         self.think_format = learned.think_format
         self.constraints = constraints
+        # the messages' text is text; the template's markup alone writes control tokens
+        bos = self.template.bos_token if self.template else ""
+        parse_special = settings.chat_parse_special
+        self.chat_tokens = ChatTokenizer.of(engine.tokenize, engine.vocab, bos, parse_special)
 
     def __call__(self, spec: RequestSpec) -> list[GenerationRequest]:
         """One request per prompt and choice, in that order."""
@@ -168,11 +173,14 @@ class Preparer:
             return [tokenize_prompt(p, tokenize, self.n_vocab) for p in prompts]
         chat = prompts
         shape = (chat.add_generation_prompt, chat.continue_final_message)
-        text = self.chat_prompt(chat.messages, *shape, chat.tools)
-        # A template that writes the BOS text itself must not get a second BOS.
-        bos = self.template.bos_token if self.template else ""
-        add_special = not (bos and text.startswith(bos))
-        return [tokenize_prompt(text, tokenize, self.n_vocab, add_special)]
+
+        def render(messages: Sequence[dict[str, Any]], tools: ToolRequest | None) -> str:
+            return self.chat_prompt(messages, *shape, tools)
+
+        tokens = self.chat_tokens(render, chat.messages, chat.tools)
+        if not tokens:
+            raise InvalidRequest("the prompt is empty", "prompt")
+        return [tokens]
 
     def _chat_wiring(
         self, request: GenerationRequest, tools: ToolRequest | None, spec: RequestSpec

@@ -39,6 +39,7 @@ class Settings:
     chat_template: str | None = None
     chat_template_file: str | None = None
     jinja: bool = True  # False: llama.cpp's built-in template formatting, as llama-server
+    chat_parse_special: bool = False  # True: control-token text in messages is parsed (old)
     api_key: str | None = None  # several: comma-separated, or one per line in api_key_file
     api_key_file: str | None = None
     n_predict: int = -1  # default for requests that set no limit; -1: none (llama-server's -n)
