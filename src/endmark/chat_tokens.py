@@ -203,21 +203,29 @@ class ChatTokenizer:
         tokens = self.tokenize(text, self._adds_bos(text), True)
         if self.parse_special:
             return tokens
-        found = {self._text(t) for t in set(tokens) & self.special_only} - {""}
         request = (list(messages), tools_as_data(tools))
-        hidden = texts_within(request, found)
+        hidden = texts_within(request, self._markup(tokens))
         if not hidden:
             return tokens
         seen = "\0".join([text, *strings_in(request)])
-        stand_ins = StandIns.choose(hidden, seen)
-        marked = render(stand_ins.hide(list(messages)), stand_ins.hide_tools(tools))
-        markup: dict[str, int] = {}
-        for t in self.tokenize(marked, False, True):
-            if t in self.special_only and self._text(t):
-                markup.setdefault(self._text(t), t)
+        while True:  # once, unless hiding the texts made the template write other strings
+            stand_ins = StandIns.choose(hidden, seen)
+            marked = render(stand_ins.hide(list(messages)), stand_ins.hide_tools(tools))
+            markup = self._markup(self.tokenize(marked, False, True))
+            more = texts_within(request, markup) - hidden
+            if not more:
+                break
+            hidden |= more
         add_special = self._adds_bos(marked)
         restore = stand_ins.restorer()
         return tokenize_markup(marked, markup, self.tokenize, self.vocab, add_special, restore)
+
+    def _markup(self, tokens: list[int]) -> dict[str, int]:
+        """The texts of the special-only tokens among `tokens` (llama.cpp's tokenizer makes
+        one text into one id only), each with its id."""
+        texts = {self._text(t): t for t in set(tokens) & self.special_only}
+        texts.pop("", None)
+        return texts
 
     def _adds_bos(self, text: str) -> bool:
         """A template that writes the BOS text itself must not get a second BOS."""
