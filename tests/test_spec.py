@@ -181,3 +181,14 @@ def test_a_spec_takes_every_64_bit_seed_bans_and_a_bounded_n() -> None:
         RequestSpec([[1]], "t", n=129)
     assert refused.value.param == "n"
 
+
+def test_each_dialect_names_the_field_that_holds_its_prompt() -> None:
+    chat = {"messages": HI}
+    assert ChatCompletionRequest.model_validate(chat).to_spec().prompt_param == "messages"
+    assert CompletionsRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"
+    assert ResponsesRequest.model_validate({"input": "x"}).to_spec(HI).prompt_param == "input"
+    anthropic = MessagesRequest.model_validate({**chat, "max_tokens": 4})
+    assert anthropic.to_spec().prompt_param == "messages"
+    assert ChatRequest.model_validate(chat).to_spec().prompt_param == "messages"
+    assert GenerateRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"
+    assert CompletionRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"

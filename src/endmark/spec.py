@@ -117,6 +117,7 @@ class RequestSpec:
     draft_min: int | None = None
     report_progress: bool = False
     timings_per_token: bool = False
+    prompt_param: str = "prompt"  # the field that holds the prompt, named when it overflows
 
     def __post_init__(self) -> None:
         if isinstance(self.input, str):  # a text is a sequence too: one prompt per letter

@@ -144,9 +144,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         if isinstance(exc, ContextExceeded):
-            return error_response(
-                request, 400, str(exc), exc.param, kind=exc.kind, details=exc.details()
-            )
+            extra = {"code": exc.code, "kind": exc.kind, "details": exc.details()}
+            return error_response(request, 400, str(exc), exc.param, **extra)
         return error_response(request, 400, str(exc), exc.param)
 
     @app.exception_handler(QueueFull)
