@@ -73,3 +73,22 @@ def test_masked_tokens_are_never_alternatives() -> None:
     s = sample(x, SamplingParams(temperature=0, n_probs=4), make_rng(0))
     assert [t for t, _ in s.top] == [2, 0]
     assert all(np.isfinite(lp) for _, lp in s.top)
+
+
+def test_extreme_knobs_never_make_a_nan() -> None:
+    """A huge bias, a tiny penalty or a tiny temperature overflow float32 logits: they are
+    capped, so probabilities and logprobs stay numbers (JSON has no NaN)."""
+    history = [0, 1, 2, 3, 4]
+    for params in (
+        SamplingParams(logit_bias={1: 1e308, 2: 1e308}, n_probs=3),
+        SamplingParams(repeat_penalty=5e-324, n_probs=3),
+        SamplingParams(temperature=5e-324, n_probs=3),
+        SamplingParams(
+            temperature=1e-300, repeat_penalty=1e-300, post_sampling_probs=True, n_probs=3
+        ),  # fmt: skip
+    ):
+        x = adjust(logits(), params, history)
+        assert not np.isnan(x).any()
+        s = sample(x, params, make_rng(2**64 - 1 + 5))  # a seed + choice index past 64 bits
+        assert s.logprob is not None and np.isfinite(s.logprob)
+        assert all(np.isfinite(lp) for _, lp in s.top)

@@ -153,3 +153,42 @@ def test_apply_template_takes_a_chat_turn() -> None:
 def test_a_spec_is_not_given_one_text_as_its_prompts() -> None:
     with pytest.raises(TypeError):
         RequestSpec("Hello", "t")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "knobs,param",
+    [
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": float("inf")}, "top_p"),
+        ({"repeat_penalty": 0.0}, "repeat_penalty"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"n_probs": -1}, "n_probs"),
+        ({"logit_bias": ((5, float("nan")),)}, "logit_bias"),
+    ],
+)
+def test_a_spec_refuses_what_the_sampler_cannot_take(knobs: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        SamplingSpec(**knobs)
+    assert refused.value.param == param
+
+
+def test_a_spec_takes_every_64_bit_seed_bans_and_a_bounded_n() -> None:
+    for seed in (-(2**63), -1, 0, 2**64 - 1):
+        assert SamplingSpec(seed=seed).seed == seed
+    assert SamplingSpec(logit_bias=((5, False), (6, -100.0))).logit_bias[0] == (5, False)
+    with pytest.raises(InvalidRequest) as refused:
+        RequestSpec([[1]], "t", n=129)
+    assert refused.value.param == "n"
+
+
+def test_each_dialect_names_the_field_that_holds_its_prompt() -> None:
+    chat = {"messages": HI}
+    assert ChatCompletionRequest.model_validate(chat).to_spec().prompt_param == "messages"
+    assert CompletionsRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"
+    assert ResponsesRequest.model_validate({"input": "x"}).to_spec(HI).prompt_param == "input"
+    anthropic = MessagesRequest.model_validate({**chat, "max_tokens": 4})
+    assert anthropic.to_spec().prompt_param == "messages"
+    assert ChatRequest.model_validate(chat).to_spec().prompt_param == "messages"
+    assert GenerateRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"
+    assert CompletionRequest.model_validate({"prompt": "x"}).to_spec().prompt_param == "prompt"

@@ -55,9 +55,15 @@ class Runtime:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def prepare(self, spec: RequestSpec) -> list[GenerationRequest]:
-        """The requests a spec makes: one per prompt and choice."""
-        return self._prepare(spec)
+    def prepare(self, spec: RequestSpec, counting: bool = False) -> list[GenerationRequest]:
+        """The requests a spec makes: one per prompt and choice. A prompt that does not fit a
+        slot's context is refused here, before any response starts, naming the spec's prompt
+        field (`ContextExceeded`); requests made only for `counting` their tokens are not."""
+        requests = self._prepare(spec)
+        if not counting:
+            for request in requests:
+                self.scheduler.check_fits(len(request.prompt), spec.prompt_param)
+        return requests
 
     def apply_template(self, chat: ChatInput) -> str:
         """The prompt a chat turn gets (llama-server's `/apply-template`)."""

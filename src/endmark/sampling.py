@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The largest logit a bias or a penalty may make: beyond it float32 holds only +inf, and two
+# infinite logits make NaN probabilities (a 10^308 bias, a penalty of 10^-300).
+LOGIT_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -63,16 +67,18 @@ def adjust(
     if not (params.logit_bias or params.penalizes or banned or mask is not None):
         return logits
     x = np.array(logits, dtype=np.float32, copy=True)
-    if params.penalizes and history:
-        window = history if params.repeat_last_n < 0 else history[-params.repeat_last_n :]
-        ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
-        vals = x[ids]
-        if params.repeat_penalty != 1.0:
-            vals = np.where(vals > 0, vals / params.repeat_penalty, vals * params.repeat_penalty)
-        vals = vals - counts * params.frequency_penalty - params.presence_penalty
-        x[ids] = vals
-    for token, bias in params.logit_bias.items():
-        x[token] += bias
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # capped just below
+        if params.penalizes and history:
+            window = history if params.repeat_last_n < 0 else history[-params.repeat_last_n :]
+            ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+            vals = x[ids]
+            if params.repeat_penalty != 1.0:
+                pen = params.repeat_penalty
+                vals = np.where(vals > 0, vals / pen, vals * pen)
+            vals = vals - counts * params.frequency_penalty - params.presence_penalty
+            x[ids] = np.minimum(vals, LOGIT_MAX)
+        for token, bias in params.logit_bias.items():
+            x[token] = min(x[token] + bias, LOGIT_MAX)  # -inf (a ban) stays
     if banned:
         x[list(banned)] = -np.inf
     if mask is not None:
@@ -115,8 +121,11 @@ def _candidates(x: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.n
     if params.min_p > 0.0:
         keep = min(keep, int(np.count_nonzero(probs >= params.min_p * probs[0])))
     keep = max(1, keep)
-    scaled = vals[:keep] / params.temperature
-    p = np.exp(scaled - scaled[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = vals[:keep] / params.temperature
+        p = np.exp(scaled - scaled[0])
+        if not np.isfinite(p).all():  # a temperature so small the logits overflow: greedy
+            p = np.exp((vals[:keep] - vals[0]) / params.temperature)  # 0 or 1: never NaN
     p /= p.sum()
     return cand[:keep], p
 

@@ -95,8 +95,7 @@ class Scheduler:
 
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
-        if len(request.prompt) >= self.n_ctx_slot:
-            raise ContextExceeded(len(request.prompt), self.n_ctx_slot)
+        self.check_fits(len(request.prompt))
         ticket = Ticket(Generation(request, self.engine.vocab, policy, self.n_ctx_slot), sink)
         with self._cond:
             if len(self._queue) >= self.queue_size:
@@ -104,6 +103,12 @@ class Scheduler:
             self._queue.append(ticket)
             self._cond.notify_all()
         return ticket
+
+    def check_fits(self, n_prompt: int, param: str = "prompt") -> None:
+        """A prompt must leave a slot's context room for at least one generated token: one of
+        `n_ctx_slot` tokens or more is refused (as llama-server refuses it), never cut."""
+        if n_prompt >= self.n_ctx_slot:
+            raise ContextExceeded(n_prompt, self.n_ctx_slot, param)
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run `fn` on the worker thread, between two steps: all of llama.cpp's compute stays

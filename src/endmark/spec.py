@@ -8,10 +8,12 @@ and policy is resolved in that one place, the same way for every dialect.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams
 
 if TYPE_CHECKING:  # kept light: the CLI imports specs before it needs llguidance
@@ -22,6 +24,24 @@ if TYPE_CHECKING:  # kept light: the CLI imports specs before it needs llguidanc
 Prompt = str | Sequence[str | int]
 # A logit bias as a request writes it: a token id or a text, and a bias or `false` (ban).
 BiasEntry = tuple[int | str, float | bool]
+
+# The ranges every dialect's values must be in, whatever its wire model lets through: the
+# sampler's own domain (each dialect's wire model may narrow it, as OpenAI's does).
+SEED_RANGE = (-(2**63), 2**64 - 1)  # negative: a random seed
+MAX_CHOICES = 128  # `n`, as OpenAI bounds it
+FINITE_KNOBS = ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty",
+                "frequency_penalty")  # fmt: skip
+
+
+def check_range(value: float, param: str, low: float, high: float) -> None:
+    """A 400 naming `param` unless `low <= value <= high` (NaN is never in range)."""
+    if not low <= value <= high:
+        raise InvalidRequest(f"{param} must be between {low} and {high}, not {value}", param)
+
+
+def check_finite(value: float, param: str) -> None:
+    if not math.isfinite(value):
+        raise InvalidRequest(f"{param} must be a finite number, not {value}", param)
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,23 @@ class SamplingSpec:
     n_probs: int = 0
     logprobs: bool = False
     post_sampling_probs: bool = False
+
+    def __post_init__(self) -> None:
+        """No value the sampler cannot take gets past here, from any dialect: the one check
+        that makes a NaN, an infinity or a seed beyond 64 bits a 400 rather than a failure."""
+        for name in FINITE_KNOBS:
+            value = getattr(self, name)
+            if value is not None:
+                check_finite(value, name)
+        if self.repeat_penalty is not None and self.repeat_penalty <= 0:
+            raise InvalidRequest("repeat_penalty must be above 0", "repeat_penalty")
+        if self.seed is not None:
+            check_range(self.seed, "seed", *SEED_RANGE)
+        if self.n_probs < 0:
+            raise InvalidRequest("n_probs must not be negative", "n_probs")
+        for _, bias in self.logit_bias:
+            if not isinstance(bias, bool):
+                check_finite(bias, "logit_bias")
 
 
 @dataclass(frozen=True)
@@ -80,7 +117,9 @@ class RequestSpec:
     draft_min: int | None = None
     report_progress: bool = False
     timings_per_token: bool = False
+    prompt_param: str = "prompt"  # the field that holds the prompt, named when it overflows
 
     def __post_init__(self) -> None:
         if isinstance(self.input, str):  # a text is a sequence too: one prompt per letter
             raise TypeError("input is a ChatInput or a list of prompts, not one text")
+        check_range(self.n, "n", 1, MAX_CHOICES)

@@ -148,4 +148,5 @@ async def messages(request: Request) -> Any:
 async def count_tokens(request: Request) -> dict[str, int]:
     rt = runtime_of(request)
     req = await parse_body(request, CountTokensRequest)
-    return {"input_tokens": len(generation(rt, req.as_messages_request()).prompt)}
+    spec = req.as_messages_request().to_spec()
+    return {"input_tokens": len(rt.prepare(spec, counting=True)[0].prompt)}

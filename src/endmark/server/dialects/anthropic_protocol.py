@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from endmark.invalid import InvalidRequest
+from endmark.invalid import CONTEXT_LENGTH_EXCEEDED, InvalidRequest
 from endmark.sampling import SamplingParams
 from endmark.server.dialects.fields import StrictModel, sampling_spec
 from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
@@ -144,6 +144,7 @@ class MessagesRequest(StrictModel):
             n_predict=self.max_tokens,
             stop=self.stop_sequences,
             reasoning_budget=budget,
+            prompt_param="messages",
         )
 
 
@@ -176,7 +177,11 @@ ANTHROPIC_TYPES = {
 def anthropic_error(problem: Problem) -> dict[str, Any]:
     fallback = "api_error" if problem.status >= 500 else "invalid_request_error"
     kind = ANTHROPIC_TYPES.get(problem.status, fallback)
-    return {"type": "error", "error": {"type": kind, "message": problem.message}}
+    message = problem.message
+    if problem.code == CONTEXT_LENGTH_EXCEEDED and problem.details:  # Anthropic's words
+        d = problem.details
+        message = f"prompt is too long: {d['n_prompt_tokens']} tokens > {d['n_ctx']} maximum"
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def anthropic_failure(model: str, message: str) -> bytes:

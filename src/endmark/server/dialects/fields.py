@@ -2,6 +2,10 @@
 constraints. Data and validation only; each dialect's own models are in `*_protocol.py`.
 
 Models are strict: a number given as a string or a bool given as a number is a 400, not a guess.
+A number out of its knob's range is a 400 too (NaN and infinities are, everywhere), except
+where llama-server clamps and the clamp is harmless: `top_k` beyond the vocabulary means all
+of it, and a token limit, `repeat_last_n`, a time limit or a reasoning budget beyond what the
+context allows means no limit but the context's.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from endmark.spec import SamplingSpec
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
 
 # Limits on what one request may ask for; beyond them, a 400 that names the field.

@@ -67,6 +67,8 @@ class CompletionRequest(SamplingFields, DraftFields):
     prompt: str | dict[str, Any] | list[Any]
     n_predict: Annotated[int, Field(ge=-1)] = -1
     max_tokens: Annotated[int, Field(ge=-1)] | None = None  # llama-server takes either
+    # accepted and checked, no effect: endmark never discards prompt tokens (no context shift)
+    n_keep: Annotated[int, Field(ge=-1)] = 0
     timings_per_token: bool = False
     return_progress: bool = False
     response_fields: list[str] = Field(default_factory=list)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from endmark import __version__
 from endmark.generation import Done, Failed, GenerationRequest
+from endmark.invalid import ContextExceeded
 from endmark.runtime import Runtime
 from endmark.server.dialects.blocks import BlockTracker, Change, changes_of
 from endmark.server.dialects.ollama_protocol import (
@@ -142,7 +143,7 @@ def grown(changes: list[Change], chat: bool) -> dict[str, Any]:
 
 
 async def parts(
-    rt: Runtime, events: Events, chat: bool, started: float
+    rt: Runtime, events: Events, chat: bool, started: float, said: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any] | bytes]:
     """The stream: a line per token that added something, then the end."""
     tracker = BlockTracker()
@@ -155,7 +156,8 @@ async def parts(
             line = {"model": rt.alias, "created_at": now_iso()}
             if isinstance(event, Done):
                 changes += tracker.finish()
-                yield {**line, **grown(changes, chat), "done": True, **stats(event, started)}
+                yield {**line, **grown(changes, chat), "done": True, **stats(event, started),
+                       **said}  # fmt: skip
             elif any(c.what == "grow" for c in changes):  # not prompt progress, nor held space
                 yield {**line, **grown(changes, chat), "done": False}
 
@@ -167,13 +169,42 @@ def whole(rt: Runtime, answer: Answer, chat: bool, started: float) -> dict[str, 
 
 
 async def answer(request: Request, rt: Runtime, gen: GenerationRequest, stream: bool,
-                 chat: bool) -> Any:  # fmt: skip
+                 chat: bool, dropped: int = 0) -> Any:  # fmt: skip
+    """The answer, whole or streamed; one that `truncate` made fit says how many messages it
+    dropped (`truncated_messages`, on the last line)."""
     started = time.perf_counter()
     events = rt.stream_many([gen])
+    said = {"truncated_messages": dropped} if dropped else {}
     if stream:
-        return ndjson_stream(parts(rt, events, chat, started))
+        return ndjson_stream(parts(rt, events, chat, started, said))
     (found,) = await unless_disconnected(request, collect(events, 1))
-    return JSONResponse(whole(rt, found, chat, started))
+    return JSONResponse({**whole(rt, found, chat, started), **said})
+
+
+def fitted(rt: Runtime, req: ChatRequest) -> tuple[GenerationRequest, int]:
+    """The chat's request, and how many of its oldest messages were dropped to fit the
+    context: none unless `truncate` asks (a prompt over the context is a 400 otherwise).
+    The fewest that make it fit, found by halving; if dropping them all does not, the 400."""
+    try:
+        (gen,) = rt.prepare(req.to_spec())
+        return gen, 0
+    except ContextExceeded:
+        droppable = req.droppable()
+        if not (req.truncate and droppable):
+            raise
+    best: tuple[GenerationRequest, int] | None = None
+    lo, hi = 1, len(droppable)
+    while lo <= hi:
+        k = (lo + hi) // 2
+        try:
+            (gen,) = rt.prepare(req.without(droppable[:k]).to_spec())
+            best, hi = (gen, k), k - 1
+        except ContextExceeded:
+            if k == len(droppable):
+                raise
+            lo = k + 1
+    assert best is not None
+    return best
 
 
 @router.post("/api/chat")
@@ -183,8 +214,8 @@ async def chat(request: Request) -> Any:
     if not req.messages:  # Ollama loads the model and answers at once
         return {"model": rt.alias, "created_at": now_iso(), "done": True, "done_reason": "load",
                 "message": {"role": "assistant", "content": ""}}  # fmt: skip
-    (gen,) = rt.prepare(req.to_spec())
-    return await answer(request, rt, gen, req.stream, chat=True)
+    gen, dropped = fitted(rt, req)
+    return await answer(request, rt, gen, req.stream, chat=True, dropped=dropped)
 
 
 @router.post("/api/generate")

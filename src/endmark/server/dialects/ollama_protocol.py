@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from endmark import __version__
 from endmark.constraints import ConstraintSpec
-from endmark.invalid import InvalidRequest
+from endmark.invalid import CONTEXT_LENGTH_EXCEEDED, InvalidRequest
 from endmark.server.dialects.fields import StrictModel, sampling_spec
 from endmark.server.dialects.openai_protocol import ToolDef
 from endmark.server.http.dialect import (
@@ -34,7 +34,7 @@ from endmark.tools import Tool, ToolRequest
 class Options(BaseModel):
     """`options`: Ollama's sampling defaults, which differ from llama.cpp's."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     num_predict: int = -1
     num_ctx: int | None = None  # endmark's context is fixed at start; accepted
@@ -92,6 +92,8 @@ class Generating(StrictModel):
     options: Options = Field(default_factory=Options)
     think: bool | Literal["low", "medium", "high"] | None = None
     keep_alive: str | int | float | None = None  # one model stays loaded; accepted
+    # Ollama truncates a chat over the context unless told not to; endmark only when asked
+    truncate: bool = False
 
     def constraint(self) -> ConstraintSpec | None:
         if self.format == "json":
@@ -100,7 +102,9 @@ class Generating(StrictModel):
             return ConstraintSpec("json_schema", self.format, "format")
         return None
 
-    def spec_of(self, input: ChatInput | list[Prompt], label: str) -> RequestSpec:
+    def spec_of(
+        self, input: ChatInput | list[Prompt], label: str, prompt_param: str = "prompt"
+    ) -> RequestSpec:
         """The spec of either endpoint; `options` holds the sampling, with Ollama's defaults."""
         o = self.options
         return RequestSpec(
@@ -111,6 +115,7 @@ class Generating(StrictModel):
             stop=o.stop or [],
             constraint=self.constraint(),
             reasoning_budget=self.reasoning_budget,
+            prompt_param=prompt_param,
         )
 
     @property
@@ -129,6 +134,17 @@ class ChatRequest(Generating):
         defs = [t.function for t in self.tools]
         return ToolRequest(tuple(Tool(d.name, d.description, d.parameters) for d in defs))
 
+    def droppable(self) -> list[int]:
+        """The messages `truncate` may drop, oldest first: all but the system messages and the
+        last message, which Ollama keeps too."""
+        last = len(self.messages) - 1
+        return [i for i, m in enumerate(self.messages) if m.role != "system" and i != last]
+
+    def without(self, dropped: Sequence[int]) -> ChatRequest:
+        gone = set(dropped)
+        kept = [m for i, m in enumerate(self.messages) if i not in gone]
+        return self.model_copy(update={"messages": kept})
+
     def to_spec(self) -> RequestSpec:
         try:
             messages = [m.as_template_input() for m in self.messages]
@@ -137,7 +153,7 @@ class ChatRequest(Generating):
         tools = self.tool_request()
         if tools is not None and self.constraint() is not None:
             raise InvalidRequest("tools cannot be combined with format", "format")
-        return self.spec_of(ChatInput(messages, tools=tools), "POST /api/chat")
+        return self.spec_of(ChatInput(messages, tools=tools), "POST /api/chat", "messages")
 
 
 class GenerateRequest(Generating):
@@ -199,7 +215,11 @@ def now_iso() -> str:
 
 
 def ollama_error(problem: Problem) -> dict[str, Any]:
-    return {"error": problem.message}  # Ollama's errors are the message alone
+    """Ollama's errors are the message alone; a prompt over the context begins with
+    Ollama's own words for it."""
+    if problem.code == CONTEXT_LENGTH_EXCEEDED:
+        return {"error": f"the input length exceeds the context length: {problem.message}"}
+    return {"error": problem.message}
 
 
 def ollama_failure(model: str, message: str) -> bytes:

@@ -130,4 +130,4 @@ async def chat_input_tokens(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
     spec = replace(req.to_spec(), n=1)
-    return {"input_tokens": len(rt.prepare(spec)[0].prompt)}
+    return {"input_tokens": len(rt.prepare(spec, counting=True)[0].prompt)}

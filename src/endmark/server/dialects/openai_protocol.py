@@ -287,6 +287,7 @@ class ChatCompletionRequest(OpenAIFields, ToolFields):
             self.logprobs,
             reasoning_format=self.reasoning_format,
             reasoning_budget=self.reasoning_budget,
+            prompt_param="messages",
         )
 
     @model_validator(mode="after")
@@ -353,7 +354,9 @@ class ApplyTemplateRequest(ToolFields):
 
 
 def openai_error(problem: Problem) -> dict[str, Any]:
-    body = {"message": problem.message, "type": problem.type, "param": problem.param,
+    """OpenAI's shape: the status's type, the detail in `code` (`context_length_exceeded`);
+    llama-server's extra numbers (`n_prompt_tokens`, `n_ctx`) ride along."""
+    body = {"message": problem.message, "type": problem.status_type, "param": problem.param,
             "code": problem.code}  # fmt: skip
     return {"error": {**body, **(problem.details or {})}}
 

@@ -176,7 +176,7 @@ class ResponsesRequest(OpenAIFields):
         chat = ChatInput(messages, tools=self.tool_request())
         label = "POST /v1/responses"
         return self.spec_of(chat, label, self.n_predict, top_n, logprobs, n=1,
-                            reasoning_budget=budget)  # fmt: skip
+                            reasoning_budget=budget, prompt_param="input")  # fmt: skip
 
     def constraint(self) -> ConstraintSpec | None:
         spec = pick_constraint(self.grammar, self.json_schema, self.response_format)

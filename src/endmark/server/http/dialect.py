@@ -53,8 +53,14 @@ class Problem:
 
     @property
     def type(self) -> str:
+        """llama.cpp's type: its own `kind` where it has one, else the status's."""
+        return self.kind or self.status_type
+
+    @property
+    def status_type(self) -> str:
+        """The type OpenAI gives the status (OpenAI's bodies say the detail in `code`)."""
         fallback = "invalid_request_error" if self.status < 500 else "server_error"
-        return self.kind or ERROR_TYPES.get(self.status, fallback)
+        return ERROR_TYPES.get(self.status, fallback)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -71,19 +72,56 @@ def describe_validation(errors: list) -> tuple[str, str | None]:  # type: ignore
     return "; ".join(parts) or "invalid request", first
 
 
+# The integers a body may hold: what 64 bits carry, signed or not. orjson writes no more,
+# and no knob means anything beyond (a seed is 64 bits at most).
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+class NumberOutOfRange(ValueError):
+    pass
+
+
+def _json_int(text: str) -> int:
+    if len(text) > 21 or not INT_MIN <= (value := int(text)) <= INT_MAX:
+        raise NumberOutOfRange(f"the number {text[:30]} is beyond 64 bits")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NumberOutOfRange(f"the number {text[:30]} is beyond a double's range")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise NumberOutOfRange(f"{name} is not a JSON number")
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as the standard has it: no NaN or Infinity, and no number a double or 64 bits
+    cannot hold (Python's reader takes all of them, and they reach the knobs unchecked)."""
+    return json.loads(
+        text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+    )
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
-    """Read a JSON body strictly: invalid UTF-8, bad JSON and wrong types are all 400s."""
+    """Read a JSON body strictly: invalid UTF-8, bad JSON, numbers out of range and wrong
+    types are all 400s."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"the request body is not valid UTF-8 ({exc.reason})") from None
     try:
-        data = json.loads(text)
+        data = loads_strict(text)
     except json.JSONDecodeError as exc:
         raise ApiError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
         ) from None
+    except NumberOutOfRange as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
@@ -106,9 +144,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
         if isinstance(exc, ContextExceeded):
-            return error_response(
-                request, 400, str(exc), exc.param, kind=exc.kind, details=exc.details()
-            )
+            extra = {"code": exc.code, "kind": exc.kind, "details": exc.details()}
+            return error_response(request, 400, str(exc), exc.param, **extra)
         return error_response(request, 400, str(exc), exc.param)
 
     @app.exception_handler(QueueFull)
