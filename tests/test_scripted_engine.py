@@ -212,3 +212,17 @@ def test_a_full_shared_cache_fails_the_running_requests() -> None:
     finally:
         sched.stop()
     assert all(isinstance(e, Failed) and "context size" in e.message for e in ends)
+
+
+def test_a_shared_cache_drops_idle_slots_caches_for_a_new_prompt() -> None:
+    """Two finished conversations keep their prompts cached; a third, longer prompt needs
+    their cells, and takes them instead of failing mid-prompt."""
+    engine = ScriptedEngine(["ok", "ok", "ok"], n_ctx=64, n_seq_max=2, kv_unified=True)
+    sched = start(engine, n_slots=2, shared_cache=True)
+    try:
+        ends = []
+        for prompt in ("a" * 25, "b" * 25, "c" * 50):
+            ends.append(drain(submit(sched, request(engine, prompt, n_predict=4)))[1])
+    finally:
+        sched.stop()
+    assert all(isinstance(e, Done) for e in ends), ends

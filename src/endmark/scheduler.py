@@ -70,7 +70,7 @@ class Scheduler:
         self.batch_size = batch_size
         self.queue_size = queue_size
         self.cont_batching = cont_batching
-        self.table = SlotTable(engine, n_slots)
+        self.table = SlotTable(engine, n_slots, engine.n_ctx if shared_cache else None)
         self.slots = self.table.slots
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.shared_cache = shared_cache

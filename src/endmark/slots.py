@@ -76,9 +76,12 @@ def pick_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> Slot:
 class SlotTable:
     """The slots over one engine, and their caches kept in step with it."""
 
-    def __init__(self, engine: Engine, n_slots: int) -> None:
+    def __init__(self, engine: Engine, n_slots: int, shared_cells: int | None = None) -> None:
+        """`shared_cells`: the slots share one cache of that many cells (`--kv-unified`), so
+        what idle slots keep must make room for a new prompt."""
         self.engine = engine
         self.slots = [Slot(i) for i in range(n_slots)]
+        self.shared_cells = shared_cells
 
     def free(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -107,7 +110,26 @@ class SlotTable:
         slot.feed = prompt[keep:]
         slot.ticket = ticket
         ticket.slot = slot.id
+        self._make_room(slot, len(prompt))
         return keep
+
+    def _make_room(self, slot: Slot, n_prompt: int) -> None:
+        """In a shared cache, drop idle slots' caches, least recently used first, until the
+        new prompt and one token more fit beside what the others hold: a prompt kept for a
+        conversation that may never come back must not make a new one fail mid-prompt."""
+        if self.shared_cells is None:
+            return
+
+        def held() -> int:
+            return sum(len(s.cached) for s in self.slots if s is not slot) + n_prompt + 1
+
+        idle = sorted((s for s in self.free() if s is not slot and s.cached),
+                      key=lambda s: s.last_used)  # fmt: skip
+        for other in idle:
+            if held() <= self.shared_cells:
+                return
+            self.engine.drop(other.id, 0)
+            other.cached, other.n_past = [], 0
 
     def _donor(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
         """Another slot, busy or not, whose cache starts with more of this prompt than `slot`
