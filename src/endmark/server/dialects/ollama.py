@@ -183,7 +183,7 @@ async def chat(request: Request) -> Any:
     if not req.messages:  # Ollama loads the model and answers at once
         return {"model": rt.alias, "created_at": now_iso(), "done": True, "done_reason": "load",
                 "message": {"role": "assistant", "content": ""}}  # fmt: skip
-    (gen,) = rt.prepare(req.to_spec())
+    (gen,) = await rt.prepare_async(req.to_spec())
     return await answer(request, rt, gen, req.stream, chat=True)
 
 
@@ -196,7 +196,7 @@ async def generate(request: Request) -> Any:
     if not req.prompt:
         return {"model": rt.alias, "created_at": now_iso(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
-    (gen,) = rt.prepare(req.to_spec())
+    (gen,) = await rt.prepare_async(req.to_spec())
     return await answer(request, rt, gen, req.stream, chat=False)
 
 
