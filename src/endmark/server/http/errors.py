@@ -84,6 +84,8 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise ApiError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
         ) from None
+    except RecursionError:  # Python's decoder nests no deeper than ~1,000 levels
+        raise ApiError(400, "the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:
