@@ -106,41 +106,55 @@ def _resolve(root: Any, ref: Any) -> Any:
     return node
 
 
+def _requirements(root: Any, node: dict[str, Any]) -> list[list[Any]]:
+    """What `node` needs to have a value: each group is met when any one of its schemas is
+    (a `$ref`'s target, each of `allOf`, one of `anyOf`, each required property, an item)."""
+    groups: list[list[Any]] = []
+    if "$ref" in node:
+        groups.append([_resolve(root, node["$ref"])])
+    if isinstance(node.get("allOf"), list):
+        groups += [[s] for s in node["allOf"]]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(node.get(key), list) and node[key]:
+            groups.append(node[key])
+    props, required = node.get("properties"), node.get("required")
+    if isinstance(props, dict) and isinstance(required, list):
+        groups += [[props[k]] for k in required if isinstance(k, str) and k in props]
+    min_items = node.get("minItems")
+    if isinstance(min_items, int) and min_items > 0 and isinstance(node.get("items"), dict):
+        groups.append([node["items"]])
+    return groups
+
+
 def endless_ref(schema: Any) -> str | None:
     """The pointer of a subschema no finite value can satisfy because its `$ref`s lead back to
     it (`a` refers to `a`, or requires a property that does), or None. llguidance takes such a
-    schema and then finds no token to write. Anything this cannot read counts as satisfiable,
-    so only a cycle of dict schemas is ever reported."""
+    schema and then finds no token to write. What this cannot read (a remote `$ref`, a `true`
+    schema) counts as satisfiable, so only a cycle is ever reported. Linear in the schema's
+    size: each requirement is met at most once."""
     nodes = dict(_subschemas(schema))  # pointer -> schema
-    ids = {id(node): at for at, node in nodes.items()}
-    needs: dict[str, list[list[str]]] = {}  # each inner list: satisfied if any one is
+    at_of = {id(node): at for at, node in nodes.items()}
+    left: dict[str, int] = {}  # the node's groups not met yet
+    waiting: dict[str, list[tuple[str, int]]] = {}  # schema -> the (node, group) it would meet
+    ready = []
     for at, node in nodes.items():
-        groups: list[list[Any]] = []
-        target = _resolve(schema, node.get("$ref"))
-        if "$ref" in node:
-            groups.append([target])
-        groups += [[s] for s in node.get("allOf", ()) if isinstance(node["allOf"], list)]
-        for key in ("anyOf", "oneOf"):
-            if isinstance(node.get(key), list) and node[key]:
-                groups.append(node[key])
-        props = node.get("properties")
-        if isinstance(props, dict) and isinstance(node.get("required"), list):
-            groups += [[props[k]] for k in node["required"] if isinstance(k, str) and k in props]
-        min_items = node.get("minItems")
-        if isinstance(min_items, int) and min_items > 0 and isinstance(node.get("items"), dict):
-            groups.append([node["items"]])
-        # Only dicts met in the walk can be unsatisfiable; anything else satisfies its group.
-        if all(all(isinstance(s, dict) and id(s) in ids for s in g) for g in groups):
-            needs[at] = [[ids[id(s)] for s in g] for g in groups]
-    ok = set(nodes) - set(needs)
-    changed = True
-    while changed:
-        changed = False
-        for at, groups in needs.items():
-            if at not in ok and all(any(s in ok for s in g) for g in groups):
-                ok.add(at)
-                changed = True
-    endless = [at for at in needs if at not in ok and "$ref" in nodes[at]]
+        groups = [g for g in _requirements(schema, node)
+                  if all(isinstance(s, dict) and id(s) in at_of for s in g)]  # fmt: skip
+        left[at] = len(groups)
+        for i, group in enumerate(groups):
+            for member in group:
+                waiting.setdefault(at_of[id(member)], []).append((at, i))
+        if not groups:
+            ready.append(at)
+    met: set[tuple[str, int]] = set()
+    while ready:
+        for at, i in waiting.get(ready.pop(), ()):
+            if (at, i) not in met:
+                met.add((at, i))
+                left[at] -= 1
+                if left[at] == 0:
+                    ready.append(at)
+    endless = [at for at, n in left.items() if n > 0 and "$ref" in nodes[at]]
     return min(endless, key=len) if endless else None
 
 
