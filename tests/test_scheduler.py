@@ -301,15 +301,17 @@ class BreakingConstraint:
         return len(tokens)
 
 
-@pytest.mark.parametrize("in_forced", [False, True])
-def test_a_failing_constraint_fails_its_request_alone(engine, scheduler, in_forced) -> None:  # type: ignore[no-untyped-def]
-    broken = replace(request(engine, "Once upon a time", n=20, label="broken"),
-                     constraint=BreakingConstraint(engine.vocab.n_vocab, 3, in_forced))  # type: ignore[arg-type]  # fmt: skip
+def test_a_failing_constraint_fails_its_request_alone(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
+    """One fails in its mask, one in its fast-forward; the plain one beside them goes on."""
     failed: queue.Queue[Event] = queue.Queue()
-    scheduler.submit(broken, lambda e: failed.put(e) if isinstance(e, Failed) else None)
-    text, done = collect(scheduler, request(engine, "The quick brown fox", n=8))
-    assert len(done.tokens) == 8
-    failure = failed.get(timeout=30)
-    assert isinstance(failure, Failed) and failure.param == "response_format"
-    assert failure.message == "response_format: the constraint failed: it is too complex (fuel)"
+    for in_forced in (False, True):
+        broken = replace(request(engine, "Once upon a time", n=8, label="broken"),
+                         constraint=BreakingConstraint(engine.vocab.n_vocab, 2, in_forced))  # type: ignore[arg-type]  # fmt: skip
+        scheduler.submit(broken, lambda e: failed.put(e) if isinstance(e, Failed) else None)
+    text, done = collect(scheduler, request(engine, "The quick brown fox", n=6))
+    assert len(done.tokens) == 6
+    for _ in range(2):
+        failure = failed.get(timeout=30)
+        assert isinstance(failure, Failed) and failure.param == "response_format"
+        assert failure.message == "response_format: the constraint failed: it is too complex (fuel)"
     assert all(not s["is_processing"] for s in scheduler.slot_states())
