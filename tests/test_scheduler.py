@@ -5,10 +5,12 @@ import queue
 import threading
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from endmark.constraints import ConstraintFailure
 from endmark.endings import EndPolicy, EogSet
-from endmark.events import Done, Event, TokenEvent
+from endmark.events import Done, Event, Failed, TokenEvent
 from endmark.invalid import InvalidRequest
 from endmark.request import GenerationRequest
 from endmark.sampling import SamplingParams
@@ -267,3 +269,49 @@ def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> 
             print(f"differs (schema={schema}) {q!r} at token {at}: gap {lp1 - lp2:.3f}")
             assert first == plain[at] and second == fast_run[at] and lp1 - lp2 < 0.25
         assert same >= 19, (schema, same)
+
+
+class BreakingConstraint:
+    """A matcher that allows every token, then fails (as llguidance does over its limits) on
+    its `after`-th mask, or in its fast-forward."""
+
+    def __init__(self, n_vocab: int, after: int, in_forced: bool = False) -> None:
+        self.n_vocab, self.after, self.in_forced = n_vocab, after, in_forced
+        self.accepting = self.complete = False
+
+    def _tick(self) -> None:
+        self.after -= 1
+        if self.after < 0:
+            raise ConstraintFailure("response_format", "it is too complex (fuel)")
+
+    def mask(self) -> np.ndarray:
+        if not self.in_forced:
+            self._tick()
+        return np.ones(self.n_vocab, dtype=bool)
+
+    def forced(self) -> list[int]:
+        if self.in_forced:
+            self._tick()
+        return []
+
+    def consume(self, token: int) -> None:
+        pass
+
+    def valid_prefix(self, tokens: list[int]) -> int:
+        return len(tokens)
+
+
+def test_a_failing_constraint_fails_its_request_alone(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
+    """One fails in its mask, one in its fast-forward; the plain one beside them goes on."""
+    failed: queue.Queue[Event] = queue.Queue()
+    for in_forced in (False, True):
+        broken = replace(request(engine, "Once upon a time", n=8, label="broken"),
+                         constraint=BreakingConstraint(engine.vocab.n_vocab, 2, in_forced))  # type: ignore[arg-type]  # fmt: skip
+        scheduler.submit(broken, lambda e: failed.put(e) if isinstance(e, Failed) else None)
+    text, done = collect(scheduler, request(engine, "The quick brown fox", n=6))
+    assert len(done.tokens) == 6
+    for _ in range(2):
+        failure = failed.get(timeout=30)
+        assert isinstance(failure, Failed) and failure.param == "response_format"
+        assert failure.message == "response_format: the constraint failed: it is too complex (fuel)"
+    assert all(not s["is_processing"] for s in scheduler.slot_states())

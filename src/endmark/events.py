@@ -110,9 +110,11 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The generation could not run to an end (engine error, shutdown)."""
+    """The generation could not run to an end (engine error, shutdown), or its constraint
+    failed: then `param` names the request's field at fault (a 400, not a server error)."""
 
     message: str
+    param: str | None = None
 
 
 Event = TokenEvent | Progress | Done | Failed

@@ -141,6 +141,7 @@ class Preparer:
         drafts = drafts_for(s, spec.draft_max, spec.draft_min)
         constraint = spec.constraint
         json_kind = constraint is not None and constraint.kind in JSON_KINDS
+        compiled = self._matcher(constraint) if constraint is not None else None  # once: copied
         out = []
         for tokens in self._prompt_tokens(spec.input):
             for i in range(spec.n):
@@ -151,7 +152,7 @@ class Preparer:
                     policy,
                     spec.label,
                     cache_prompt,
-                    self._matcher(constraint) if constraint is not None else None,
+                    compiled.copy() if compiled is not None else None,
                     report_progress=spec.report_progress,
                     timings_per_token=spec.timings_per_token,
                     drafts=drafts_for_sampling(drafts, choice),
@@ -223,8 +224,9 @@ class Preparer:
         return list(self.constraints.tokenizer.tokenize_str(text))
 
     def _matcher(self, spec: ConstraintSpec) -> Constraint:
+        """A checked matcher, its first mask computed: here, not on the decode path."""
         assert self.constraints is not None
-        return self.constraints.matcher(self.constraints.compile(spec))
+        return self.constraints.constraint(spec)
 
     def _split_stops(self, stop: Sequence[str]) -> tuple[EogSet, list[str]]:
         """A stop entry that is exactly one control token ends like an EOG token (rule 1)."""
@@ -321,13 +323,15 @@ class Preparer:
             grammar = fmt.grammar(tools, control)
             request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))
         else:
-            lazy = fmt.grammar(tools, control, lazy=True)
+            lazy = self._matcher(
+                ConstraintSpec("lark", fmt.grammar(tools, control, lazy=True), "tools")
+            )
             request.on_call = lambda text: self._call_matcher(lazy, text)
 
-    def _call_matcher(self, grammar: str, text_so_far: str) -> Constraint:
+    def _call_matcher(self, lazy: Constraint, text_so_far: str) -> Constraint:
+        """The call grammar (compiled at prepare time), past the call's start."""
         assert self.constraints is not None
-        spec = ConstraintSpec("lark", grammar, "tools")
-        return self.constraints.matcher(self.constraints.compile(spec), text_so_far)
+        return self.constraints.resume(lazy, text_so_far)
 
     def tool_call_format(self) -> dict[str, Any]:
         """How this model's tool calls are written: learned from its template, or generic."""

@@ -28,6 +28,11 @@ from endmark.scheduler import Scheduler, Stats
 from endmark.settings import Settings
 from endmark.spec import ChatInput, RequestSpec
 
+# How long a request may take to prepare when it compiles a constraint. llguidance's limits end
+# every compile by themselves well before (a 50,000-value enum takes ~0.3 s); this is the
+# backstop that answers the client when a machine is too busy for even that.
+PREPARE_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True)
 class Activity:
@@ -48,6 +53,7 @@ class Runtime:
     model_path: Path
     alias: str
     constraints: ConstraintCompiler | None = None
+    prepare_timeout: float = PREPARE_TIMEOUT_S
     _prepare: Preparer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +70,29 @@ class Runtime:
             for request in requests:
                 self.scheduler.check_fits(len(request.prompt), spec.prompt_param)
         return requests
+
+    async def prepare_async(
+        self, spec: RequestSpec, counting: bool = False
+    ) -> list[GenerationRequest]:
+        """`prepare` on a worker thread, as the server calls it: compiling a constraint (a
+        large schema, a grammar) takes a while, and meanwhile the event loop goes on serving
+        `/health` and every other request. A constraint not compiled within
+        `prepare_timeout` is refused (a 400 naming its field); the compile, bounded by
+        llguidance's limits, ends by itself, unwaited for."""
+        param = constrained_field(spec)
+        work = asyncio.to_thread(self.prepare, spec, counting)
+        try:
+            if param is None:
+                return await work
+            return await asyncio.wait_for(work, self.prepare_timeout)
+        except TimeoutError:
+            message = (
+                f"{param}: the constraint is too large or too complex to compile within the "
+                f"server's limits ({self.prepare_timeout:g} s)"
+            )
+            raise InvalidRequest(message, param) from None
+        except RecursionError:
+            raise InvalidRequest("the request is nested too deeply", param) from None
 
     def apply_template(self, chat: ChatInput) -> str:
         """The prompt a chat turn gets (llama-server's `/apply-template`)."""
@@ -220,3 +249,12 @@ class Runtime:
     def close(self) -> None:
         self.scheduler.stop()
         self.engine.close()
+
+
+def constrained_field(spec: RequestSpec) -> str | None:
+    """The field whose constraint `prepare` compiles (the schema or grammar, else tools a
+    call must or may follow), or None when it compiles none."""
+    if spec.constraint is not None:
+        return spec.constraint.field
+    tools = spec.input.tools if isinstance(spec.input, ChatInput) else None
+    return "tools" if tools is not None and tools.choice != "none" else None

@@ -21,7 +21,7 @@ from endmark.endings import EndPolicy, EogSet
 from endmark.engine import DecodeError, Engine, SeqInput
 from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
-from endmark.invalid import ContextExceeded
+from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.request import GenerationRequest
 from endmark.slots import Sink, Slot, SlotTable, Ticket, common_prefix
 
@@ -257,10 +257,7 @@ class Scheduler:
         try:
             events = gen.verify(rows, drafts, now) if drafts else gen.step(rows[-1], now)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
-            log.warning("%s failed: %s", gen.request.label, exc)
-            self.stats.requests_failed += 1
-            self._deliver(ticket, Failed(str(exc)))
-            self._release(slot, keep_cache=True)
+            self._fail(slot, exc)
             return
         for event in events:
             self._deliver(ticket, event)
@@ -275,7 +272,21 @@ class Scheduler:
         if self.shared_cache:  # a guess must not take the cells the others' next tokens need
             held = sum(s.n_past + len(s.feed) + 1 for s in self.table.busy())
             room = min(room, self.engine.n_ctx - held)
-        slot.drafts = gen.next_draft(room)
+        try:
+            slot.drafts = gen.next_draft(room)  # the grammar's forced tokens may fail too
+        except Exception as exc:
+            self._fail(slot, exc)
+
+    def _fail(self, slot: Slot, exc: Exception) -> None:
+        """One generation failed (its constraint, most likely): it ends with a clean error
+        (naming the request's field when its constraint failed); the others go on."""
+        ticket = slot.ticket
+        assert ticket is not None
+        log.warning("%s failed: %s", ticket.generation.request.label, exc)
+        self.stats.requests_failed += 1
+        param = exc.param if isinstance(exc, InvalidRequest) else None  # a ConstraintFailure
+        self._deliver(ticket, Failed(str(exc), param))
+        self._release(slot, keep_cache=True)
 
     def _finish(self, slot: Slot) -> None:
         ticket = slot.ticket

@@ -35,8 +35,8 @@ from endmark.server.http.stream import event_stream, sse
 router = APIRouter()
 
 
-def generation(rt: Runtime, req: MessagesRequest) -> GenerationRequest:
-    return rt.prepare(req.to_spec())[0]
+async def generation(rt: Runtime, req: MessagesRequest) -> GenerationRequest:
+    return (await rt.prepare_async(req.to_spec()))[0]
 
 
 def stop_reason(done: Done) -> tuple[str, str | None]:
@@ -136,7 +136,7 @@ async def stream(rt: Runtime, gen: GenerationRequest, events: Events) -> AsyncIt
 async def messages(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, MessagesRequest)
-    gen = generation(rt, req)
+    gen = await generation(rt, req)
     events = rt.stream_many([gen])
     if req.stream:
         return event_stream(stream(rt, gen, events))
@@ -149,4 +149,4 @@ async def count_tokens(request: Request) -> dict[str, int]:
     rt = runtime_of(request)
     req = await parse_body(request, CountTokensRequest)
     spec = req.as_messages_request().to_spec()
-    return {"input_tokens": len(rt.prepare(spec, counting=True)[0].prompt)}
+    return {"input_tokens": len((await rt.prepare_async(spec, counting=True))[0].prompt)}

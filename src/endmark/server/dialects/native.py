@@ -152,7 +152,7 @@ def pick_fields(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 async def completion(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionRequest)
-    gens = rt.prepare(req.to_spec())
+    gens = await rt.prepare_async(req.to_spec())
     events = rt.stream_many(gens)
     if req.stream:
         return event_stream(_stream(rt, req, gens, events))

@@ -181,12 +181,12 @@ async def answer(request: Request, rt: Runtime, gen: GenerationRequest, stream: 
     return JSONResponse({**whole(rt, found, chat, started), **said})
 
 
-def fitted(rt: Runtime, req: ChatRequest) -> tuple[GenerationRequest, int]:
+async def fitted(rt: Runtime, req: ChatRequest) -> tuple[GenerationRequest, int]:
     """The chat's request, and how many of its oldest messages were dropped to fit the
     context: none unless `truncate` asks (a prompt over the context is a 400 otherwise).
     The fewest that make it fit, found by halving; if dropping them all does not, the 400."""
     try:
-        (gen,) = rt.prepare(req.to_spec())
+        (gen,) = await rt.prepare_async(req.to_spec())
         return gen, 0
     except ContextExceeded:
         droppable = req.droppable()
@@ -197,7 +197,7 @@ def fitted(rt: Runtime, req: ChatRequest) -> tuple[GenerationRequest, int]:
     while lo <= hi:
         k = (lo + hi) // 2
         try:
-            (gen,) = rt.prepare(req.without(droppable[:k]).to_spec())
+            (gen,) = await rt.prepare_async(req.without(droppable[:k]).to_spec())
             best, hi = (gen, k), k - 1
         except ContextExceeded:
             if k == len(droppable):
@@ -214,7 +214,7 @@ async def chat(request: Request) -> Any:
     if not req.messages:  # Ollama loads the model and answers at once
         return {"model": rt.alias, "created_at": now_iso(), "done": True, "done_reason": "load",
                 "message": {"role": "assistant", "content": ""}}  # fmt: skip
-    gen, dropped = fitted(rt, req)
+    gen, dropped = await fitted(rt, req)
     return await answer(request, rt, gen, req.stream, chat=True, dropped=dropped)
 
 
@@ -227,7 +227,7 @@ async def generate(request: Request) -> Any:
     if not req.prompt:
         return {"model": rt.alias, "created_at": now_iso(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
-    (gen,) = rt.prepare(req.to_spec())
+    (gen,) = await rt.prepare_async(req.to_spec())
     return await answer(request, rt, gen, req.stream, chat=False)
 
 

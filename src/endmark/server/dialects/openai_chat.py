@@ -48,7 +48,7 @@ async def chat_completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
-    requests = rt.prepare(req.to_spec())
+    requests = await rt.prepare_async(req.to_spec())
     head = base("chat.completion.chunk", rt, "chatcmpl")
 
     trackers = [BlockTracker() for _ in requests]
@@ -130,4 +130,4 @@ async def chat_input_tokens(request: Request) -> dict[str, Any]:
     rt = runtime_of(request)
     req = await parse_body(request, ChatCompletionRequest)
     spec = replace(req.to_spec(), n=1)
-    return {"input_tokens": len(rt.prepare(spec, counting=True)[0].prompt)}
+    return {"input_tokens": len((await rt.prepare_async(spec, counting=True))[0].prompt)}

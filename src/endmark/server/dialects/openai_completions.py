@@ -67,7 +67,7 @@ def completion_logprobs(
 async def completions(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionsRequest)
-    requests = rt.prepare(req.to_spec())
+    requests = await rt.prepare_async(req.to_spec())
     top_n = req.logprobs or 0
     head = base("text_completion", rt, "cmpl")
 

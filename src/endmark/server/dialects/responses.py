@@ -180,13 +180,14 @@ class Response:
             self.history = [*prior, *req.input_messages()]
         except ValueError as exc:
             raise ApiError(400, str(exc), "input") from None
-        self.gen = self._generation()
+        self.gen: GenerationRequest  # made by `prepare`
         self.wants_logprobs = req.top_logprobs is not None or LOGPROBS in req.include_list
         self.output = OutputItems(self.wants_logprobs)
         self._reasoning_tokens = 0
 
-    def _generation(self) -> GenerationRequest:
-        return self.rt.prepare(self.req.to_spec(self.history))[0]
+    async def prepare(self) -> None:
+        """Its generation, prepared off the event loop (a constraint may take a while)."""
+        self.gen = (await self.rt.prepare_async(self.req.to_spec(self.history)))[0]
 
     def probs(self, tokens: list[TokenEvent]) -> list[dict[str, Any]]:
         if not self.wants_logprobs:
@@ -300,6 +301,7 @@ async def create(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, ResponsesRequest)
     resp = Response(rt, req, store_of(request))
+    await resp.prepare()
     events = rt.stream_many([resp.gen])
     if req.stream:
         return event_stream(stream(resp, events))

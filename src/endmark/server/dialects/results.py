@@ -77,8 +77,8 @@ async def collect(events: Events, n: int) -> list[Answer]:
     """Every event of `n` generations, gathered; a failed generation fails the request."""
     async with aclosing(Follow(events, n)) as steps:
         async for _, event, _ in steps:
-            if isinstance(event, Failed):
-                raise ApiError(500, event.message)
+            if isinstance(event, Failed):  # the request's own constraint: a 400
+                raise ApiError(500 if event.param is None else 400, event.message, event.param)
     if any(a.done is None for a in steps.answers):
         raise ApiError(500, "the generation ended without a result")
     return steps.answers

@@ -122,6 +122,8 @@ async def parse_body(request: Request, model: type[M]) -> M:
         ) from None
     except NumberOutOfRange as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:  # Python's decoder nests no deeper than ~1,000 levels
+        raise ApiError(400, "the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     try:

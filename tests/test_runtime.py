@@ -1,0 +1,80 @@
+"""The runtime as the server calls it: prepared off the event loop, within a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from endmark.generation import GenerationRequest
+from endmark.spec import RequestSpec
+from tests.scripted_app import ScriptedApp, scripted_app
+from tests.test_scheduler import BreakingConstraint
+
+JSON_MODE = {"response_format": {"type": "json_object"}, "max_tokens": 8}
+HI = [{"role": "user", "content": "Hi"}]
+
+
+async def slow_request_and_health(
+    app: ScriptedApp, release: threading.Event
+) -> tuple[httpx.Response, bool, httpx.Response]:
+    """A constrained chat request, and `/health` while it is being prepared; then the
+    compile may end (the loop's executor waits for it on closing)."""
+    transport = httpx.ASGITransport(app=app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://scripted") as c:
+        body = {"messages": HI, **JSON_MODE}
+        slow = asyncio.create_task(c.post("/v1/chat/completions", json=body, timeout=60))
+        await asyncio.sleep(0)  # it starts
+        health = await c.get("/health")
+        first = not slow.done()
+        refused = await slow
+        release.set()
+        return health, first, refused
+
+
+def test_a_constraint_over_the_time_budget_is_a_400_and_blocks_no_one() -> None:
+    with scripted_app() as app:
+        release = threading.Event()
+        prepare = app.runtime.prepare
+
+        def slow_compile(spec: RequestSpec) -> list[GenerationRequest]:
+            if spec.constraint is not None:
+                release.wait(30)  # a compile that takes its time, on the worker thread
+            return prepare(spec)
+
+        app.runtime.prepare = slow_compile  # type: ignore[method-assign]
+        app.runtime.prepare_timeout = 0.2
+        try:
+            health, first, refused = asyncio.run(slow_request_and_health(app, release))
+        finally:
+            release.set()
+    assert health.status_code == 200 and first  # answered while the compile went on
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == "response_format" and error["type"] == "invalid_request_error"
+    assert error["message"] == (
+        "response_format: the constraint is too large or too complex to compile within the "
+        "server's limits (0.2 s)"
+    )
+
+
+def test_a_constraint_failing_mid_answer_is_a_400_naming_its_field() -> None:
+    with scripted_app() as app:
+        prepare = app.runtime.prepare
+
+        def breaking(spec: RequestSpec) -> list[GenerationRequest]:
+            n_vocab = app.runtime.n_vocab
+            return [replace(r, constraint=BreakingConstraint(n_vocab, 2))  # type: ignore[arg-type]
+                    for r in prepare(replace(spec, constraint=None))]  # fmt: skip
+
+        app.runtime.prepare = breaking  # type: ignore[method-assign]
+        whole: dict[str, Any] = {"messages": HI, "max_tokens": 8}
+        r = app.post("/v1/chat/completions", whole, "Hello world, how are you")
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == (
+        "response_format: the constraint failed: it is too complex (fuel)"
+    )
+    assert r.json()["error"]["param"] == "response_format"
