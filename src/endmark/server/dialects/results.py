@@ -93,7 +93,9 @@ def stopping_token(finish: Finish) -> dict[str, Any] | None:
 def stop_detail(done: Done) -> dict[str, Any]:
     """endmark's account of the end, the same in every dialect that carries it."""
     f = done.finish
+    errors = [{"id": c.id, "name": c.name, "error": c.problem} for c in done.calls if c.problem]
     return {
+        **({"tool_call_errors": errors} if errors else {}),  # only when a call has one
         "stop_type": f.stop_type,
         "stopping_token": stopping_token(f),
         "stopping_word": f.word,
