@@ -86,6 +86,7 @@ def test_every_dialect_shows_the_cut_call(app: tuple[ScriptedApp, str]) -> None:
         "model": "m", "max_tokens": 9, "messages": [say], "tools": anthropic_tools,
         "tool_choice": {"type": "any"}}, script).json()  # fmt: skip
     assert anthropic["stop_reason"] == "max_tokens"
+    assert anthropic["endmark"]["truncated_json_closed"]
     assert [b["type"] for b in anthropic["content"]] == ["tool_use"]
     functions = [{"type": "function", **t["function"]} for t in TOOLS]
     responses = scripted.post("/v1/responses", {
@@ -99,6 +100,7 @@ def test_every_dialect_shows_the_cut_call(app: tuple[ScriptedApp, str]) -> None:
         "model": "m", "messages": [say], "tools": TOOLS, "stream": False,
         "options": {"num_predict": 9}}, script).json()  # `auto`: the model began it  # fmt: skip
     assert ollama["done_reason"] == "length" and ollama["message"]["tool_calls"]
+    assert ollama["endmark"]["truncated_json_closed"]
     assert not ollama["message"]["content"]
 
 

@@ -105,3 +105,11 @@ def stop_detail(done: Done) -> dict[str, Any]:
         "tokens_cached": done.timings.cached_n,
         "timings": done.timings.as_dict(),
     }
+
+
+def cut_detail(done: Done) -> dict[str, Any]:
+    """endmark's account as `{"endmark": ...}`, for the dialects that carry none otherwise
+    (Anthropic, Ollama): given only when a call was closed at the cut or falls short of its
+    tool's schema, so that this is never silent."""
+    said = done.finish.json_closed or any(c.problem for c in done.calls)
+    return {"endmark": stop_detail(done)} if said else {}
