@@ -41,15 +41,19 @@ def app(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedApp, str]]:
 
 def ask(app: ScriptedApp, script: str, limit: int, stream: bool = False, **kw: Any) -> Any:
     body = {"messages": [{"role": "user", "content": "Weather?"}], "tools": TOOLS,
-            "tool_choice": "required", "max_tokens": limit, "stream": stream, **kw}  # fmt: skip
+            "tool_choice": "required", "max_tokens": limit, "stream": stream} | kw  # fmt: skip
     return app.post("/v1/chat/completions", body, script)
 
 
-def test_a_forced_call_parses_at_every_budget(app: tuple[ScriptedApp, str]) -> None:
+@pytest.mark.parametrize("tool_choice", ["required", "auto"])
+def test_a_call_parses_at_every_budget(app: tuple[ScriptedApp, str], tool_choice: str) -> None:
+    """`required`: constrained from the first token; `auto`: from the start marker on, and
+    the closing is written past the grammar (a `null` it would refuse)."""
     scripted, script = app
     n = len(scripted.engine.tokenize(script, False, True))
-    for limit in [*range(1, n + 1), n + 8]:  # the closing's room: its `null` is 4 tokens here
-        choice = ask(scripted, script, limit).json()["choices"][0]
+    step = 1 if tool_choice == "required" else 3
+    for limit in [*range(1, n + 1, step), n + 8]:  # room to close: `null` is 4 tokens here
+        choice = ask(scripted, script, limit, tool_choice=tool_choice).json()["choices"][0]
         (call,) = choice["message"]["tool_calls"]
         args = json.loads(call["function"]["arguments"])
         assert call["function"]["name"] == "forecast" and not choice["message"]["content"]

@@ -82,6 +82,7 @@ class Generation:
         self.tail_calls: tuple[ToolCall, ...] = ()
         self.reasoning_tokens = 0
         self._forced: list[int] = []
+        self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
         self._guessed = False  # the pending draft is the drafter's (not forced tokens)
@@ -186,7 +187,7 @@ class Generation:
     def _close(self, tokens: list[int], detail: str) -> list[TokenEvent]:
         """Write the closing without the grammar (a schema may still want a required key or
         more items: the result parses, and may not validate), and end as a limit stop."""
-        self.constraint = None
+        self.constraint, self._writing_close = None, True
         events: list[TokenEvent] = []
         for token in tokens:
             events += self._accept(token, None, ())
@@ -311,7 +312,8 @@ class Generation:
         if self._after_thinking is not None and not self.channels.in_reasoning:
             self.constraint, self._after_thinking = self._after_thinking, None
             self._json_from = len(self.tokens)
-        if self.channels.in_call and self.constraint is None and self.request.on_call:
+        if self.channels.in_call and self.constraint is None and self.request.on_call \
+                and not self._writing_close:  # fmt: skip
             self.constraint = self.request.on_call(self.channels.call_text)
         return Delta.of(pieces)
 
