@@ -39,9 +39,17 @@ from endmark.calls.probe import (
     up_to_turn_end,
     without_empty_thinking,
 )
+from endmark.calls.tagged_close import (
+    after_tag,
+    cut_at,
+    empty_value,
+    tag_rest,
+    unwritten,
+    unwritten_all,
+    value_rest,
+)
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
-from endmark.json_close import json_closing
 from endmark.tools import Tool, ToolRequest
 
 PROBE_ARGS = {"endmark_key_a": "endmark-value-a", "endmark_key_b": "endmark-value-b"}
@@ -208,9 +216,9 @@ class TaggedArgs(CallStrategy):
         closed, an enum finished; `null` where none was written), then the call's close."""
         if not tools:
             return None
-        rest = _after_tag(body, self.name_open)
+        rest = after_tag(body, self.name_open)
         if rest is None:
-            missing = _tag_rest(body, self.name_open)
+            missing = tag_rest(body, self.name_open)
             if missing is None:
                 return None
             text = f"{missing}{tools[0].name}{self.name_close}{self.call_close}"
@@ -228,29 +236,30 @@ class TaggedArgs(CallStrategy):
         while True:
             if rest == "":
                 return CallClose(self.call_close, self.end, boundary=True)
-            in_key = _after_tag(rest, self.key_open)
-            past_close = _after_tag(rest, self.call_close)
+            in_key = after_tag(rest, self.key_open)
+            past_close = after_tag(rest, self.call_close)
             if in_key is None and past_close is not None and not past_close.strip():
                 return CallClose("", self.end, boundary=True)
-            missing = _tag_rest(rest, self.call_close)
+            missing = tag_rest(rest, self.call_close)
             if in_key is None and missing is not None:
                 return CallClose(missing, self.end)
             if in_key is None:
-                missing = _tag_rest(rest, self.key_open)
+                missing = tag_rest(rest, self.key_open)
                 if missing is None:
                     return None
-                key = _unwritten(params, written)
-                text = missing + key + self.key_close + _empty_value(props.get(key))
+                key = unwritten(params, written)
+                text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
                 return CallClose(text + self.value_close + self.call_close, self.end)
-            key, closed_key, rest = _cut_at(in_key, self.key_close)
+            key, closed_key, rest = cut_at(in_key, self.key_close)
             if not closed_key:
-                full = next((k for k in _unwritten_all(params, written) if k.startswith(key)), key)
-                text = full[len(key) :] + rest + _empty_value(props.get(full))
+                full = next((k for k in unwritten_all(params, written) if k.startswith(key)), key)
+                text = full[len(key) :] + rest + empty_value(takes_text(props.get(full)))
                 return CallClose(text + self.value_close + self.call_close, self.end)
             written.append(key.strip())
-            value, closed_value, rest = _cut_at(rest, self.value_close)
+            value, closed_value, rest = cut_at(rest, self.value_close)
             if not closed_value:
-                finish = _value_rest(value, props.get(key.strip()))
+                schema = props.get(key.strip())
+                finish = value_rest(value, schema, takes_text(schema))
                 if finish is None:
                     return None
                 return CallClose(finish + rest + self.call_close, self.end)
@@ -261,7 +270,7 @@ class TaggedArgs(CallStrategy):
         if not self.name_close:
             name, rest = self._read_name(text)
             return name, bool(rest), rest
-        return _cut_at(text, self.name_close)
+        return cut_at(text, self.name_close)
 
     def _read_name(self, text: str) -> tuple[str, str]:
         if self.name_close:
@@ -338,56 +347,6 @@ class TaggedArgs(CallStrategy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "array": False, "arguments_key": ""}
-
-
-def _after_tag(text: str, tag: str) -> str | None:
-    """What follows `tag` at the start of `text`; None if `text` does not start with it."""
-    return text[len(tag) :] if text.startswith(tag) else None
-
-
-def _tag_rest(text: str, tag: str) -> str | None:
-    """The rest of `tag`, when `text` is a start of it (empty: all of it)."""
-    return tag[len(text) :] if tag.startswith(text) and len(text) < len(tag) else None
-
-
-def _cut_at(text: str, close: str) -> tuple[str, bool, str]:
-    """`text` up to `close` and whether it came; when it did not, what is missing of a close
-    tag the text ends inside (`Paris\n</para` -> `meter>`)."""
-    before, found, after = text.partition(close)
-    if found:
-        return before, True, after
-    for k in range(min(len(close) - 1, len(text)), 0, -1):
-        if text.endswith(close[:k]):
-            return text[:-k], False, close[k:]
-    return text, False, close
-
-
-def _unwritten_all(params: Mapping[str, Any], written: list[str]) -> list[str]:
-    props = params.get("properties")
-    names = list(props) if isinstance(props, Mapping) else []
-    required = [k for k in params.get("required") or [] if k in names]
-    return [k for k in [*required, *names] if k not in written]
-
-
-def _unwritten(params: Mapping[str, Any], written: list[str]) -> str:
-    """The key of an argument the cut began without naming: a required one not written."""
-    return next(iter(_unwritten_all(params, written)), "")
-
-
-def _empty_value(schema: Any) -> str:
-    """The value of an argument whose key was written and no more: empty text, or `null`."""
-    return "" if takes_text(schema) else "null"
-
-
-def _value_rest(value: str, schema: Any) -> str | None:
-    """What finishes a cut value: text as it is (an enum's value finished), JSON closed."""
-    if takes_text(schema):
-        values = schema.get("enum", []) if isinstance(schema, Mapping) else []
-        fits = [v for v in values if isinstance(v, str) and v.startswith(value)]
-        return fits[0][len(value) :] if fits and value else ""
-    if not value.strip():
-        return "null"
-    return json_closing(value.strip())
 
 
 def _with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
