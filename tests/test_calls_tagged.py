@@ -119,15 +119,17 @@ def test_a_call_the_template_writes_parses_back_whole_and_in_pieces() -> None:
     jsonschema.validate(expected[1][0][1], SCHEMA)
 
 
-def test_two_calls_and_a_malformed_one() -> None:
+def test_two_calls_and_one_cut_short() -> None:
     one = QWEN3_CODER.written("get_time", {"zone": "UTC"})
     content, calls = split(one + "\n" + one, [one + "\n" + one])
     assert content.strip() == "" and calls == [("get_time", {"zone": "UTC"})] * 2
     splitter = ChannelSplitter(QWEN3_CODER, tools=TOOLS)
     splitter.push("<tool_call>\n<function=get_time>\n<parameter=zone>\nUTC</tool_call>")
     assert splitter.in_call  # a close marker inside a value is the value's text
-    splitter.finish(cut=True)
-    assert splitter.cut_call.startswith("\n<function=get_time>") and not splitter.calls
+    (piece,) = splitter.finish(cut=True)  # cut there: closed, its value as written
+    assert piece.call is not None and json.loads(piece.call.arguments) == {
+        "zone": "UTC</tool_call>"}  # fmt: skip
+    assert splitter.closed_by_endmark and not splitter.cut_call
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,22 @@ def test_thinking_then_a_tagged_call_as_qwen3_5_writes_them() -> None:
         assert [(c.name, json.loads(c.arguments)) for c in splitter.calls] == [
             ("get_time", {"zone": "UTC"})
         ]
+
+
+@pytest.mark.parametrize("template", [QWEN, ChatTemplate(GLM, "glm")], ids=["qwen3_coder", "glm"])
+def test_a_call_cut_anywhere_comes_back_closed(template: ChatTemplate) -> None:
+    """Cut after the open marker, in the name, in a key's tag, in a value (a close marker
+    inside it too), in a JSON value: one call, of the forecast, its arguments typed JSON;
+    the required ones the cut never reached are named in its problem."""
+    fmt = learn_call_strategy(template, ["<|im_end|>", "<|user|>"])
+    assert isinstance(fmt, TaggedArgs)
+    text = fmt.written("forecast", ARGS)
+    for cut in range(len(fmt.start), len(text) + 1):
+        splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS[:1])
+        pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
+        (call,) = [p.call for p in pieces if p.call is not None]
+        assert call.name == "forecast" and not any(p.text for p in pieces), text[:cut]
+        args = json.loads(call.arguments)
+        for key in SCHEMA["required"]:
+            assert key in args or repr(key) in call.problem, (text[:cut], call.problem)
+    assert args == ARGS and not call.problem and not splitter.closed_by_endmark

@@ -18,10 +18,19 @@ from endmark.calls import (
     ThinkFormat,
 )
 from endmark.channels import ChannelSplitter, Piece
+from endmark.tools import Tool
 
 WEATHER = {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
 TIME = {"name": "get_time", "arguments": {"zone": "Europe/Paris"}}
 NOT_A_MARKER = "a <tool_cal is not <thin either"
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
+                  "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}  # fmt: skip
+TOOLS = (
+    Tool("get_weather", "", WEATHER_SCHEMA),
+    Tool("get_time", "", {"type": "object", "properties": {"zone": {"type": "string"}}}),
+    Tool("add", "", {"type": "object", "required": ["a", "b"],
+                     "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+)  # fmt: skip
 
 
 def hermes(call: dict[str, object]) -> str:
@@ -134,12 +143,81 @@ def test_a_close_marker_inside_a_json_string_is_string_text() -> None:
     assert json.loads(call.arguments) == {"zone": "UTC</tool_call>"}
 
 
-def test_a_call_cut_by_the_limit_is_kept_apart_not_released() -> None:
-    splitter = ChannelSplitter(HERMES)
-    pieces = splitter.push('Sure. <tool_call>{"name": "get_weather", "argu')
-    pieces += splitter.finish()
-    assert channels(pieces) == ("Sure. ", "", [])
-    assert splitter.cut_call == '{"name": "get_weather", "argu'
+def test_a_call_cut_by_the_limit_is_closed_not_dropped() -> None:
+    splitter = ChannelSplitter(HERMES, tools=TOOLS)
+    pieces = splitter.push('Sure. <tool_call>{"name": "get_weather", "arguments": {"city": "Par')
+    pieces += splitter.finish(cut=True)
+    assert channels(pieces) == ("Sure. ", "", [{"name": "get_weather",
+                                                "arguments": {"city": "Par"}}])  # fmt: skip
+    assert splitter.closed_by_endmark and not splitter.cut_call
+
+
+@pytest.mark.parametrize("fmt", [HERMES, LLAMA3, MISTRAL], ids=lambda f: f.name)
+def test_a_json_call_cut_anywhere_comes_back_closed_and_checked(fmt: CallStrategy) -> None:
+    """Cut right after the open marker, in the name, in a key, in a string, in a number:
+    one call, whose arguments parse; a required argument the cut never reached is named."""
+    for call in (WEATHER, {"name": "add", "arguments": {"a": -1.5, "b": 20}}):
+        body = json.dumps({"name": call["name"], fmt.args_key: call["arguments"]})  # type: ignore[attr-defined]
+        text = fmt.start + (f"[{body}]" if fmt.array else body)  # type: ignore[attr-defined]
+        for cut in range(len(fmt.start), len(text) + 1):
+            splitter = ChannelSplitter(fmt, tools=TOOLS)
+            pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
+            content, _, calls = channels(pieces)
+            assert content == "" and len(calls) == 1, text[:cut]
+            (piece,) = [p for p in pieces if p.call is not None]
+            assert piece.call is not None and piece.call.name in ("get_weather", "add")
+            tool = next(t for t in TOOLS if t.name == piece.call.name)
+            missing = [k for k in tool.parameters["required"] if k not in calls[0]["arguments"]]
+            for key in missing:
+                assert repr(key) in piece.call.problem, (text[:cut], piece.call.problem)
+        assert calls == [call]  # the whole text: the call as written
+
+
+def test_a_call_with_no_name_yet_says_endmark_chose_the_tool() -> None:
+    splitter = ChannelSplitter(HERMES, tools=TOOLS)
+    (piece,) = splitter.push('<tool_call>\n{"na') + splitter.finish(cut=True)
+    assert piece.call is not None and piece.call.name == "get_weather"
+    assert "endmark chose it" in piece.call.problem and "'city' is missing" in piece.call.problem
+
+
+def test_a_turn_that_must_call_and_made_none_gets_one() -> None:
+    """A turn cut before its call began (here: inside the start marker) under `required`."""
+    splitter = ChannelSplitter(HERMES, tools=TOOLS, required=True)
+    (piece,) = splitter.push("<tool_") + splitter.finish(cut=True)
+    assert piece.call is not None and piece.call.name == "get_weather"
+    assert json.loads(piece.call.arguments) == {}
+    assert "before the model began a call" in piece.call.problem
+    named = ChannelSplitter(HERMES, tools=TOOLS, callable=TOOLS[2:], required=True)
+    (piece,) = named.finish(cut=True)
+    assert piece.call is not None and piece.call.name == "add"
+    auto = ChannelSplitter(HERMES, tools=TOOLS)  # `auto`: no call is no call
+    assert auto.push("<tool_") + auto.finish(cut=True) == []
+
+
+def test_a_close_marker_half_written_at_the_cut_is_finished() -> None:
+    """The text held back at the cut may begin the end marker (a textual one): the closing
+    writes the rest of it, not a second one."""
+    splitter = ChannelSplitter(HERMES, tools=TOOLS)
+    splitter.push('<tool_call>{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_')
+    close = splitter.closing()
+    assert close is not None and (close.text, close.end) == ("", "call>")
+    inside = ChannelSplitter(HERMES, tools=TOOLS)
+    inside.push('<tool_call>{"name": "get_time", "arguments": {"zone": "a</tool_')
+    close = inside.closing()  # the held text is the string's own
+    assert close is not None and (close.text, close.end) == ('"}}', "</tool_call>")
+
+
+def test_a_call_written_inside_reasoning_is_reasoning_text() -> None:
+    """Ending rule 7: only the end of thinking acts inside it; no call comes out."""
+    text = "<think>I could write " + hermes(WEATHER) + " here.</think>It is sunny."
+    for chunks in ([text], list(text)):
+        splitter = ChannelSplitter(HERMES, ThinkFormat(), tools=TOOLS, required=False)
+        pieces = [p for c in chunks for p in splitter.push(c)] + splitter.finish()
+        content, reasoning, calls = channels(pieces)
+        assert calls == [] and content == "It is sunny." and hermes(WEATHER) in reasoning
+    opened = ChannelSplitter(HERMES, ThinkFormat(open=True), tools=TOOLS)
+    pieces = opened.push(hermes(TIME) + "</think>") + opened.finish(cut=True)
+    assert channels(pieces) == ("", hermes(TIME), [])
 
 
 def test_only_the_markers_that_act_in_a_state_are_offered() -> None:

@@ -3,17 +3,24 @@
 The one place that decides it (DESIGN.md, "Channels"), incrementally: text is pushed as it is
 released, and what might be the start of a marker is held back until it is known, as stop
 strings are. Markup (think tags, call markers) is structure, never content (ending rule 7).
-Everything about one call format (its markers, its body, when a marker is a value's own text)
-is the call strategy's (`calls/`); this is the state machine around it.
+Everything about one call format (its markers, its body, when a marker is a value's own text,
+how a cut call closes) is the call strategy's (`calls/`); this is the state machine around it.
+
+A call is never dropped and never becomes content: one the turn cuts short is closed so that
+it parses (`CallClose`), and a turn that must call (`required`) and made no call gets one.
+Every call is checked against its tool's schema, and says what is wrong (`ToolCall.problem`).
+A call written inside reasoning is reasoning text (ending rule 7): only the end of thinking
+acts there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from endmark.calls.base import CallStrategy, MalformedCall, ToolCall
+from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall
+from endmark.calls.check import call_problem
 from endmark.calls.think import ThinkFormat
 from endmark.endings import StopMatcher
 from endmark.tools import Tool
@@ -39,10 +46,14 @@ class ChannelSplitter:
         calls: CallStrategy | None = None,
         think: ThinkFormat | None = None,
         tools: Sequence[Tool] = (),
+        callable: Sequence[Tool] | None = None,
+        required: bool = False,
     ) -> None:
         self.calls_format = calls
         self.think = think
         self.tools = tuple(tools)  # what the request offers: the tagged kinds type arguments by it
+        self.callable = tuple(tools if callable is None else callable)  # what a call may name
+        self.required = required  # the turn must make a call (`required`, a named tool)
         opens = [f.start for f in (think, calls) if f is not None]
         self._acts_on: dict[str, frozenset[str]] = {  # the marker texts each state acts on
             "content": frozenset(m for m in opens if m),
@@ -55,6 +66,12 @@ class ChannelSplitter:
         self._body: list[str] = []
         self.cut_call = ""
         self._at_start = True  # nothing but whitespace written in the content channel yet
+        self.closed_by_endmark = False  # a call was cut short, and closed here
+        self._closing: CallClose | None = None  # the close being written for the open call
+
+    def with_think(self, think: ThinkFormat) -> ChannelSplitter:
+        """The same calls, with thinking split out too."""
+        return ChannelSplitter(self.calls_format, think, self.tools, self.callable, self.required)
 
     def _matcher_for(self, state: str) -> StopMatcher:
         if state == "reasoning":
@@ -104,25 +121,65 @@ class ChannelSplitter:
         """The open call's text so far (after its start marker)."""
         return "".join(self._body)
 
+    def closing(self) -> CallClose | None:
+        """What closes the open call here (None: no call is open, or it cannot be closed).
+        Text held back as a possible end marker is the call's own when it fits in a value;
+        after a whole body it is the end marker's start."""
+        fmt = self.calls_format
+        if self._state != "call" or fmt is None:
+            return None
+        body, held = self.call_text, self._matcher.held
+        close = fmt.closing(body + held, self.callable)
+        if close is None and held:
+            close = fmt.closing(body, self.callable)
+            if close is None or close.text or not close.end.startswith(held):
+                return None
+            close = replace(close, end=close.end[len(held) :])
+        return close
+
+    def closing_written(self, close: CallClose) -> None:
+        """The generation writes `close` now: the call it ends was closed by endmark."""
+        self._closing = close
+
     def finish(self, cut: bool = False) -> list[Piece]:
-        """Release what is held back; a call that runs to the end of the turn is parsed now.
-        A call the generation was cut off in (`cut`: a token limit) is not a call: its text
-        is kept in `cut_call`, never released as content; so is the start of a marker that
-        the limit cut off (a `<tool_` after the last call)."""
+        """Release what is held back. A call still open is parsed now, and closed first if it
+        was cut short; the start of a marker that the limit cut off (`cut`) is no content
+        (kept in `cut_call`). A turn that must call and made none gets one here."""
         out: list[Piece] = []
-        held = self._matcher.flush()
-        if cut and held and self._state != "call":
-            self.cut_call = held
-        elif self._state == "call":
-            self._body.append(held)
-            body = self.call_text
-            try:
-                out += self._close_call()
-            except MalformedCall:
-                self.cut_call = body
-        elif held:
-            out.append(Piece(self._state, held))
+        if self._state == "call":
+            out += self._finish_call()
+        else:
+            held = self._matcher.flush()
+            if cut and held:
+                self.cut_call = held
+            elif held:
+                out.append(Piece(self._state, held))
+        if self.required and not self.calls and self.calls_format and self.callable:
+            close = self.calls_format.closing("", self.callable)
+            if close is not None:
+                note = "the turn ended before the model began a call: endmark wrote this one"
+                out += self._close_call(close.text, close, note)
         return out
+
+    def _finish_call(self) -> list[Piece]:
+        """The open call at the end of the turn: whole (one that runs to the end of the turn,
+        or one endmark closed but for its marker), else closed here; the text held back is
+        the call's own, or the start of its end marker."""
+        close, written = self.closing(), self._closing
+        body, held = self.call_text, self._matcher.flush()
+        if close is None or not close.text:  # whole: as it is, or without a cut marker
+            tries = [(body + held, written), (body, written)]
+        else:
+            tries = [(body + held + close.text, close), (body + close.text, close)]
+        for text, closed in tries:
+            try:
+                if text.strip():
+                    return self._close_call(text, closed)
+            except MalformedCall:
+                continue
+        self.cut_call = body + held
+        self._enter("content")
+        return []
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -145,7 +202,7 @@ class ChannelSplitter:
                 self._body.append(marker)
                 self._matcher = self._matcher_for("call")
                 return []
-            return self._close_call()
+            return self._close_call("".join(self._body), self._closing)
         return []
 
     def _enter(self, state: Channel | Literal["call"]) -> None:
@@ -153,12 +210,25 @@ class ChannelSplitter:
         self._matcher = self._matcher_for(state)
         self._body = []
 
-    def _close_call(self) -> list[Piece]:
+    def _close_call(self, body: str, close: CallClose | None = None, note: str = "") -> list[Piece]:
+        """The calls in `body`, each checked against its tool; `close`: endmark closed it."""
         assert self.calls_format is not None
-        body = "".join(self._body).strip()
         self._enter("content")
+        self._closing = None
+        body = body.strip()
         if not body:
             return []
         calls = self.calls_format.parse(body, self.tools)
-        self.calls += calls
-        return [Piece("tool_call", call=c) for c in calls]
+        if close is not None:
+            self.closed_by_endmark = True
+            if close.guessed and not note:
+                note = "the model had not named the tool yet: endmark chose it"
+        checked = []
+        for i, call in enumerate(calls):
+            problems = [call_problem(call.name, call.arguments, self.tools)]
+            if i == len(calls) - 1 and note:
+                problems = [note, *problems]
+            cut = close is not None and i == len(calls) - 1
+            checked.append(replace(call, problem="; ".join(p for p in problems if p), cut=cut))
+        self.calls += checked
+        return [Piece("tool_call", call=c) for c in checked]

@@ -110,7 +110,7 @@ class Finish:
     tail: str = ""
     detail: str = field(default="", compare=False)
     grammar_complete: bool = False
-    json_closed: bool = False  # cut by the limit, with its JSON closed so that it parses
+    json_closed: bool = False  # cut short, with its JSON or tool call closed so that it parses
 
     @property
     def finish_reason(self) -> str:
@@ -189,6 +189,11 @@ class StopMatcher:
         keep = self._held_suffix(buf)
         self._pending = buf[len(buf) - keep :]
         return buf[: len(buf) - keep], None
+
+    @property
+    def held(self) -> str:
+        """The text held back for now (it may begin a stop string)."""
+        return self._pending
 
     def flush(self) -> str:
         """The held-back text, released because the generation ended another way."""

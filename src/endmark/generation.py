@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger("endmark.generation")
 
-CLOSE_WINDOW = 64  # tokens before the limit from which a JSON answer checks its closing
+CLOSE_WINDOW = 64  # tokens before the limit from which JSON or a call checks its closing
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
 ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
 
@@ -82,6 +82,7 @@ class Generation:
         self.tail_calls: tuple[ToolCall, ...] = ()
         self.reasoning_tokens = 0
         self._forced: list[int] = []
+        self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
         self._guessed = False  # the pending draft is the drafter's (not forced tokens)
@@ -123,7 +124,10 @@ class Generation:
             return self._accept(self._forced.pop(0), None, ())
         closing = self._json_closing()
         if closing is not None:
-            return self._close_json(closing)
+            return self._close(closing, "n_predict, its JSON closed")
+        closing = self._call_closing()
+        if closing is not None:
+            return self._close(closing, "n_predict, its tool call closed")
         params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
@@ -136,14 +140,11 @@ class Generation:
         return events
 
     def _near_json_limit(self) -> bool:
-        """Close enough to the token limit that the JSON may need closing: each step checks
-        (no drafts, which could overrun it)."""
+        """Close enough to the token limit that the JSON or a call may need closing: each
+        step checks (no drafts, which could overrun it)."""
         n_predict = self.policy.n_predict
-        return (
-            self.request.close_json is not None
-            and n_predict >= 0
-            and n_predict - len(self.tokens) <= CLOSE_WINDOW
-        )
+        closes = self.request.close_json is not None or self.request.close_call is not None
+        return closes and n_predict >= 0 and n_predict - len(self.tokens) <= CLOSE_WINDOW
 
     def _json_closing(self) -> list[int] | None:
         """The tokens that close the JSON so far, once the budget is down to them (plus a
@@ -165,17 +166,35 @@ class Generation:
         margin = ITEM_ROOM if at_boundary else CLOSE_MARGIN
         return tokens if len(tokens) + margin >= room else None
 
-    def _close_json(self, tokens: list[int]) -> list[TokenEvent]:
+    def _call_closing(self) -> list[int] | None:
+        """The tokens that close the open tool call (the open value and object, then the end
+        marker), once the budget is down to them. Unlike JSON's, a cut after a comma names a
+        real key (`calls/`), so a call goes on at a boundary while its closing fits."""
+        channels, tokenize = self.channels, self.request.close_call
+        if channels is None or tokenize is None or not channels.in_call:
+            return None
+        if not self._near_json_limit():
+            return None
+        close = channels.closing()
+        if close is None or not close.text:  # whole but for its end marker: the model's to write
+            return None
+        tokens = tokenize(close.text, close.end)
+        if len(tokens) + CLOSE_MARGIN < self.policy.n_predict - len(self.tokens):
+            return None
+        channels.closing_written(close)
+        return tokens
+
+    def _close(self, tokens: list[int], detail: str) -> list[TokenEvent]:
         """Write the closing without the grammar (a schema may still want a required key or
         more items: the result parses, and may not validate), and end as a limit stop."""
-        self.constraint = None
+        self.constraint, self._writing_close = None, True
         events: list[TokenEvent] = []
         for token in tokens:
             events += self._accept(token, None, ())
             if self.finish is not None:
                 break
         if self.finish is None:
-            self._end(Finish("limit", detail="n_predict, its JSON closed", json_closed=True))
+            self._end(Finish("limit", detail=detail, json_closed=True))
         elif self.finish.stop_type == "limit":
             self.finish = replace(self.finish, json_closed=True)
         return events
@@ -293,7 +312,8 @@ class Generation:
         if self._after_thinking is not None and not self.channels.in_reasoning:
             self.constraint, self._after_thinking = self._after_thinking, None
             self._json_from = len(self.tokens)
-        if self.channels.in_call and self.constraint is None and self.request.on_call:
+        if self.channels.in_call and self.constraint is None and self.request.on_call \
+                and not self._writing_close:  # fmt: skip
             self.constraint = self.request.on_call(self.channels.call_text)
         return Delta.of(pieces)
 
@@ -311,6 +331,8 @@ class Generation:
             pieces = self.channels.push(tail) + self.channels.finish(cut)
             ended = Delta.of(pieces)
             tail, self.reasoning_tail, self.tail_calls = ended.content, ended.reasoning, ended.calls
+            if self.channels.closed_by_endmark:  # a call cut short, closed (channels.py)
+                finish = replace(finish, json_closed=True)
         self.finish = replace(finish, tail=tail) if tail else finish
 
     @property

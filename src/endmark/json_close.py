@@ -5,20 +5,41 @@ mid-value and fail `json.loads`. Just before that, generation writes this instea
 string, number or literal finished, a missing value as `null`, and every open array and
 object closed. It is JSON, not always valid against the schema (a required key may still be
 missing): the response says so.
+
+Given a schema (a tool call's, `calls/`), the closing follows it where the text leaves a
+choice: a cut key or enum string is completed to one the schema names, and a required
+property whose schema carries a `FILL` value is written with it (a call's name and its
+arguments object; never an argument the model did not write).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 LITERALS = ("true", "false", "null")
 NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+FILL = "x-endmark-fill"  # in a schema: the value written where this value is missing
 
 
-def json_closing(text: str) -> str | None:
+@dataclass
+class _Frame:
+    """An open object or array: its schema (None: unknown), the keys written, the key whose
+    value comes next."""
+
+    opener: str
+    schema: Any
+    keys: list[str] = field(default_factory=list)
+    key: str | None = None
+
+
+def json_closing(text: str, schema: Any = None) -> str | None:
     """What to append to `text` (a prefix of one JSON value) so that it parses; "" when it
-    already does, None when it is not a JSON prefix at all."""
-    stack: list[str] = []  # "{" or "["
+    already does, None when it is not a JSON prefix at all. `schema` guides the choices (see
+    the module's docstring)."""
+    stack: list[_Frame] = []
     # what the innermost container expects next: value, key, colon, comma (after a value)
     expect = "value"
     i, n = 0, len(text)
@@ -30,11 +51,12 @@ def json_closing(text: str) -> str | None:
         if c == '"':
             end, closed = _string_end(text, i + 1)
             if not closed:
-                tail = _string_tail(text[i + 1 :])
-                after = ": null" if expect == "key" else ""
-                return tail + after + _closers(stack)
+                return _cut_string(text[i + 1 :], expect == "key", stack, schema)
             if expect not in ("value", "key"):
                 return None
+            if expect == "key":
+                stack[-1].key = _decoded(text[i:end])
+                stack[-1].keys.append(stack[-1].key)
             expect = "colon" if expect == "key" else "comma"
             i = end
             continue
@@ -46,12 +68,12 @@ def json_closing(text: str) -> str | None:
         if c in "{[":
             if expect != "value":
                 return None
-            stack.append(c)
+            stack.append(_Frame(c, _value_schema(stack, schema)))
             expect = "key" if c == "{" else "value"
             i += 1
             continue
         if c in "}]":
-            if not stack or (c == "}") != (stack[-1] == "{"):
+            if not stack or (c == "}") != (stack[-1].opener == "{"):
                 return None
             if expect == "key" and not _just_opened(text, i, "{"):
                 return None  # `{"a": 1, }`: no key after a comma
@@ -61,7 +83,7 @@ def json_closing(text: str) -> str | None:
         if c == ",":
             if expect != "comma" or not stack:
                 return None
-            expect = "key" if stack[-1] == "{" else "value"
+            expect = "key" if stack[-1].opener == "{" else "value"
             i += 1
             continue
         if expect != "value":
@@ -79,17 +101,133 @@ def json_closing(text: str) -> str | None:
     if not stack and expect == "comma":
         return ""
     if expect == "value":
-        missing = "" if stack and _just_opened(text, n, "[") else "null"
-        return missing + _closers(stack)
+        if stack and _just_opened(text, n, "["):  # empty, unless its schema fills it
+            fill = stack[-1].schema.get(FILL) if isinstance(stack[-1].schema, dict) else None
+            items = fill if isinstance(fill, list) else []
+            return ", ".join(json.dumps(x, ensure_ascii=False) for x in items) + _closers(stack)
+        return _missing(_value_schema(stack, schema)) + _closers(stack)
     if expect == "key":
-        return ('"": null' if not _just_opened(text, n, "{") else "") + _closers(stack)
+        if _just_opened(text, n, "{"):
+            return _closers(stack)
+        key = _next_key(stack[-1])
+        stack[-1].keys.append(key)
+        value = _missing(_property(stack[-1].schema, key))
+        return f"{json.dumps(key)}: {value}{_closers(stack)}"
     if expect == "colon":
-        return ": null" + _closers(stack)
+        value = _missing(_property(stack[-1].schema, stack[-1].key))
+        return f": {value}{_closers(stack)}"
     return _closers(stack)
 
 
-def _closers(stack: list[str]) -> str:
-    return "".join("}" if c == "{" else "]" for c in reversed(stack))
+def _cut_string(body: str, is_key: bool, stack: list[_Frame], root: Any) -> str:
+    """What finishes a string cut after `body` (and the value after a cut key), then closes."""
+    if is_key:
+        frame = stack[-1]
+        rest = _key_rest(frame, body)
+        frame.keys.append(_decoded(f'"{body}{rest}"'))
+        tail = rest + '"' if rest else _string_tail(body)
+        value = _missing(_property(frame.schema, frame.keys[-1]))
+        return f"{tail}: {value}{_closers(stack)}"
+    rest = _enum_rest(_value_schema(stack, root), body)
+    return (rest + '"' if rest else _string_tail(body)) + _closers(stack)
+
+
+def _closers(stack: list[_Frame]) -> str:
+    """Each open container closed, innermost first; an object first gets the required
+    properties it lacks that its schema fills."""
+    out = []
+    for frame in reversed(stack):
+        if frame.opener == "[":
+            out.append("]")
+            continue
+        for key in _fills(frame.schema):
+            if key not in frame.keys:
+                value = json.dumps(frame.schema["properties"][key][FILL], ensure_ascii=False)
+                out.append(f"{', ' if frame.keys else ''}{json.dumps(key)}: {value}")
+                frame.keys.append(key)
+        out.append("}")
+    return "".join(out)
+
+
+# -- the schema's guidance (no schema: none) ------------------------------------------------
+
+
+def _fills(schema: Any) -> list[str]:
+    """The required properties of an object's schema that have a FILL value, in order."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return []
+    props = schema["properties"]
+    required = schema.get("required") or []
+    return [k for k in required if isinstance(props.get(k), dict) and FILL in props[k]]
+
+
+def _property(schema: Any, key: str | None) -> Any:
+    if not isinstance(schema, dict) or key is None:
+        return None
+    props = schema.get("properties")
+    return props.get(key) if isinstance(props, dict) else None
+
+
+def _value_schema(stack: list[_Frame], root: Any) -> Any:
+    """The schema of the value that comes next."""
+    if not stack:
+        return root
+    frame = stack[-1]
+    if frame.opener == "{":
+        return _property(frame.schema, frame.key)
+    items = frame.schema.get("items") if isinstance(frame.schema, dict) else None
+    return items
+
+
+def _missing(schema: Any) -> str:
+    """A value the text never reached: the schema's FILL, else null."""
+    if isinstance(schema, dict) and FILL in schema:
+        return json.dumps(schema[FILL], ensure_ascii=False)
+    return "null"
+
+
+def _next_key(frame: _Frame) -> str:
+    """The key after a comma the cut left dangling: a required one not written yet, else any
+    property not written yet, else the empty key."""
+    schema = frame.schema if isinstance(frame.schema, dict) else {}
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    unwritten = [k for k in [*(schema.get("required") or []), *props] if k not in frame.keys]
+    return unwritten[0] if unwritten else ""
+
+
+def _key_rest(frame: _Frame, written: str) -> str:
+    """The rest of a cut key: of the first property it begins (required ones first) that is
+    not written yet."""
+    schema = frame.schema if isinstance(frame.schema, dict) else {}
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    for key in [*(schema.get("required") or []), *props]:
+        raw = json.dumps(key, ensure_ascii=False)[1:-1]
+        if key not in frame.keys and raw.startswith(written):
+            return raw[len(written) :]
+    return ""
+
+
+def _enum_rest(schema: Any, written: str) -> str:
+    """The rest of a cut string that its schema's enum or const allows (the first that fits)."""
+    if not isinstance(schema, dict):
+        return ""
+    values = schema.get("enum", [schema["const"]] if "const" in schema else [])
+    for value in values if isinstance(values, list) else []:
+        raw = json.dumps(value, ensure_ascii=False)[1:-1] if isinstance(value, str) else None
+        if raw is not None and raw.startswith(written):
+            return raw[len(written) :]
+    return ""
+
+
+def _decoded(quoted: str) -> str:
+    try:
+        value = json.loads(quoted)
+    except json.JSONDecodeError:
+        return quoted[1:-1]
+    return value if isinstance(value, str) else quoted[1:-1]
+
+
+# -- the text itself ------------------------------------------------------------------------
 
 
 def _just_opened(text: str, at: int, opener: str) -> bool:

@@ -223,6 +223,14 @@ class Preparer:
         assert self.constraints is not None
         return list(self.constraints.tokenizer.tokenize_str(text))
 
+    def _call_tokens(self, text: str, marker: str) -> list[int]:
+        """A call's closing as tokens: its text as llguidance tokenizes it, then its end
+        marker as the control token it is (or as text, when it is not one)."""
+        ids = self.engine.tokenize(marker, False, True) if marker else []
+        if len(ids) == 1 and ids[0] in self.engine.vocab.control:
+            return self._json_tokens(text) + ids if text else ids
+        return self._json_tokens(text + marker) if text + marker else []
+
     def _matcher(self, spec: ConstraintSpec) -> Constraint:
         """A checked matcher, its first mask computed: here, not on the decode path."""
         assert self.constraints is not None
@@ -305,9 +313,8 @@ class Preparer:
         think = self.think_format
         if think is None or reasoning.format == "none":
             return request
-        calls = request.channels.calls_format if request.channels else None
-        tools = request.channels.tools if request.channels else ()
-        request.channels = ChannelSplitter(calls, think, tools)
+        channels = request.channels
+        request.channels = channels.with_think(think) if channels else ChannelSplitter(think=think)
         request.think_close = tuple(self.engine.tokenize(think.end, False, True))
         request.reasoning_budget = reasoning.budget
         return request
@@ -318,7 +325,8 @@ class Preparer:
         the first token, an optional one from the moment the model starts it."""
         fmt = self.call_format or GENERIC
         control = {self.token_text(t): t for t in self.engine.vocab.control}
-        request.channels = ChannelSplitter(fmt, tools=tools.tools)
+        request.channels = ChannelSplitter(fmt, None, tools.tools, tools.callable, tools.forced)
+        request.close_call = self._call_tokens
         if tools.forced:
             grammar = fmt.grammar(tools, control)
             request.constraint = self._matcher(ConstraintSpec("lark", grammar, "tools"))

@@ -42,6 +42,8 @@ class GenerationRequest:
     fast_forward: bool = True
     # under a JSON constraint: the tokens of a text (to close the JSON before the limit)
     close_json: Callable[[str], list[int]] | None = None
+    # with tools: the tokens of a call's closing text and of its end marker (or its rest)
+    close_call: Callable[[str, str], list[int]] | None = None
 
 
 def tokenize_prompt(

@@ -59,17 +59,22 @@ def test_a_forced_tool_gives_a_function_call_item_and_the_result_continues_it(
     client = sdk(server)
     ask = "What's the weather in Paris?"
     for seed, temperature in ((0, 0.0), (1, 0.8)):
-        # One call: a 135M model may repeat parallel calls until the limit, whose cut is
-        # `incomplete` (how often depends on the CPU's numerics and what the cache holds).
+        # Parallel calls: a 135M model may repeat them until the limit, whose cut is
+        # `incomplete`; every call still parses, the one cut short closed (issue 29).
         r = client.responses.create(model="m", input=ask, tools=TOOLS, tool_choice="required",
                                     temperature=temperature, max_output_tokens=200,
-                                    parallel_tool_calls=False,
                                     extra_body={"seed": seed})  # fmt: skip
         calls = [i for i in r.output if i.type == "function_call"]
-        assert calls and r.status == "completed"
+        detail = r.model_dump()["endmark"]
+        errors = {e["id"] for e in detail.get("tool_call_errors", [])}
+        assert calls and r.status in ("completed", "incomplete")
+        if r.status == "incomplete":
+            assert calls[-1].status == "incomplete" or not detail["truncated_json_closed"]
         for call in calls:
             assert call.name == "get_weather" and call.call_id
-            jsonschema.validate(json.loads(call.arguments), WEATHER)
+            args = json.loads(call.arguments)
+            if call.call_id not in errors:
+                jsonschema.validate(args, WEATHER)
         assert all(i.type != "message" or "<tool_call>" not in i.content[0].text for i in r.output)  # type: ignore[union-attr]
     # streamed: the arguments come as deltas, and the final response holds the same call
     args: list[str] = []

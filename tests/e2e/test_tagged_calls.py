@@ -53,14 +53,17 @@ def sdk(srv: RunningServer) -> openai.OpenAI:
 
 
 def valid_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[str, Any]]]:
-    """The choice's calls, checked clean; `limit_hit`: the answer ran into max_tokens after
-    them (the call it was cut in is no call)."""
+    """The choice's calls, checked clean: parsed, and valid or said not to be; `limit_hit`:
+    the answer ran into max_tokens (the call it was cut in comes back closed)."""
     assert choice.finish_reason == ("length" if limit_hit else "tool_calls"), choice
     assert not any(m in (choice.message.content or "") for m in MARKUP), choice
+    errors = {e["id"] for e in choice.model_dump()["endmark"].get("tool_call_errors", [])}
+    assert limit_hit or not errors, errors
     out = []
     for call in choice.message.tool_calls:
         args = json.loads(call.function.arguments)
-        jsonschema.validate(args, SCHEMAS[call.function.name])
+        if call.id not in errors:
+            jsonschema.validate(args, SCHEMAS[call.function.name])
         out.append((call.function.name, args))
     return out
 

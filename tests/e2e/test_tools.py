@@ -54,16 +54,20 @@ def sdk(srv: RunningServer) -> openai.OpenAI:
 
 
 def check_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[str, Any]]]:
-    """The choice's calls, after checking they are clean: tool_calls, parsed and valid. With
-    `limit_hit`, the answer ran into max_tokens after its calls (finish_reason `length`)."""
+    """The choice's calls, after checking they are clean: tool_calls, parsed, and valid or
+    said not to be (`endmark.tool_call_errors`). With `limit_hit`, the answer ran into
+    max_tokens (finish_reason `length`)."""
     assert choice.finish_reason == ("length" if limit_hit else "tool_calls"), choice
     assert choice.message.tool_calls, choice
     content = choice.message.content or ""
     assert not any(m in content for m in MARKUP), content
     out = []
+    errors = {e["id"] for e in choice.model_dump()["endmark"].get("tool_call_errors", [])}
+    assert limit_hit or not errors, errors
     for call in choice.message.tool_calls:
         args = json.loads(call.function.arguments)
-        jsonschema.validate(args, SCHEMAS[call.function.name])
+        if call.id not in errors:  # a call closed at the limit may lack an argument: said
+            jsonschema.validate(args, SCHEMAS[call.function.name])
         assert call.id and call.type == "function"
         out.append((call.function.name, args))
     return out
@@ -74,7 +78,6 @@ def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, pro
     client = sdk(server)
     tool_choice: Any = choice if choice == "required" else {
         "type": "function", "function": {"name": choice}}  # fmt: skip
-    looped = 0
     for prompt in PROMPTS[:prompts]:
         for seed in range(3):
             r = client.chat.completions.create(
@@ -85,18 +88,13 @@ def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, pro
             if choice_out.finish_reason == "length":
                 # The 135M model can loop inside a free string argument (seen on an AMD
                 # EPYC: "Sydney_New_York_TimeZone." again and again) until max_tokens: the
-                # model's, at any speed (it does so with drafts off too). Allowed, rarely.
-                # The call it was cut in is no call; those it finished before are clean.
-                assert not choice_out.message.content, choice_out
-                if choice_out.message.tool_calls:
-                    check_calls(choice_out, limit_hit=True)
-                looped += 1
+                # call it was cut in comes back closed (issue 29), with the others.
+                assert choice_out.model_dump()["endmark"]["truncated_json_closed"]
+                check_calls(choice_out, limit_hit=True)
                 continue
             calls = check_calls(choice_out)
             if choice != "required":  # a named tool is called once, as OpenAI's forced one
                 assert [name for name, _ in calls] == [choice]
-    # At most 4 of 75 (2 on the AMD EPYC, 3 seen on a Xeon with AMX, in one order of tests).
-    assert looped <= 4, looped
 
 
 def test_streamed_calls_equal_the_plain_ones_for_each_seed(server: RunningServer) -> None:

@@ -30,6 +30,10 @@ class ToolCall:
     name: str
     arguments: str  # a JSON text, as OpenAI's `function.arguments`
     id: str = field(default_factory=new_call_id)
+    # why it may not do what its tool expects: its arguments fail the tool's schema, or
+    # endmark closed or wrote it (`calls/check.py`); "" when nothing is wrong
+    problem: str = field(default="", compare=False)
+    cut: bool = field(default=False, compare=False)  # cut short, and closed by endmark
 
     def as_openai(self, index: int | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": "function"}
@@ -37,6 +41,19 @@ class ToolCall:
             out["index"] = index
         out["function"] = {"name": self.name, "arguments": self.arguments}
         return out
+
+
+@dataclass(frozen=True)
+class CallClose:
+    """What closes a call cut short: `text` finishes its body (the open string, value and
+    object), then `end`, the rest of its end marker, is written. `guessed`: the model had
+    not written enough of the tool's name to tell which, and endmark chose; `boundary`: the
+    body was whole up to here (only closers follow), so another argument could still fit."""
+
+    text: str
+    end: str
+    guessed: bool = False
+    boundary: bool = False
 
 
 class MalformedCall(ValueError):
@@ -78,6 +95,12 @@ class CallStrategy(ABC):
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         """The calls in one finished body (`tools`: what was offered, for the kinds whose
         arguments are typed by the tool's schema). Raises MalformedCall."""
+
+    def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
+        """What closes a call cut after `body` (its text after the start marker, as the
+        grammar let it be written) so that it parses: `tools` are those it may call, the
+        first for a call that names none yet. None: `body` is no prefix of a call."""
+        return None
 
     # -- constraining -----------------------------------------------------------------------
 

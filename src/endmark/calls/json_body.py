@@ -4,11 +4,12 @@ them), parsed with its numbers kept as written, and constrained by the tool's JS
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
+from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.lark import GRAMMAR_HEAD, NL, closed, literal
 from endmark.calls.probe import (
     PROBE_TOOL_NAME,
@@ -20,8 +21,11 @@ from endmark.calls.probe import (
 )
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
-from endmark.json_close import json_closing
+from endmark.json_close import FILL, json_closing
 from endmark.tools import Tool, ToolRequest
+
+# A call object's name, written or cut: `{"name": "get_w`
+CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)(")?')
 
 
 class NumberText(str):
@@ -136,6 +140,43 @@ class JsonCalls(CallStrategy):
             calls.append(ToolCall(name, text, new_call_id(self.short_ids)))
         return calls
 
+    def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
+        """The JSON closed as its tool's schema guides it (`json_close`): a cut name finished
+        as the tool it begins, a missing name or arguments object written (`{}`), the
+        arguments' own cut string, value or object finished; then the end marker."""
+        if not tools:
+            return None
+        tool, guessed = self._named_tool(body, tools)
+        params = tool.parameters if isinstance(tool.parameters, dict) else {}
+        call: dict[str, Any] = {
+            "type": "object",
+            "properties": {"name": {"const": tool.name, FILL: tool.name},
+                           self.args_key: {**params, FILL: {}}},
+            "required": ["name", self.args_key],
+            FILL: {"name": tool.name, self.args_key: {}},
+        }  # fmt: skip
+        schema = {"type": "array", "items": call, FILL: [call[FILL]]} if self.array else call
+        text = json_closing(body, schema)
+        if text is None:
+            return None
+        boundary = bool(body.strip()) and not text.strip("]} \t\r\n")
+        return CallClose(text, self.end, guessed, boundary)
+
+    def _named_tool(self, body: str, tools: Sequence[Tool]) -> tuple[Tool, bool]:
+        """The tool the open call names, and whether endmark had to guess it (no name yet,
+        or a cut one that more than one tool's name begins with)."""
+        depth = int(self.array)  # where a call object sits: at the top, or in the array
+        found = [m for m in CALL_NAME.finditer(body) if _depth_at(body, m.start()) == depth]
+        if self.array and _depth_at(body, len(body)) == depth:
+            found = []  # between an array's calls: the next one names none yet
+        if not found:
+            return tools[0], len(tools) > 1
+        name, closed_name = found[-1].group(1), found[-1].group(2)
+        if closed_name:
+            return next((t for t in tools if t.name == name), Tool(name)), False
+        fits = [t for t in tools if t.name.startswith(name)]
+        return (fits or list(tools))[0], len(fits) != 1
+
     def grammar(self, request: ToolRequest, control: Mapping[str, int], lazy: bool = False) -> str:
         """A forced call in a bare format (Llama 3.x) is written as its template writes one:
         without the start marker."""
@@ -156,3 +197,23 @@ class JsonCalls(CallStrategy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "array": self.array, "arguments_key": self.args_key}
+
+
+def _depth_at(text: str, at: int) -> int:
+    """How many arrays and objects are open at `at` (strings skipped)."""
+    depth, i, in_string = 0, 0, False
+    while i < at:
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+        i += 1
+    return depth

@@ -22,7 +22,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from endmark.calls.base import CallStrategy, MalformedCall, Messages, ToolCall, new_call_id
+from endmark.calls.base import (
+    CallClose,
+    CallStrategy,
+    MalformedCall,
+    Messages,
+    ToolCall,
+    new_call_id,
+)
 from endmark.calls.json_body import json_text, loads_exact
 from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, literal, text_until
 from endmark.calls.probe import (
@@ -31,6 +38,15 @@ from endmark.calls.probe import (
     rendered_calls,
     up_to_turn_end,
     without_empty_thinking,
+)
+from endmark.calls.tagged_close import (
+    after_tag,
+    cut_at,
+    empty_value,
+    tag_rest,
+    unwritten,
+    unwritten_all,
+    value_rest,
 )
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
@@ -193,6 +209,68 @@ class TaggedArgs(CallStrategy):
         if rest.strip() != self.call_close.strip():
             raise MalformedCall(f"a {self.name} tool call has text after its arguments")
         return [ToolCall(name, json_text(args), new_call_id())]
+
+    def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
+        """The tags the cut left open, finished in order: the function's name (as the tool it
+        begins), the argument's key (as a property it begins), its value (text as it is, JSON
+        closed, an enum finished; `null` where none was written), then the call's close."""
+        if not tools:
+            return None
+        rest = after_tag(body, self.name_open)
+        if rest is None:
+            missing = tag_rest(body, self.name_open)
+            if missing is None:
+                return None
+            text = f"{missing}{tools[0].name}{self.name_close}{self.call_close}"
+            return CallClose(text, self.end, guessed=len(tools) > 1)
+        name, closed_name, rest = self._cut_name(rest)
+        fits = [t for t in tools if t.name == name or (not closed_name and t.name.startswith(name))]
+        tool = (fits or [Tool(name)])[0]
+        if not closed_name:
+            text = tool.name[len(name) :] + rest + self.call_close
+            return CallClose(text, self.end, guessed=len(fits) != 1)
+        params = tool.parameters if isinstance(tool.parameters, Mapping) else {}
+        props = params.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        written: list[str] = []
+        while True:
+            if rest == "":
+                return CallClose(self.call_close, self.end, boundary=True)
+            in_key = after_tag(rest, self.key_open)
+            past_close = after_tag(rest, self.call_close)
+            if in_key is None and past_close is not None and not past_close.strip():
+                return CallClose("", self.end, boundary=True)
+            missing = tag_rest(rest, self.call_close)
+            if in_key is None and missing is not None:
+                return CallClose(missing, self.end)
+            if in_key is None:
+                missing = tag_rest(rest, self.key_open)
+                if missing is None:
+                    return None
+                key = unwritten(params, written)
+                text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
+                return CallClose(text + self.value_close + self.call_close, self.end)
+            key, closed_key, rest = cut_at(in_key, self.key_close)
+            if not closed_key:
+                full = next((k for k in unwritten_all(params, written) if k.startswith(key)), key)
+                text = full[len(key) :] + rest + empty_value(takes_text(props.get(full)))
+                return CallClose(text + self.value_close + self.call_close, self.end)
+            written.append(key.strip())
+            value, closed_value, rest = cut_at(rest, self.value_close)
+            if not closed_value:
+                schema = props.get(key.strip())
+                finish = value_rest(value, schema, takes_text(schema))
+                if finish is None:
+                    return None
+                return CallClose(finish + rest + self.call_close, self.end)
+
+    def _cut_name(self, text: str) -> tuple[str, bool, str]:
+        """The name so far and whether its close tag came; then what follows it, or (when
+        it did not come) what is missing of the close tag."""
+        if not self.name_close:
+            name, rest = self._read_name(text)
+            return name, bool(rest), rest
+        return cut_at(text, self.name_close)
 
     def _read_name(self, text: str) -> tuple[str, str]:
         if self.name_close:

@@ -26,7 +26,7 @@ from endmark.server.dialects.anthropic_protocol import (
     MessagesRequest,
 )
 from endmark.server.dialects.blocks import Block, BlockTracker, Change
-from endmark.server.dialects.results import Answer, Events, Follow, collect
+from endmark.server.dialects.results import Answer, Events, Follow, collect, cut_detail
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import parse_body
 from endmark.server.http.state import runtime_of
@@ -102,7 +102,7 @@ def whole(rt: Runtime, gen: GenerationRequest, answer: Answer) -> dict[str, Any]
     out.update(content=[content_block(b) for b in answer.blocks()], stop_reason=reason,
                stop_sequence=sequence)  # fmt: skip
     out["usage"]["output_tokens"] = len(answer.done.tokens)
-    return out
+    return {**out, **cut_detail(answer.done)}
 
 
 def sse_event(kind: str, data: dict[str, Any]) -> bytes:
@@ -126,7 +126,8 @@ async def stream(rt: Runtime, gen: GenerationRequest, events: Events) -> AsyncIt
                     yield chunk
                 reason, sequence = stop_reason(event)
                 yield sse_event("message_delta", {
-                    "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                    "delta": {"stop_reason": reason, "stop_sequence": sequence,
+                              **cut_detail(event)},
                     "usage": {"output_tokens": len(event.tokens)},
                 })  # fmt: skip
                 yield sse_event("message_stop", {})

@@ -34,7 +34,7 @@ from endmark.server.dialects.ollama_protocol import (
     file_listing,
     now_iso,
 )
-from endmark.server.dialects.results import Answer, Events, Follow, collect
+from endmark.server.dialects.results import Answer, Events, Follow, collect, cut_detail
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
@@ -123,6 +123,7 @@ def stats(done: Done, started: float) -> dict[str, Any]:
         "prompt_eval_duration": int(t.prompt_ms * 1e6),
         "eval_count": len(done.tokens),
         "eval_duration": int(t.predicted_ms * 1e6),
+        **cut_detail(done),
     }
 
 

@@ -161,7 +161,7 @@ class OutputItems:
             done = {**head, "text": part["text"], "logprobs": part["logprobs"]}
             out.append(("response.output_text.done", done))
             out.append(("response.content_part.done", {**head, "part": part}))
-        item["status"] = status
+        item["status"] = "incomplete" if block.call is not None and block.call.cut else status
         at = {"output_index": block.index}
         out.append(("response.output_item.done", {**at, "item": copy.deepcopy(item)}))
         return out

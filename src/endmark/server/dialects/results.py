@@ -93,7 +93,9 @@ def stopping_token(finish: Finish) -> dict[str, Any] | None:
 def stop_detail(done: Done) -> dict[str, Any]:
     """endmark's account of the end, the same in every dialect that carries it."""
     f = done.finish
+    errors = [{"id": c.id, "name": c.name, "error": c.problem} for c in done.calls if c.problem]
     return {
+        **({"tool_call_errors": errors} if errors else {}),  # only when a call has one
         "stop_type": f.stop_type,
         "stopping_token": stopping_token(f),
         "stopping_word": f.word,
@@ -103,3 +105,11 @@ def stop_detail(done: Done) -> dict[str, Any]:
         "tokens_cached": done.timings.cached_n,
         "timings": done.timings.as_dict(),
     }
+
+
+def cut_detail(done: Done) -> dict[str, Any]:
+    """endmark's account as `{"endmark": ...}`, for the dialects that carry none otherwise
+    (Anthropic, Ollama): given only when a call was closed at the cut or falls short of its
+    tool's schema, so that this is never silent."""
+    said = done.finish.json_closed or any(c.problem for c in done.calls)
+    return {"endmark": stop_detail(done)} if said else {}

@@ -1,0 +1,120 @@
+"""Tool calls cut by the token limit, through the real scheduler, generation and routes on the
+scripted engine: at every budget, a forced call comes back closed so that it parses, the
+answer says `length` and `truncated_json_closed`, and a stream says the same as a whole answer.
+Hermes's format (JSON in tags, markers that are control tokens) and Qwen3-Coder's (tagged
+arguments); the cut falls after the open marker, in the name, in a key, in a value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from endmark.settings import Settings
+from tests.gguf_factory import TEMPLATES
+from tests.scripted_app import ScriptedApp, scripted_app, sse_events
+from tests.scripted_engine import ScriptedEngine
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
+          "days": {"type": "integer"}}, "required": ["city", "days"]}  # fmt: skip
+TOOLS = [
+    {"type": "function", "function": {"name": "forecast", "parameters": SCHEMA}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]  # fmt: skip
+HERMES_CALL = ('<tool_call>\n{"name": "forecast", "arguments": {"city": "Paris", "days": 3}}'
+               "\n</tool_call>")  # fmt: skip
+QWEN_CALL = ("<tool_call>\n<function=forecast>\n<parameter=city>\nParis\n</parameter>\n"
+             "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>")  # fmt: skip
+FORMATS = {"hermes": (None, HERMES_CALL), "qwen3_coder": ("Qwen3-Coder.jinja", QWEN_CALL)}
+
+
+@pytest.fixture(scope="module", params=list(FORMATS))
+def app(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedApp, str]]:
+    template, script = FORMATS[request.param]
+    settings = Settings(chat_template_file=str(TEMPLATES / template)) if template else None
+    engine = ScriptedEngine(n_ctx=16384)  # Qwen3-Coder's prompt, in the bytes it tokenizes to
+    with scripted_app(settings, engine) as scripted:
+        yield scripted, script
+
+
+def ask(app: ScriptedApp, script: str, limit: int, stream: bool = False, **kw: Any) -> Any:
+    body = {"messages": [{"role": "user", "content": "Weather?"}], "tools": TOOLS,
+            "tool_choice": "required", "max_tokens": limit, "stream": stream} | kw  # fmt: skip
+    return app.post("/v1/chat/completions", body, script)
+
+
+@pytest.mark.parametrize("tool_choice", ["required", "auto"])
+def test_a_call_parses_at_every_budget(app: tuple[ScriptedApp, str], tool_choice: str) -> None:
+    """`required`: constrained from the first token; `auto`: from the start marker on, and
+    the closing is written past the grammar (a `null` it would refuse)."""
+    scripted, script = app
+    n = len(scripted.engine.tokenize(script, False, True))
+    step = 1 if tool_choice == "required" else 3
+    for limit in [*range(1, n + 1, step), n + 8]:  # room to close: `null` is 4 tokens here
+        choice = ask(scripted, script, limit, tool_choice=tool_choice).json()["choices"][0]
+        (call,) = choice["message"]["tool_calls"]
+        args = json.loads(call["function"]["arguments"])
+        assert call["function"]["name"] == "forecast" and not choice["message"]["content"]
+        if limit > n:  # room for the whole call
+            assert choice["finish_reason"] == "tool_calls" and args == {"city": "Paris", "days": 3}
+            assert "tool_call_errors" not in choice["endmark"]
+            continue
+        assert choice["finish_reason"] == "length", limit
+        assert choice["endmark"]["truncated_json_closed"], limit
+        errors = choice["endmark"].get("tool_call_errors", [])
+        if not {"city", "days"} <= set(args):  # said, with the call's id
+            assert [e["id"] for e in errors] == [call["id"]] and "missing" in errors[0]["error"]
+
+
+def test_a_cut_call_streams_as_it_comes_whole(app: tuple[ScriptedApp, str]) -> None:
+    scripted, script = app
+    for limit in (3, 9, 16):
+        whole = ask(scripted, script, limit).json()["choices"][0]
+        events = sse_events(ask(scripted, script, limit, stream=True).text)
+        chunks = [d["choices"][0] for _, d in events[:-1] if d["choices"]]
+        calls = [c for ch in chunks for c in ch["delta"].get("tool_calls") or []]
+        assert [c["function"] for c in calls] == [
+            c["function"] for c in whole["message"]["tool_calls"]]  # fmt: skip
+        assert chunks[-1]["finish_reason"] == whole["finish_reason"] == "length"
+        assert chunks[-1]["endmark"]["truncated_json_closed"]
+
+
+def test_every_dialect_shows_the_cut_call(app: tuple[ScriptedApp, str]) -> None:
+    scripted, script = app
+    say = {"role": "user", "content": "Weather?"}
+    anthropic_tools = [{"name": t["function"]["name"], "input_schema":
+                        t["function"]["parameters"]} for t in TOOLS]  # fmt: skip
+    anthropic = scripted.post("/v1/messages", {
+        "model": "m", "max_tokens": 9, "messages": [say], "tools": anthropic_tools,
+        "tool_choice": {"type": "any"}}, script).json()  # fmt: skip
+    assert anthropic["stop_reason"] == "max_tokens"
+    assert anthropic["endmark"]["truncated_json_closed"]
+    assert [b["type"] for b in anthropic["content"]] == ["tool_use"]
+    functions = [{"type": "function", **t["function"]} for t in TOOLS]
+    responses = scripted.post("/v1/responses", {
+        "input": "Weather?", "max_output_tokens": 9, "tool_choice": "required",
+        "tools": functions}, script).json()  # fmt: skip
+    (item,) = responses["output"]
+    assert (item["type"], item["status"], responses["status"]) == (
+        "function_call", "incomplete", "incomplete")  # fmt: skip
+    assert responses["endmark"]["truncated_json_closed"]
+    ollama = scripted.post("/api/chat", {
+        "model": "m", "messages": [say], "tools": TOOLS, "stream": False,
+        "options": {"num_predict": 9}}, script).json()  # `auto`: the model began it  # fmt: skip
+    assert ollama["done_reason"] == "length" and ollama["message"]["tool_calls"]
+    assert ollama["endmark"]["truncated_json_closed"]
+    assert not ollama["message"]["content"]
+
+
+def test_a_call_written_inside_reasoning_is_reasoning() -> None:
+    """Ending rule 7: not executed, not returned as a call; the answer after it is content
+    (ChatML with tools and thinking, as Qwen3's; its call markers are control tokens)."""
+    thought = f"<think>\nI could write {HERMES_CALL} now.\n</think>\n\nNo call needed."
+    body = {"messages": [{"role": "user", "content": "Hi"}], "tools": TOOLS, "max_tokens": 400}
+    with scripted_app() as scripted:
+        choice = scripted.post("/v1/chat/completions", body, thought).json()["choices"][0]
+    message = choice["message"]
+    assert '"city": "Paris"' in message["reasoning_content"] and "tool_calls" not in message
+    assert message["content"] == "\n\nNo call needed." and choice["finish_reason"] == "stop"
