@@ -51,11 +51,13 @@ def scripted_runtime(engine: ScriptedEngine, settings: Settings) -> Runtime:
 class ScriptedApp:
     """`create_app` with its runtime already loaded on a scripted engine."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, engine: ScriptedEngine | None = None
+    ) -> None:
         self._dir = tempfile.TemporaryDirectory()
         model = Path(self._dir.name) / "scripted.gguf"
         model.write_bytes(b"GGUF")
-        self.engine = ScriptedEngine()
+        self.engine = engine or ScriptedEngine()
         self.settings = replace(
             settings or Settings(), model=str(model), alias="scripted",
             parallel=self.engine.n_seq_max,
@@ -75,14 +77,21 @@ class ScriptedApp:
 
         return asyncio.run(send())
 
+    def client(self) -> httpx.AsyncClient:
+        """A client of the app (no port), for tests that send many requests at once."""
+        transport = httpx.ASGITransport(app=self.app)
+        return httpx.AsyncClient(transport=transport, base_url="http://scripted", timeout=60)
+
     def close(self) -> None:
         self.runtime.close()
         self._dir.cleanup()
 
 
 @contextmanager
-def scripted_app(settings: Settings | None = None) -> Iterator[ScriptedApp]:
-    app = ScriptedApp(settings)
+def scripted_app(
+    settings: Settings | None = None, engine: ScriptedEngine | None = None
+) -> Iterator[ScriptedApp]:
+    app = ScriptedApp(settings, engine)
     try:
         yield app
     finally:
