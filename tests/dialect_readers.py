@@ -204,6 +204,7 @@ def responses_reading(response: Mapping[str, Any], items: list[dict[str, Any]]) 
         "status": response["status"],
         "incomplete_details": response["incomplete_details"],
         "items": [(i["type"], i.get("status")) for i in items],
+        "output_tokens": response["usage"]["output_tokens"],
         "endmark": detail(response.get("endmark")),
     }
     return Reading(
@@ -309,6 +310,7 @@ def messages_stream(wire: str) -> Reading:
                 message["content"][data["index"]]["input"] = arguments(partial[data["index"]])
         elif name == "message_delta":
             message.update(data["delta"])
+            message["usage"].update(data["usage"])
     assert events[-1][0] == "message_stop" and open_block is None
     return messages_reading(message)
 
@@ -345,7 +347,7 @@ def ollama_reading(parts: list[Mapping[str, Any]], last: Mapping[str, Any], key:
         "".join(p[key] for p in parts),
         "".join(p.get("thinking") or "" for p in parts),
         tuple((c["name"], c["arguments"]) for c in calls),
-        {"done_reason": last["done_reason"]},
+        {"done_reason": last["done_reason"], "eval_count": last["eval_count"]},
     )
 
 
