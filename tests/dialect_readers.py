@@ -377,7 +377,9 @@ def ollama_generate_stream(wire: str) -> Reading:
 @dataclass(frozen=True)
 class DialectReader:
     """How one dialect is asked (`body(ask, stream)` for `path`) and read back. `chat`: it
-    takes messages (a chat template, thinking); `calls`: it can offer tools."""
+    takes messages (a chat template, thinking); `calls`: it can offer tools. `reason` is the
+    finish's key that says why it ended, `words` how it says each end (`eos`, `word`,
+    `limit`, `calls`)."""
 
     name: str
     path: str
@@ -386,21 +388,35 @@ class DialectReader:
     stream: Callable[[str], Reading]
     chat: bool
     calls: bool
+    reason: str
+    words: Mapping[str, str]
 
 
+def ends(eos: str, word: str, limit: str, calls: str) -> dict[str, str]:
+    return {"eos": eos, "word": word, "limit": limit, "calls": calls}
+
+
+OPENAI_ENDS = ends("stop", "stop", "length", "tool_calls")
+OLLAMA_ENDS = ends("stop", "stop", "length", "stop")
 DIALECTS = (
     DialectReader("native", "/completion", native_body, native_whole, native_stream,
-                  chat=False, calls=False),
+                  chat=False, calls=False, reason="stop_type",
+                  words=ends("eos", "word", "limit", "eos")),
     DialectReader("openai-chat", "/v1/chat/completions", chat_body, chat_whole, chat_stream,
-                  chat=True, calls=True),
+                  chat=True, calls=True, reason="finish_reason", words=OPENAI_ENDS),
     DialectReader("openai-completions", "/v1/completions", completions_body, completions_whole,
-                  completions_stream, chat=False, calls=False),
+                  completions_stream, chat=False, calls=False, reason="finish_reason",
+                  words=OPENAI_ENDS),
     DialectReader("responses", "/v1/responses", responses_body, responses_whole,
-                  responses_stream, chat=True, calls=True),
+                  responses_stream, chat=True, calls=True, reason="status",
+                  words=ends("completed", "completed", "incomplete", "completed")),
     DialectReader("anthropic", "/v1/messages", messages_body, messages_whole, messages_stream,
-                  chat=True, calls=True),
+                  chat=True, calls=True, reason="stop_reason",
+                  words=ends("end_turn", "stop_sequence", "max_tokens", "tool_use")),
     DialectReader("ollama-chat", "/api/chat", ollama_chat_body, ollama_chat_whole,
-                  ollama_chat_stream, chat=True, calls=True),
+                  ollama_chat_stream, chat=True, calls=True, reason="done_reason",
+                  words=OLLAMA_ENDS),
     DialectReader("ollama-generate", "/api/generate", ollama_generate_body,
-                  ollama_generate_whole, ollama_generate_stream, chat=True, calls=False),
+                  ollama_generate_whole, ollama_generate_stream, chat=True, calls=False,
+                  reason="done_reason", words=OLLAMA_ENDS),
 )  # fmt: skip

@@ -238,3 +238,4 @@ def test_a_stream_reads_as_its_whole_answer(app: ScriptedApp, dialect: DialectRe
         if case.ended != "limit":
             said = (got.text, got.reasoning, list(got.calls))
             assert said == case.said(), (case.key, case.tokens)
+            assert got.finish[dialect.reason] == dialect.words[case.ended], case.key
