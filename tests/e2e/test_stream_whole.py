@@ -45,7 +45,7 @@ def asks(dialect: DialectReader) -> list[Ask]:
         tools = k == 2 and dialect.calls
         choice = "auto" if dialect.name == "ollama-chat" else "required"
         out.append(Ask(text, tools=tools, tool_choice=choice, seed=29 + k, temperature=0.8,
-                       max_tokens=40 if tools else 24, stop=(",",) if k == 1 else ()))  # fmt: skip
+                       max_tokens=40 if tools else 16, stop=(",",) if k == 1 else ()))  # fmt: skip
     return out
 
 
