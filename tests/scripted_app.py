@@ -78,6 +78,11 @@ class ScriptedApp:
 
         return asyncio.run(send())
 
+    def client(self) -> httpx.AsyncClient:
+        """A client of the app (no port), for tests that send many requests at once."""
+        transport = httpx.ASGITransport(app=self.app)
+        return httpx.AsyncClient(transport=transport, base_url="http://scripted", timeout=60)
+
     def close(self) -> None:
         self.runtime.close()
         self._dir.cleanup()

@@ -4,7 +4,9 @@ tokens they ask for.
 
 Each request gets the next answer of the script, in the order requests start decoding (or
 `respond(prompt)` picks it). An answer is a text (tokenized with control tokens parsed) or a
-list of token ids; once it is spent, the model "writes" its end-of-turn token, `<|im_end|>`.
+list of tokens, each a token id or the text of one token: a word the engine was made with
+(`words=`, any pieces of bytes), a base word or a byte. Once it is spent, the model
+"writes" its end-of-turn token, `<|im_end|>`.
 Each step's logits put all the weight on the answer's next token (or are the rows given), so
 greedy and sampled decoding alike replay it. `fail_at=k` raises `DecodeError` at the decode
 that asks for step k, as a backend failing mid-stream would.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from endmark.engine import DecodeError, SeqInput
-from tests.scripted_vocab import IM_END, N_VOCAB, LLVocab, make_vocab, tokenize
+from tests.scripted_vocab import IM_END, Lexicon, LLVocab, make_vocab
 
 if TYPE_CHECKING:
     from llguidance import LLTokenizer
@@ -82,16 +84,16 @@ CHATML_TOOLS = """\
 
 @dataclass(frozen=True)
 class Answer:
-    """One request's scripted answer: `script` is a text (control tokens parsed) or token
-    ids; `logits[k]`, where given, is step k's row instead of the one that picks the script's
-    token; `fail_at=k` makes the decode asking for step k fail."""
+    """One request's scripted answer: `script` is a text (control tokens parsed) or tokens
+    (ids, or each token's text); `logits[k]`, where given, is step k's row instead of the
+    one that picks the script's token; `fail_at=k` makes the decode asking for step k fail."""
 
-    script: str | Sequence[int]
+    script: str | Sequence[int | str | bytes]
     logits: Sequence[np.ndarray] = ()
     fail_at: int | None = None
 
 
-Script = Answer | str | Sequence[int]
+Script = Answer | str | Sequence[int | str | bytes]
 
 
 @dataclass
@@ -128,6 +130,7 @@ class ScriptedEngine:
         chat_template: str | None = CHATML_TOOLS,
         n_ctx_train: int = 8192,
         model_path: str = "scripted.gguf",
+        words: Iterable[str | bytes] = (),
     ) -> None:
         self._answers = list(answers)
         self._respond = respond
@@ -139,7 +142,8 @@ class ScriptedEngine:
         self.model_path = model_path
         self._n_swa = n_swa
         self._template = chat_template
-        self.vocab = make_vocab()
+        self.lexicon = Lexicon(words)
+        self.vocab = make_vocab(self.lexicon)
         self._seqs = [_Sequence() for _ in range(n_seq_max)]
         self.prompts: list[list[int]] = []  # every request's prompt, in the order it started
         self.decodes: list[list[SeqInput]] = []  # every batch decoded
@@ -166,9 +170,12 @@ class ScriptedEngine:
     def _start(self, seq: _Sequence, prompt: list[int]) -> None:
         answer = self._next_answer(prompt)
         script = answer.script
-        tokens = self.tokenize(script, False, True) if isinstance(script, str) else list(script)
+        if isinstance(script, str):
+            tokens = self.tokenize(script, False, True)
+        else:
+            tokens = [t if isinstance(t, int) else self.lexicon.token(t) for t in script]
         for t in tokens:
-            if not 0 <= t < N_VOCAB:
+            if not 0 <= t < self.vocab.n_vocab:
                 raise ValueError(f"scripted token {t} is outside the vocabulary")
         self.prompts.append(prompt)
         seq.replay = _Replay(len(prompt), tokens, answer)
@@ -181,7 +188,7 @@ class ScriptedEngine:
             raise DecodeError(f"scripted failure at step {step}")
         if 0 <= step < len(replay.answer.logits):
             return np.asarray(replay.answer.logits[step], dtype=np.float32)
-        row = np.full(N_VOCAB, FLOOR, dtype=np.float32)
+        row = np.full(self.vocab.n_vocab, FLOOR, dtype=np.float32)
         row[replay.tokens[step] if 0 <= step < len(replay.tokens) else IM_END] = 0.0
         return row
 
@@ -190,7 +197,7 @@ class ScriptedEngine:
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         """Control tokens (where parsed), then whole words, then bytes; no BOS is added (as
         SmolLM2's vocabulary says)."""
-        return tokenize(text, parse_special)
+        return self.lexicon.tokenize(text, parse_special)
 
     def text(self, tokens: Iterable[int]) -> str:
         """Tokens as text, control tokens written out (a prompt, for `respond`)."""
@@ -200,8 +207,10 @@ class ScriptedEngine:
     def lltokenizer(self, end_tokens: Sequence[int]) -> LLTokenizer:
         import llguidance as lg
 
-        wrapper = lg.TokenizerWrapper(LLVocab(self.vocab, end_tokens))
-        return lg.LLTokenizer(wrapper, n_vocab=N_VOCAB, eos_token=list(end_tokens) or IM_END)
+        wrapper = lg.TokenizerWrapper(LLVocab(self.vocab, end_tokens, self.lexicon))
+        return lg.LLTokenizer(
+            wrapper, n_vocab=self.vocab.n_vocab, eos_token=list(end_tokens) or IM_END
+        )
 
     # -- the model's own facts --------------------------------------------------------------
 
@@ -281,7 +290,7 @@ class ScriptedEngine:
                 raise DecodeError(
                     f"sequence {item.seq_id} is fed at {item.pos} but holds {held[item.seq_id]}"
                 )
-            if any(not 0 <= t < N_VOCAB for t in item.tokens):
+            if any(not 0 <= t < self.vocab.n_vocab for t in item.tokens):
                 raise DecodeError(f"sequence {item.seq_id} is fed a token outside the vocabulary")
             held[item.seq_id] += len(item.tokens)
         per_seq = self.n_ctx // self.n_seq_max

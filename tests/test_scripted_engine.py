@@ -226,3 +226,19 @@ def test_a_shared_cache_drops_idle_slots_caches_for_a_new_prompt() -> None:
     finally:
         sched.stop()
     assert all(isinstance(e, Done) for e in ends), ends
+
+
+def test_a_script_cuts_its_answer_into_declared_words() -> None:
+    """Any pieces of bytes can be words, a UTF-8 character cut across two of them; a piece
+    that is no token is refused."""
+    cut = ["He", "llo w", b"\xc3", b"\xa9 <tool", "_call>"]
+    engine = ScriptedEngine([cut], words=cut)
+    assert engine.tokenize("llo w", False, False) == [engine.lexicon.token("llo w")]
+    sched = start(engine)
+    try:
+        text, done = run(sched, request(engine))
+    finally:
+        sched.stop()
+    assert text == "Hello wé <tool_call>" and len(done.tokens) == len(cut)
+    with pytest.raises(ValueError, match="declare it"):
+        engine.lexicon.token("never declared")
