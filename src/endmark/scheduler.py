@@ -88,10 +88,15 @@ class Scheduler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ends the worker after its current step. It is waited for (a minute at most): the
+        engine may be used again at once (a new scheduler, a test), and two threads decoding
+        in one llama.cpp context crash it."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            log.warning("the scheduler's worker did not stop within a minute")
 
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
