@@ -68,6 +68,21 @@ def test_a_call_parses_at_every_budget(app: tuple[ScriptedApp, str], tool_choice
             assert [e["id"] for e in errors] == [call["id"]] and "missing" in errors[0]["error"]
 
 
+def test_no_second_call_starts_where_it_cannot_fit(app: tuple[ScriptedApp, str]) -> None:
+    """Two calls scripted: at a budget that ends inside the second, the second never starts
+    (the scripted model, refused its marker, goes on in blanks to the limit) instead of
+    being cut before its arguments."""
+    scripted, script = app
+    n = len(scripted.engine.tokenize(script, False, True))
+    for limit in range(n + 6, 2 * n - 2, 3):  # (closer, the first call is closed: tested above)
+        choice = ask(scripted, script + "\n" + script, limit).json()["choices"][0]
+        calls = choice["message"]["tool_calls"]
+        assert choice["finish_reason"] in ("length", "tool_calls"), limit
+        assert "tool_call_errors" not in choice["endmark"] and len(calls) == 1, (limit, choice)
+        assert all(json.loads(c["function"]["arguments"]) == {"city": "Paris", "days": 3}
+                   for c in calls)  # fmt: skip
+
+
 def test_a_cut_call_streams_as_it_comes_whole(app: tuple[ScriptedApp, str]) -> None:
     scripted, script = app
     for limit in (3, 9, 16):
