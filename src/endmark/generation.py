@@ -83,9 +83,7 @@ class Generation:
         self.reasoning_tokens = 0
         self._forced: list[int] = []
         self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
-        # the shortest call written so far, in tokens, and where the last one ended or began
-        self._shortest_call: int | None = None
-        self._call_mark = 0
+        self._smallest: int | None = None  # the tokens of the smallest call the tools allow
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
         self._guessed = False  # the pending draft is the drafter's (not forced tokens)
@@ -191,22 +189,21 @@ class Generation:
         return tokens
 
     def _no_room_for_another_call(self, token: int) -> bool:
-        """Between whole calls, once the budget left is shorter than any call written so far,
-        `token` may end the turn or go on in text, but not lead to another call: one would be
-        cut before its arguments (a call that parses but cannot be valid). The turn ends
-        there instead, as the limit's."""
+        """Between whole calls, once the budget left cannot hold even the smallest call (a
+        start marker, the shortest tool name, no arguments, the end marker), `token` may end
+        the turn or go on in text, but not lead to another call: it would be cut before its
+        arguments. The turn ends there instead, as the limit's."""
         channels = self.channels
-        if channels is None or self._shortest_call is None or self.policy.n_predict < 0:
+        if channels is None or not channels.calls or self.policy.n_predict < 0:
             return False
         if channels.in_call or channels.in_reasoning or self.request.close_call is None:
             return False
-        if self.policy.n_predict - len(self.tokens) >= self._shortest_call + CLOSE_MARGIN:
+        if self.policy.n_predict - len(self.tokens) >= self._smallest_call():
             return False
         if token in self._call_start():
             return True
         # under a call grammar, the answer goes on only with another call
-        constraint = self.constraint
-        return constraint is not None and token not in self.policy.eog.ids()
+        return self.constraint is not None and token not in self.policy.eog.ids()
 
     def _call_start(self) -> tuple[int, ...]:
         """The first token of the call format's start marker."""
@@ -214,17 +211,17 @@ class Generation:
         assert self.request.close_call is not None
         return tuple(self.request.close_call("", self.channels.calls_format.start)[:1])
 
-    def _measure_calls(self, was_in_call: bool, n_calls: int) -> None:
-        """Each call's length in tokens: from the end of the one before (its separator and
-        start marker included), or for a first call from where it began."""
-        assert self.channels is not None
-        now = len(self.tokens)
-        if not was_in_call and self.channels.in_call and n_calls == 0:
-            self._call_mark = now - 1
-        if len(self.channels.calls) > n_calls:
-            span = now - self._call_mark
-            self._shortest_call = min(span, self._shortest_call or span)
-            self._call_mark = now
+    def _smallest_call(self) -> int:
+        """The tokens of the smallest call the tools allow: a lower bound of any call's."""
+        if self._smallest is None:
+            channels, tokenize = self.channels, self.request.close_call
+            assert channels is not None and channels.calls_format is not None and tokenize
+            fmt = channels.calls_format
+            start = len(tokenize("", fmt.start))
+            closes = [fmt.closing("", [tool]) for tool in channels.callable]
+            sizes = [len(tokenize(c.text, c.end)) for c in closes if c is not None]
+            self._smallest = start + min(sizes, default=0)
+        return self._smallest
 
     def _close(self, tokens: list[int], detail: str) -> list[TokenEvent]:
         """Write the closing without the grammar (a schema may still want a required key or
@@ -349,9 +346,7 @@ class Generation:
         if self.channels is None:
             return Delta(text)
         was_thinking = self.channels.in_reasoning
-        was_in_call, n_calls = self.channels.in_call, len(self.channels.calls)
         pieces = self.channels.push(text)
-        self._measure_calls(was_in_call, n_calls)
         self.reasoning_tokens += was_thinking
         if self._after_thinking is not None and not self.channels.in_reasoning:
             self.constraint, self._after_thinking = self._after_thinking, None
