@@ -57,7 +57,10 @@ def detail(endmark: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """endmark's stop detail, less what two runs of one answer may differ in."""
     if endmark is None:
         return None
-    return {k: v for k, v in endmark.items() if k not in VARYING}
+    out = {k: v for k, v in endmark.items() if k not in VARYING}
+    if "tool_call_errors" in out:  # each names its call by id, new in every answer
+        out["tool_call_errors"] = [{**e, "id": None} for e in out["tool_call_errors"]]
+    return out
 
 
 def arguments(text: str) -> Any:

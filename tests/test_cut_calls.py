@@ -68,6 +68,21 @@ def test_a_call_parses_at_every_budget(app: tuple[ScriptedApp, str], tool_choice
             assert [e["id"] for e in errors] == [call["id"]] and "missing" in errors[0]["error"]
 
 
+def test_no_second_call_starts_where_it_cannot_fit(app: tuple[ScriptedApp, str]) -> None:
+    """Two calls scripted: at a budget that leaves after the first less than the smallest call
+    (`get_time` without arguments), the second never starts, instead of being cut before its
+    arguments: the turn ends there, as the limit's."""
+    scripted, script = app
+    n = len(scripted.engine.tokenize(script, False, True))
+    for limit in range(n + 6, n + 18, 3):  # (closer, the first call is closed: tested above)
+        choice = ask(scripted, script + "\n" + script, limit).json()["choices"][0]
+        calls = choice["message"]["tool_calls"]
+        assert choice["finish_reason"] == "length", limit
+        assert "tool_call_errors" not in choice["endmark"] and len(calls) == 1, (limit, choice)
+        assert all(json.loads(c["function"]["arguments"]) == {"city": "Paris", "days": 3}
+                   for c in calls)  # fmt: skip
+
+
 def test_a_cut_call_streams_as_it_comes_whole(app: tuple[ScriptedApp, str]) -> None:
     scripted, script = app
     for limit in (3, 9, 16):

@@ -83,6 +83,7 @@ class Generation:
         self.reasoning_tokens = 0
         self._forced: list[int] = []
         self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
+        self._smallest: int | None = None  # the tokens of the smallest call the tools allow
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
         self._guessed = False  # the pending draft is the drafter's (not forced tokens)
@@ -134,6 +135,9 @@ class Generation:
         x = adjust(logits, params, self._history, self._banned, mask)
         verbose = log.isEnabledFor(logging.DEBUG)
         picked = sample(x, params, self._rng, want_logprob=verbose)
+        if self._no_room_for_another_call(picked.token):
+            self._end(Finish("limit", detail="n_predict: no room for another tool call"))
+            return []
         events = self._accept(picked.token, picked.logprob, picked.top)
         if verbose:
             self._log_token(picked.token, picked.logprob)
@@ -183,6 +187,41 @@ class Generation:
             return None
         channels.closing_written(close)
         return tokens
+
+    def _no_room_for_another_call(self, token: int) -> bool:
+        """Between whole calls, once the budget left cannot hold even the smallest call (a
+        start marker, the shortest tool name, no arguments, the end marker), `token` may end
+        the turn or go on in text, but not lead to another call: it would be cut before its
+        arguments. The turn ends there instead, as the limit's."""
+        channels = self.channels
+        if channels is None or not channels.calls or self.policy.n_predict < 0:
+            return False
+        if channels.in_call or channels.in_reasoning or self.request.close_call is None:
+            return False
+        if self.policy.n_predict - len(self.tokens) >= self._smallest_call():
+            return False
+        if token in self._call_start():
+            return True
+        # under a call grammar, the answer goes on only with another call
+        return self.constraint is not None and token not in self.policy.eog.ids()
+
+    def _call_start(self) -> tuple[int, ...]:
+        """The first token of the call format's start marker."""
+        assert self.channels is not None and self.channels.calls_format is not None
+        assert self.request.close_call is not None
+        return tuple(self.request.close_call("", self.channels.calls_format.start)[:1])
+
+    def _smallest_call(self) -> int:
+        """The tokens of the smallest call the tools allow: a lower bound of any call's."""
+        if self._smallest is None:
+            channels, tokenize = self.channels, self.request.close_call
+            assert channels is not None and channels.calls_format is not None and tokenize
+            fmt = channels.calls_format
+            start = len(tokenize("", fmt.start))
+            closes = [fmt.closing("", [tool]) for tool in channels.callable]
+            sizes = [len(tokenize(c.text, c.end)) for c in closes if c is not None]
+            self._smallest = start + min(sizes, default=0)
+        return self._smallest
 
     def _close(self, tokens: list[int], detail: str) -> list[TokenEvent]:
         """Write the closing without the grammar (a schema may still want a required key or
