@@ -21,7 +21,7 @@ from endmark.chat_tokens import (
 )
 from endmark.engine import Engine
 from endmark.invalid import InvalidRequest
-from endmark.loading import learn
+from endmark.loading import constraint_compiler, learn
 from endmark.prepare import Preparer
 from endmark.request import tokenize_prompt
 from endmark.settings import Settings
@@ -113,7 +113,8 @@ TEST_TEMPLATES: dict[str, str] = {
 
 def preparer(engine: Engine, template: str | None = None, **settings: Any) -> Preparer:
     s = Settings(chat_template=template, **settings)
-    return Preparer(engine, s, learn(engine, s))
+    learned = learn(engine, s)
+    return Preparer(engine, s, learned, constraint_compiler(engine, learned))
 
 
 def prompt_before(p: Preparer, chat: ChatInput) -> list[int]:

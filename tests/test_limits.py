@@ -62,12 +62,17 @@ def error_of(path: str, body: Any) -> str:
 
 
 async def send_all(app: ScriptedApp, requests: list[tuple[str, str]]) -> list[httpx.Response]:
-    """Raw bodies (so they may hold what JSON writers refuse: NaN, 1e999), all at once."""
+    """Raw bodies (so they may hold what JSON writers refuse: NaN, 1e999), 32 at a time."""
     transport = httpx.ASGITransport(app=app.app)
     headers = {"content-type": "application/json"}
+    gate = asyncio.Semaphore(32)  # within the server's queue (64): a 503 is no answer here
     async with httpx.AsyncClient(transport=transport, base_url="http://scripted") as c:
-        sent = [c.post(p, content=b, headers=headers, timeout=60) for p, b in requests]
-        return list(await asyncio.gather(*sent))
+
+        async def send(path: str, body: str) -> httpx.Response:
+            async with gate:
+                return await c.post(path, content=body, headers=headers, timeout=60)
+
+        return list(await asyncio.gather(*(send(p, b) for p, b in requests)))
 
 
 # -- a prompt over the context ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from endmark.engine import Engine
-from endmark.loading import learn
+from endmark.loading import constraint_compiler, learn
 from endmark.prepare import Preparer
 from endmark.server.dialects.anthropic_protocol import MessagesRequest
 from endmark.server.dialects.ollama_protocol import ChatRequest, GenerateRequest
@@ -174,7 +174,8 @@ def bundled(engine: Engine) -> dict[bool, Preparer]:
     out = {}
     for flag in (False, True):
         s = Settings(chat_parse_special=flag)
-        out[flag] = Preparer(engine, s, learn(engine, s))
+        learned = learn(engine, s)
+        out[flag] = Preparer(engine, s, learned, constraint_compiler(engine, learned))
     return out
 
 

@@ -40,7 +40,7 @@ def test_a_constraint_over_the_time_budget_is_a_400_and_blocks_no_one() -> None:
         release = threading.Event()
         prepare = app.runtime.prepare
 
-        def slow_compile(spec: RequestSpec) -> list[GenerationRequest]:
+        def slow_compile(spec: RequestSpec, counting: bool = False) -> list[GenerationRequest]:
             if spec.constraint is not None:
                 release.wait(30)  # a compile that takes its time, on the worker thread
             return prepare(spec)
@@ -65,7 +65,7 @@ def test_a_constraint_failing_mid_answer_is_a_400_naming_its_field() -> None:
     with scripted_app() as app:
         prepare = app.runtime.prepare
 
-        def breaking(spec: RequestSpec) -> list[GenerationRequest]:
+        def breaking(spec: RequestSpec, counting: bool = False) -> list[GenerationRequest]:
             n_vocab = app.runtime.n_vocab
             return [replace(r, constraint=BreakingConstraint(n_vocab, 2))  # type: ignore[arg-type]
                     for r in prepare(replace(spec, constraint=None))]  # fmt: skip

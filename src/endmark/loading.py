@@ -86,9 +86,14 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
         pooling = scheduler.call(lambda: engine.embedder(settings.pooling).pooling).result()
         log.info("embeddings: %s pooling", pooling)
     alias = (settings.aliases() or [model_alias(path)])[0]
-    eog_ids = learned.eog.ids()
-    constraints = ConstraintCompiler(lambda: engine.lltokenizer(eog_ids), engine.vocab.n_vocab)
+    constraints = constraint_compiler(engine, learned)
     return Runtime(engine, scheduler, settings, learned, path, alias, constraints)
+
+
+def constraint_compiler(engine: Engine, learned: Learned) -> ConstraintCompiler:
+    """Constraints for this model: its llguidance tokenizer ends on the whole EOG set."""
+    eog_ids = learned.eog.ids()
+    return ConstraintCompiler(lambda: engine.lltokenizer(eog_ids), engine.vocab.n_vocab)
 
 
 def learn(engine: Engine, settings: Settings) -> Learned:

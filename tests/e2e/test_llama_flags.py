@@ -87,6 +87,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--chat-template": ["command-r"],
     "--chat-template-file": ["TEMPLATE_FILE"],
     "--jinja": [],
+    "--chat-parse-special": [],
     "--no-jinja": [],
     "-n": ["8"],
     "--temp": ["0.5"],
