@@ -99,7 +99,9 @@ def test_forced_calls_parse_on_tiny_models(tiny: RunningServer) -> None:
     for limit in [160, 40] if FULL else [40]:
         counts = forced(tiny, 20 if FULL else 2, limit)
         assert counts["answers"] == (60 if FULL else 6)
-        assert counts["cut"] == counts["closed"]  # a random model's strings run to the limit
+        # a random model's strings run to the limit: most cut answers close a call (the
+        # others end between whole calls, where no other call could fit: `forced` checks it)
+        assert counts["closed"] >= counts["cut"] // 2, counts
 
 
 @pytest.fixture(scope="module")
