@@ -83,6 +83,32 @@ def test_no_second_call_starts_where_it_cannot_fit(app: tuple[ScriptedApp, str])
                    for c in calls)  # fmt: skip
 
 
+def test_a_looping_string_leaves_room_for_the_required_argument(
+    app: tuple[ScriptedApp, str],
+) -> None:
+    """The model loops inside `city` and would run out of budget before `days` (required):
+    near the limit, endmark ends the string and names `days`, and the model writes its value,
+    so the cut call validates. (JSON formats; a tagged format's call is closed as it is.)"""
+    scripted, script = app
+    if script != HERMES_CALL:
+        pytest.skip("reaching a missing argument is for the JSON formats")
+    looping = script.replace('"Paris"', '"Paris' + " and Paris" * 40 + '"')
+    for limit in range(34, 90, 5):
+        choice = ask(scripted, looping, limit).json()["choices"][0]
+        (call,) = choice["message"]["tool_calls"]
+        args = json.loads(call["function"]["arguments"])
+        errors = choice["endmark"].get("tool_call_errors", [])
+        if choice["finish_reason"] != "length":  # the model ended the call itself in time
+            assert choice["finish_reason"] == "tool_calls" and not errors, (limit, choice)
+        # (cut with the call whole but for its end marker, nothing was closed: no error either)
+        assert choice["endmark"]["truncated_json_closed"] or not errors, (limit, choice)
+        if limit < 44:  # no room for `, "days": ` and a value past the name and `{"city": "`
+            assert "'days' is missing" in errors[0]["error"], (limit, args)
+            continue
+        assert set(args) == {"city", "days"} and isinstance(args["days"], int), (limit, args)
+        assert args["city"].startswith("Paris") and not errors, (limit, choice)
+
+
 def test_a_cut_call_streams_as_it_comes_whole(app: tuple[ScriptedApp, str]) -> None:
     scripted, script = app
     for limit in (3, 9, 16):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from dataclasses import replace
@@ -237,7 +238,8 @@ def collect_tokens(sched: Scheduler, req: GenerationRequest) -> list[TokenEvent]
 
 def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
     """Issue 15: at temperature 0, drafts and forced runs keep plain decoding's answers: on
-    at least 19 prompts of 20, without a schema and under one. Where an answer differs, it is
+    all prompts but one, without a schema and under one (10 prompts in the suite, the
+    issue's 20 with `ENDMARK_FULL_MATRIX=1`). Where an answer differs, it is
     never a wrong acceptance: at the first different token, plain decoding had a near tie
     (its top two within 0.25 in log-probability) and the checked decode took the runner-up:
     a batched decode's numerics, not a guess taken on trust. (With flash attention, short
@@ -248,9 +250,10 @@ def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> 
     eog = EogSet.from_vocab(engine.vocab)
     compiler = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), engine.vocab.n_vocab)
     grammar = compiler.compile(ConstraintSpec("json_schema", PERSON, "json_schema"))
+    questions = QUESTIONS if os.environ.get("ENDMARK_FULL_MATRIX") == "1" else QUESTIONS[::2]
     for schema in (False, True):
         same = 0
-        for q in QUESTIONS:
+        for q in questions:
             prompt = f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
             base = replace(request(engine, prompt, n=40), cache_prompt=False,
                            policy=EndPolicy(eog, n_predict=40),
@@ -268,7 +271,7 @@ def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> 
             (first, lp1), (second, lp2) = runs[0][at].top[:2]
             print(f"differs (schema={schema}) {q!r} at token {at}: gap {lp1 - lp2:.3f}")
             assert first == plain[at] and second == fast_run[at] and lp1 - lp2 < 0.25
-        assert same >= 19, (schema, same)
+        assert same >= len(questions) - 1, (schema, same)
 
 
 class BreakingConstraint:

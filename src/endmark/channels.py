@@ -23,6 +23,7 @@ from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall
 from endmark.calls.check import call_problem
 from endmark.calls.think import ThinkFormat
 from endmark.endings import StopMatcher
+from endmark.json_close import Reach
 from endmark.tools import Tool
 
 Channel = Literal["content", "reasoning"]
@@ -136,6 +137,14 @@ class ChannelSplitter:
                 return None
             close = replace(close, end=close.end[len(held) :])
         return close
+
+    def reaching(self) -> Reach | None:
+        """What ends the open call's running value and names a required argument it lacks
+        (`CallStrategy.reach`); None where nothing is missing or text is held back."""
+        fmt = self.calls_format
+        if self._state != "call" or fmt is None or self._matcher.held:
+            return None
+        return fmt.reach(self.call_text, self.callable)
 
     def closing_written(self, close: CallClose) -> None:
         """The generation writes `close` now: the call it ends was closed by endmark."""

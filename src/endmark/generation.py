@@ -52,6 +52,7 @@ log = logging.getLogger("endmark.generation")
 
 CLOSE_WINDOW = 64  # tokens before the limit from which JSON or a call checks its closing
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
+VALUE_ROOM = 1  # tokens the model writes of a required argument's value that endmark names
 ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
 
 
@@ -129,6 +130,9 @@ class Generation:
         closing = self._call_closing()
         if closing is not None:
             return self._close(closing, "n_predict, its tool call closed")
+        reach = self._call_reach()
+        if reach:
+            return [e for token in reach for e in self._accept(token, None, ())]
         params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
@@ -186,6 +190,34 @@ class Generation:
         if len(tokens) + CLOSE_MARGIN < self.policy.n_predict - len(self.tokens):
             return None
         channels.closing_written(close)
+        return tokens
+
+    def _call_reach(self) -> list[int]:
+        """The tokens that end the open call's running value early and name a required
+        argument it lacks, once the budget is down to the closing plus room for each missing
+        argument (its key and a short value): a string that loops would otherwise use the
+        budget up and leave the call invalid. The grammar stays on: the model writes the
+        value. Empty where nothing is missing, or the grammar would refuse the text."""
+        channels, tokenize, constraint = self.channels, self.request.close_call, self.constraint
+        if channels is None or tokenize is None or constraint is None or not channels.in_call:
+            return []
+        if not self._near_json_limit():
+            return []
+        reach, close = channels.reaching(), channels.closing()
+        if reach is None or close is None:
+            return []
+        # to write a value, the model needs room past the `null` that the closing would write
+        # in its place until it begins one; at the last step that leaves it (a bet that the
+        # running value will not end by itself first), plus room for each other key missing
+        tokens = tokenize(reach.text, "")
+        value = len(tokenize("null", "")) + VALUE_ROOM
+        need = len(tokens) + len(tokenize(close.text, close.end)) + CLOSE_MARGIN + value
+        others = sum(len(tokenize(f', "{key}": ', "")) + value for key in reach.keys[1:])
+        room = self.policy.n_predict - len(self.tokens)
+        if room > need + others or room < need:
+            return []  # not yet, or no room left for a value: the call is closed as it stands
+        if constraint.valid_prefix(tokens) < len(tokens):
+            return []
         return tokens
 
     def _no_room_for_another_call(self, token: int) -> bool:

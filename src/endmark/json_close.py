@@ -35,12 +35,111 @@ class _Frame:
     key: str | None = None
 
 
+@dataclass
+class _Scan:
+    """Where a JSON prefix stands: its open containers, what comes next (value, key, colon,
+    comma: after a value), and the string (`cut_string`, its body so far) or number or
+    literal (`cut_word`) it ends inside, if any."""
+
+    stack: list[_Frame]
+    expect: str
+    cut_string: str | None = None
+    cut_word: str | None = None
+
+
 def json_closing(text: str, schema: Any = None) -> str | None:
     """What to append to `text` (a prefix of one JSON value) so that it parses; "" when it
     already does, None when it is not a JSON prefix at all. `schema` guides the choices (see
     the module's docstring)."""
+    scan = _scan(text, schema)
+    if scan is None:
+        return None
+    stack, expect = scan.stack, scan.expect
+    if scan.cut_string is not None:
+        return _cut_string(scan.cut_string, expect == "key", stack, schema)
+    if scan.cut_word is not None:
+        done = _finish_scalar(scan.cut_word)
+        return None if done is None else done + _closers(stack)
+    if not stack and expect == "comma":
+        return ""
+    if expect == "value":
+        if stack and _just_opened(text, len(text), "["):  # empty, unless its schema fills it
+            fill = stack[-1].schema.get(FILL) if isinstance(stack[-1].schema, dict) else None
+            items = fill if isinstance(fill, list) else []
+            return ", ".join(json.dumps(x, ensure_ascii=False) for x in items) + _closers(stack)
+        return _missing(_value_schema(stack, schema)) + _closers(stack)
+    if expect == "key":
+        if _just_opened(text, len(text), "{"):
+            return _closers(stack)
+        key = _next_key(stack[-1])
+        stack[-1].keys.append(key)
+        value = _missing(_property(stack[-1].schema, key))
+        return f"{json.dumps(key)}: {value}{_closers(stack)}"
+    if expect == "colon":
+        value = _missing(_property(stack[-1].schema, stack[-1].key))
+        return f": {value}{_closers(stack)}"
+    return _closers(stack)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How to reach a required property the text has not: `text` finishes the value being
+    written (and any container inside the object that lacks it) and writes the property's
+    key; `keys` are all the required properties still missing in the open objects."""
+
+    text: str
+    keys: tuple[str, ...]
+
+
+def json_reach(text: str, schema: Any) -> Reach | None:
+    """When a value runs long (a string that loops, a number without end), the budget may
+    run out before a required property is written. This is the text that ends the value
+    where it stands and names the innermost missing property, so that the model writes its
+    value while it still can. None: nothing is missing, or the text stands where no key can
+    follow yet (inside a key, before a value has begun)."""
+    scan = _scan(text, schema)
+    if scan is None or (scan.cut_string is not None and scan.expect == "key"):
+        return None
+    stack = scan.stack
+    missing = [(i, k) for i, frame in enumerate(stack) for k in _unreached(frame)]
+    if not missing:
+        return None
+    depth = missing[-1][0]  # the innermost object that lacks one: its first
+    key = next(k for i, k in missing if i == depth)
+    inner = stack[depth + 1 :]
+    if scan.cut_string is not None:
+        rest = _enum_rest(_value_schema(stack, schema), scan.cut_string)
+        finish = rest + '"' if rest else _string_tail(scan.cut_string)
+    elif scan.cut_word is not None:
+        done = _finish_scalar(scan.cut_word)
+        if done is None:
+            return None
+        finish = done
+    elif scan.expect == "comma":
+        finish = ""
+    elif scan.expect == "key" and not inner:  # after `{` or a comma: the key comes next
+        space = " " if text.endswith(",") else ""
+        return Reach(f"{space}{json.dumps(key)}: ", tuple(k for _, k in missing))
+    else:
+        return None
+    sep = ", " if stack[depth].keys else ""
+    return Reach(f"{finish}{_closers(inner)}{sep}{json.dumps(key)}: ", tuple(k for _, k in missing))
+
+
+def _unreached(frame: _Frame) -> list[str]:
+    """An object's required properties not written yet, in the order of its properties."""
+    schema = frame.schema
+    if frame.opener != "{" or not isinstance(schema, dict):
+        return []
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = [k for k in schema.get("required") or [] if isinstance(k, str)]
+    order = [k for k in props if k in required] + [k for k in required if k not in props]
+    return [k for k in order if k not in frame.keys]
+
+
+def _scan(text: str, schema: Any) -> _Scan | None:
+    """Read `text` as the prefix of one JSON value; None when it is not one."""
     stack: list[_Frame] = []
-    # what the innermost container expects next: value, key, colon, comma (after a value)
     expect = "value"
     i, n = 0, len(text)
     while i < n:
@@ -51,7 +150,7 @@ def json_closing(text: str, schema: Any = None) -> str | None:
         if c == '"':
             end, closed = _string_end(text, i + 1)
             if not closed:
-                return _cut_string(text[i + 1 :], expect == "key", stack, schema)
+                return _Scan(stack, expect, cut_string=text[i + 1 :])
             if expect not in ("value", "key"):
                 return None
             if expect == "key":
@@ -93,30 +192,11 @@ def json_closing(text: str, schema: Any = None) -> str | None:
             j += 1
         word = text[i:j]
         if j == n:  # the text ends inside this number or literal
-            done = _finish_scalar(word)
-            return None if done is None else done + _closers(stack)
+            return _Scan(stack, expect, cut_word=word)
         if not _is_scalar(word):
             return None
         expect, i = "comma", j
-    if not stack and expect == "comma":
-        return ""
-    if expect == "value":
-        if stack and _just_opened(text, n, "["):  # empty, unless its schema fills it
-            fill = stack[-1].schema.get(FILL) if isinstance(stack[-1].schema, dict) else None
-            items = fill if isinstance(fill, list) else []
-            return ", ".join(json.dumps(x, ensure_ascii=False) for x in items) + _closers(stack)
-        return _missing(_value_schema(stack, schema)) + _closers(stack)
-    if expect == "key":
-        if _just_opened(text, n, "{"):
-            return _closers(stack)
-        key = _next_key(stack[-1])
-        stack[-1].keys.append(key)
-        value = _missing(_property(stack[-1].schema, key))
-        return f"{json.dumps(key)}: {value}{_closers(stack)}"
-    if expect == "colon":
-        value = _missing(_property(stack[-1].schema, stack[-1].key))
-        return f": {value}{_closers(stack)}"
-    return _closers(stack)
+    return _Scan(stack, expect)
 
 
 def _cut_string(body: str, is_key: bool, stack: list[_Frame], root: Any) -> str:

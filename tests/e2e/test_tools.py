@@ -74,7 +74,7 @@ def check_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[st
     return out
 
 
-@pytest.mark.parametrize("choice,prompts", [("required", 10), ("get_time", 5)])
+@pytest.mark.parametrize("choice,prompts", [("required", 6), ("get_time", 4)])
 def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, prompts: int) -> None:
     client = sdk(server)
     tool_choice: Any = choice if choice == "required" else {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from endmark.chat import ChatTemplate
+from endmark.json_close import Reach
 from endmark.tools import Tool, ToolRequest
 
 Messages = Sequence[Mapping[str, Any]]
@@ -100,6 +101,13 @@ class CallStrategy(ABC):
         """What closes a call cut after `body` (its text after the start marker, as the
         grammar let it be written) so that it parses: `tools` are those it may call, the
         first for a call that names none yet. None: `body` is no prefix of a call."""
+        return None
+
+    def reach(self, body: str, tools: Sequence[Tool]) -> Reach | None:
+        """Near the limit, with a required argument not written yet: the text that ends the
+        value being written and names that argument (`json_close.json_reach`), so that the
+        model writes it while the budget lasts. None: nothing to reach, or a kind that
+        cannot say."""
         return None
 
     # -- constraining -----------------------------------------------------------------------

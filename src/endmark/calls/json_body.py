@@ -21,7 +21,7 @@ from endmark.calls.probe import (
 )
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
-from endmark.json_close import FILL, json_closing
+from endmark.json_close import FILL, Reach, json_closing, json_reach
 from endmark.tools import Tool, ToolRequest
 
 # A call object's name, written or cut: `{"name": "get_w`
@@ -147,6 +147,20 @@ class JsonCalls(CallStrategy):
         if not tools:
             return None
         tool, guessed = self._named_tool(body, tools)
+        text = json_closing(body, self._call_schema(tool))
+        if text is None:
+            return None
+        boundary = bool(body.strip()) and not text.strip("]} \t\r\n")
+        return CallClose(text, self.end, guessed, boundary)
+
+    def reach(self, body: str, tools: Sequence[Tool]) -> Reach | None:
+        if not tools:
+            return None
+        return json_reach(body, self._call_schema(self._named_tool(body, tools)[0]))
+
+    def _call_schema(self, tool: Tool) -> dict[str, Any]:
+        """The schema of the call's JSON (one call object, or the array of them) with the
+        values the closing fills in where the model wrote none (`json_close.FILL`)."""
         params = tool.parameters if isinstance(tool.parameters, dict) else {}
         call: dict[str, Any] = {
             "type": "object",
@@ -155,12 +169,7 @@ class JsonCalls(CallStrategy):
             "required": ["name", self.args_key],
             FILL: {"name": tool.name, self.args_key: {}},
         }  # fmt: skip
-        schema = {"type": "array", "items": call, FILL: [call[FILL]]} if self.array else call
-        text = json_closing(body, schema)
-        if text is None:
-            return None
-        boundary = bool(body.strip()) and not text.strip("]} \t\r\n")
-        return CallClose(text, self.end, guessed, boundary)
+        return {"type": "array", "items": call, FILL: [call[FILL]]} if self.array else call
 
     def _named_tool(self, body: str, tools: Sequence[Tool]) -> tuple[Tool, bool]:
         """The tool the open call names, and whether endmark had to guess it (no name yet,
