@@ -6,6 +6,7 @@ template knows no tools gets `GENERIC`, endmark's own format.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from endmark.calls.bare_json import LLAMA3, BareJson
@@ -13,14 +14,17 @@ from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_i
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_named import NamedJson
 from endmark.calls.json_tags import HERMES, JsonInTags
 from endmark.calls.lark import MAX_STRING, closed
 from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
+log = logging.getLogger("endmark")
+
 # Tried in this order; each says None for a template that writes calls another way.
-KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, TaggedArgs)
+KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs)
 
 
 def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallStrategy | None:
@@ -29,7 +33,11 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
     if not isinstance(template, ChatTemplate) or "tool" not in template.source:
         return None
     for kind in KINDS:
-        learned = kind.learn(template, end_texts)
+        try:
+            learned = kind.learn(template, end_texts)
+        except Exception as exc:  # noqa: BLE001 - a kind that cannot read the template: the next
+            log.warning("tool calls: the %s kind failed on the template: %s", kind.kind, exc)
+            continue
         if learned is not None:
             return learned
     return None
@@ -50,6 +58,7 @@ __all__ = [
     "JsonCalls",
     "JsonInTags",
     "MalformedCall",
+    "NamedJson",
     "Reasoning",
     "TaggedArgs",
     "ThinkFormat",
