@@ -6,7 +6,6 @@ template knows no tools gets `GENERIC`, endmark's own format.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 
 from endmark.calls.bare_json import LLAMA3, BareJson
@@ -21,8 +20,6 @@ from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
-log = logging.getLogger("endmark")
-
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs)
 
@@ -33,11 +30,7 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
     if not isinstance(template, ChatTemplate) or "tool" not in template.source:
         return None
     for kind in KINDS:
-        try:
-            learned = kind.learn(template, end_texts)
-        except Exception as exc:  # noqa: BLE001 - a kind that cannot read the template: the next
-            log.warning("tool calls: the %s kind failed on the template: %s", kind.kind, exc)
-            continue
+        learned = kind.learn(template, end_texts)
         if learned is not None:
             return learned
     return None

@@ -24,7 +24,6 @@ NAMES = ("endmark_probe_fn", "endmark_other_fn")
 ARGS = ({"endmark_probe_arg": 1}, {"endmark_other_arg": 2})
 # ids of 9 letters and digits: Mistral's templates refuse any other
 IDS = ("call00001", "call00002", "call00003")
-LONG_ID = "call_endmark_long_probe_id"
 CONTENT = "ENDMARK_PLAIN_TEXT"
 _EMPTY_BLOCK = re.compile(r"^\s*<\|START_(\w+)\|>\s*<\|END_\1\|>\s*")
 # a special token's text: `<|...|>`, `<｜...｜>`, `[NAME]`, `<tag>`, `</tag>`
@@ -61,7 +60,7 @@ def _render(template: ChatTemplate, turn: dict[str, Any]) -> str | None:
         return None
 
 
-def _boundary_before(text: str, at: int) -> int:
+def marker_start(text: str, at: int) -> int:
     """`at`, moved back to the start of a marker it falls inside (`<|tool_ca` | `ll|>`)."""
     opener = max(text.rfind("<", 0, at), text.rfind("[", 0, at))
     closer = max(text.rfind(">", 0, at), text.rfind("]", 0, at))
@@ -116,7 +115,7 @@ def call_section(
             plain = _render(template, {"role": "assistant", "content": CONTENT})
             if with_calls is None or plain is None:
                 continue
-            start = _boundary_before(with_calls, common_prefix(with_calls, plain))
+            start = marker_start(with_calls, common_prefix(with_calls, plain))
             tail = min(common_suffix(with_calls, plain), len(with_calls) - start)
             end = _boundary_after(with_calls, len(with_calls) - tail)
             section = without_empty_blocks(with_calls[start:end])
@@ -124,11 +123,6 @@ def call_section(
             if NAMES[calls[0].name] in section:
                 return section
     return None
-
-
-def takes_long_ids(template: ChatTemplate) -> bool:
-    """Whether the template takes OpenAI's call ids (Mistral's refuse any but 9 characters)."""
-    return call_section(template, (Call(),), call_id=LONG_ID) is not None
 
 
 def first_marker(text: str) -> str:

@@ -34,10 +34,12 @@ from endmark.calls.diff import (
     common_prefix,
     first_marker,
     json_at,
-    takes_long_ids,
+    marker_start,
 )
 from endmark.calls.json_body import NumberText, json_text
+from endmark.calls.json_probe import PROBE_ARGS, PROBE_TOOL
 from endmark.calls.lark import GRAMMAR_HEAD, closed, literal
+from endmark.calls.probe import takes_long_ids
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.json_close import FILL, json_closing
@@ -83,7 +85,7 @@ class NamedJson(CallStrategy):
         if one is None:
             return None
         two = call_section(template, (Call(), Call(1, 1, 1)), end_texts)
-        return learned_from(one, two, not takes_long_ids(template))
+        return learned_from(one, two, not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS))
 
     def fields(self) -> tuple[str, ...]:
         return (self.start, self.end, self.call_open, self.name_close, self.call_close,
@@ -282,7 +284,7 @@ def learned_from(one: str, two: str | None, short_ids: bool) -> NamedJson | None
             if mid.endswith(call_open):
                 both = mid[: len(mid) - len(call_open)]
                 last_tail = two[second_name + second[1] :]
-                shared = common_prefix(both, last_tail)
+                shared = marker_start(both, common_prefix(both, last_tail))
                 call_close, between = both[:shared], both[shared:]
     end = last_tail[len(call_close) :].strip()
     known = KNOWN.get((start, end, call_open, name_close, call_close, between, ids))
