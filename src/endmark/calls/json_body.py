@@ -113,7 +113,7 @@ class JsonCalls(CallStrategy):
 
     def _call_id(self, item: Any) -> str:
         """The id the model wrote, where the template has one that fits; else a new one."""
-        ids = [item[k] for k in self.keys if k not in (self.name_key, self.args_key)]
+        ids = [item.get(k) for k in self.keys if k not in (self.name_key, self.args_key)]
         written = ids[0] if ids and isinstance(ids[0], str) else ""
         fits = len(written) == 9 and written.isalnum() if self.short_ids else len(written) > 8
         return written if fits else new_call_id(self.short_ids)

@@ -53,9 +53,10 @@ _DECODER = json.JSONDecoder(parse_float=NumberText, parse_int=NumberText)
 @dataclass
 class Scan:
     """A body read as far as it goes: its whole calls (name, id, arguments), then where the
-    rest stands: `done` (nothing more), `between` (a start of the next call's markup), `head`
-    (inside a call's markup before its JSON), `json` (inside its JSON: `name` is known),
-    `close` (inside the markup after the JSON); `rest` is the text of that part."""
+    rest stands: `done` (nothing more), `end` (a start of the end marker), `between` (a start
+    of the next call's markup), `head` (inside a call's markup before its JSON), `json`
+    (inside its JSON: `name` is known), `close` (inside the markup after the JSON); `rest`
+    is the text of that part."""
 
     calls: list[tuple[str, str, Any]]
     state: str
@@ -137,6 +138,8 @@ class NamedJson(CallStrategy):
                 return Scan(calls, "close", rest)
             if not rest:
                 return Scan(calls, "done")
+            if self.end.startswith(rest):  # the end marker's start (or the next call's?)
+                return Scan(calls, "end", rest)
             between = self.between.strip()
             if between and rest.startswith(between):
                 rest = rest[len(between) :]
@@ -172,6 +175,8 @@ class NamedJson(CallStrategy):
             return None
         if scan.state == "done":
             return CallClose("", self.end, boundary=bool(scan.calls))
+        if scan.state == "end":  # held back as the end marker's start: the splitter's to say
+            return None
         if scan.state == "close":
             return CallClose(self.call_close.strip()[len(scan.rest) :], self.end)
         if scan.state == "json":
