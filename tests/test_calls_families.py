@@ -26,7 +26,7 @@ from endmark.calls import (
     NamedJson,
     learn_call_strategy,
 )
-from endmark.calls.diff import marker_start
+from endmark.calls.diff import marker_start, without_empty_blocks
 from endmark.calls.probe import up_to_turn_end
 from endmark.channels import ChannelSplitter
 from endmark.chat import ChatTemplate
@@ -158,8 +158,8 @@ def written_by_template(
             while n < min(len(full), len(prompt)) and full[n] == prompt[n]:
                 n += 1
             text = up_to_turn_end(full[marker_start(full, n) :], ends)
-            if calls[0][0] in text:
-                return text.strip()
+            if calls[0][0] in text:  # an empty thinking block closed first is thinking's
+                return without_empty_blocks(text).strip()
     raise AssertionError(f"{tmpl.name} wrote no call")
 
 
