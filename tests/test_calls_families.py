@@ -140,9 +140,10 @@ def written_by_template(
 ) -> str:
     """An assistant turn of `calls` as a plain Jinja render writes it after the generation
     prompt (up to the end of the turn): arguments as an object, else as a JSON text, with
-    content "" else None, whichever the template writes the calls with."""
+    content "" else None, whichever the template writes the calls with first."""
     user = [{"role": "user", "content": "Weather?"}]
     tools = [t.as_openai() for t in TOOLS]
+    render = getattr(tmpl, "render_given", tmpl.render)  # as given, where a render fits them
     for as_text in (False, True):
         for content in ("", None):
             turn = {"role": "assistant", "content": content, "tool_calls": [
@@ -150,10 +151,10 @@ def written_by_template(
                  "function": {"name": n, "arguments": json.dumps(a) if as_text else a}}
                 for i, (n, a) in enumerate(calls)]}  # fmt: skip
             try:
-                full = tmpl.render([*user, turn], False, tools=tools)
+                full = render([*user, turn], False, tools=tools)
             except Exception:  # noqa: BLE001 - the template wants the other shape
                 continue
-            prompt = tmpl.render(user, True, tools=tools)
+            prompt = render(user, True, tools=tools)
             n = 0
             while n < min(len(full), len(prompt)) and full[n] == prompt[n]:
                 n += 1
