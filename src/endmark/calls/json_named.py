@@ -18,6 +18,7 @@ closing of a cut call and the grammar all read the one scan of a body (`_scan`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -88,37 +89,11 @@ class NamedJson(CallStrategy):
         two = call_section(template, (Call(), Call(1, 1, 1)), end_texts)
         return learned_from(one, two, not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS))
 
-    def fields(self) -> tuple[str, ...]:
-        return (self.start, self.end, self.call_open, self.name_close, self.call_close,
-                self.between, self.ids)  # fmt: skip
-
-    def written(self, calls: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-        """A turn of `calls` (name, arguments) as this format writes it (and its template)."""
-        parts = []
-        for i, (name, args) in enumerate(calls):
-            call_id = str(i) if self.ids == "index" else new_call_id(self.short_ids)
-            head = f"{self.call_open}{name}{self.name_close}".replace(ID, call_id)
-            parts.append(f"{head}{json.dumps(args, ensure_ascii=False)}{self.call_close}")
-        return self.start + self.between.join(parts) + self.end
-
     # -- reading ----------------------------------------------------------------------------
-
-    def _head(self) -> re.Pattern[str]:
-        """A call's markup up to its JSON: the name, and the id where one is written."""
-        pattern = "".join(
-            _loose(piece) if piece != ID else f"(?P<id>{ID_CHARS[self.ids or 'id']}+?)"
-            for piece in re.split(f"({re.escape(ID)})", self.call_open)
-        )
-        pattern += r"(?P<name>[^\s{}\[\]<>\"]+?)"
-        pattern += "".join(
-            _loose(piece) if piece != ID else f"(?P<id>{ID_CHARS[self.ids or 'id']}+)"
-            for piece in re.split(f"({re.escape(ID)})", self.name_close)
-        )
-        return re.compile(r"\s*" + pattern + r"\s*")
 
     def _scan(self, body: str) -> Scan:
         calls: list[tuple[str, str, Any]] = []
-        rest, head = body, self._head()
+        rest, head = body, _head(self.call_open, self.name_close, self.ids or "id")
         while True:
             found = head.match(rest)
             if found is None:
@@ -295,6 +270,21 @@ def learned_from(one: str, two: str | None, short_ids: bool) -> NamedJson | None
     known = KNOWN.get((start, end, call_open, name_close, call_close, between, ids))
     return NamedJson(known or "learned", start, end, call_open, name_close, call_close, between,
                      ids, short_ids)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _head(call_open: str, name_close: str, ids: str) -> re.Pattern[str]:
+    """A call's markup up to its JSON: the name, and the id where one is written."""
+
+    def pieces(text: str, id_pattern: str) -> str:
+        parts = re.split(f"({re.escape(ID)})", text)
+        return "".join(f"(?P<id>{id_pattern})" if p == ID else _loose(p) for p in parts)
+
+    name = r"(?P<name>[^\s{}\[\]<>\"]+?)"
+    pattern = (
+        pieces(call_open, ID_CHARS[ids] + "+?") + name + pieces(name_close, ID_CHARS[ids] + "+")
+    )
+    return re.compile(r"\s*" + pattern + r"\s*")
 
 
 def _loose(text: str) -> str:
