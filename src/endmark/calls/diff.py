@@ -47,10 +47,10 @@ class Call:
     args: int = 0
     id: int = 0
 
-    def as_message(self, as_text: bool, call_id: str = "") -> dict[str, Any]:
+    def as_message(self, as_text: bool) -> dict[str, Any]:
         args: Any = ARGS[self.args]
         function = {"name": NAMES[self.name], "arguments": json.dumps(args) if as_text else args}
-        return {"id": call_id or IDS[self.id], "type": "function", "function": function}
+        return {"id": IDS[self.id], "type": "function", "function": function}
 
 
 def _render(template: ChatTemplate, turn: dict[str, Any]) -> str | None:
@@ -101,19 +101,20 @@ def call_section(
     template: ChatTemplate,
     calls: tuple[Call, ...],
     end_texts: Collection[str] = (),
-    call_id: str = "",
 ) -> str | None:
     """What the template writes for an assistant turn of `calls`, where it would write plain
     text: the diff of the two renders, cut where the turn ends (`end_texts`). The arguments
     go as an object, else as a JSON text (as clients send them), the content as "" else
     None, whichever the template renders with the first call's name in it; None if none."""
+    plain = _render(template, {"role": "assistant", "content": CONTENT})
+    if plain is None:
+        return None
     for as_text in (False, True):
         for content in ("", None):
             turn = {"role": "assistant", "content": content,
-                    "tool_calls": [c.as_message(as_text, call_id) for c in calls]}  # fmt: skip
+                    "tool_calls": [c.as_message(as_text) for c in calls]}  # fmt: skip
             with_calls = _render(template, turn)
-            plain = _render(template, {"role": "assistant", "content": CONTENT})
-            if with_calls is None or plain is None:
+            if with_calls is None:
                 continue
             start = marker_start(with_calls, common_prefix(with_calls, plain))
             tail = min(common_suffix(with_calls, plain), len(with_calls) - start)
