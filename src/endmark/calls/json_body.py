@@ -173,7 +173,8 @@ class JsonCalls(CallStrategy):
         one = f"{start} {body}".strip()
         first = body if lazy else one
         more = "" if self.array or not extra or not end else f" ({NL} {one}){{0,{extra}}}"
-        rules = f"call_json: %json {json.dumps(schema)}\npad: /[ \\n]{{0,8}}/\n"
+        rules = f"call_json: %json {json.dumps(schema)}\n"
+        rules += "pad: /[ \\n]{0,8}/\n" if self.array else ""
         return f"{GRAMMAR_HEAD}start: {first}{more}\n{rules}"
 
     def describe(self) -> dict[str, Any]:
