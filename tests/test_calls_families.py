@@ -1,10 +1,12 @@
 """Every JSON-ish family's own call format, learned from its real template (issue 24): the
 name outside the JSON (Mistral Small 3.2, Devstral, Kimi K2, DeepSeek V3.1 and R1,
 functionary v3.1, Solar Open), the name as the key (Apertus), keys learned by diffing renders
-(command-r7b's `tool_call_id`, `tool_name`, `parameters`), and JSON arrays and tags behind a
-prompt that opens thinking. For each template: the kind and its pieces; a call as a plain
-Jinja render writes it, parsed back whole and streamed through the scripted engine in random
-token pieces; `required`'s grammar takes that text; a call cut anywhere closes to a call."""
+(command-r7b's `tool_call_id`, `tool_name`, `parameters`), JSON arrays and tags behind a
+prompt that opens thinking, and the JSON kinds learned before (Hermes, Llama 3.x, Mistral
+Nemo, ...), now through the diffing probe. For each template: the kind and its pieces; a
+call as a plain Jinja render writes it, parsed back whole and in random pieces, and served
+by the scripted engine, whole and streamed; `required`'s grammar takes that text; a call cut
+anywhere closes to a call."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ TWO = [*ONE, ("add", {"a": 1.5})]
 TRICKY = [("get_weather", {"city": "Rome </function> [ARGS] <｜tool▁call▁end｜>]}"})]
 # as TRICKY, in ASCII: R1's template writes arguments with `json.dumps`, which escapes the rest
 # as `\uXXXX`, and a grammar's JSON strings escape control characters only
-TRICKY_ASCII = [("get_weather", {"city": "Rome </function> [ARGS] <|tool_call_end|>]}"})]
+TRICKY_ASCII = {"city": "Rome </function> [ARGS] <|tool_call_end|>]}", "days": 3}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ class Family:
     name: str
     pieces: tuple[tuple[str, Any], ...] = ()
     variables: bool = False  # the template needs llama.cpp's renderer variables (`functions`)
+    one_call: bool = False  # the template writes one call a turn (Llama 3.x refuses two)
+
+    @property
+    def two(self) -> list[tuple[str, dict[str, Any]]]:
+        """Two calls, where the template writes two."""
+        return ONE if self.one_call else TWO
+
+    @property
+    def served(self) -> list[tuple[str, dict[str, Any]]]:
+        """The calls the scripted engine writes: `two`, the first with markup in its value."""
+        return [("get_weather", TRICKY_ASCII), *self.two[1:]]
 
 
 FAMILIES = [
@@ -108,6 +121,26 @@ FAMILIES = [
     Family("Apriel-1.6-15b-Thinker-fixed", ("<|end|>",), JsonArray, "learned",
            (("start", "<tool_calls>"), ("end", "</tool_calls>"))),
     Family("Qwen-QwQ-32B", ("<|im_end|>",), JsonInTags, "hermes"),
+    # the JSON kinds as they were learned before, through the diffing probe
+    Family("Bielik-11B-v3.0-Instruct", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("GigaChat3.1-10B-A1.8B", ("<|message_sep|>",), JsonInTags, "learned",
+           (("start", "<|function_call|>"),), one_call=True),
+    Family("MiMo-VL", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("NousResearch-Hermes-3-Llama-3.1-8B-tool_use", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("Qwen-Qwen2.5-7B-Instruct", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("Qwen-Qwen3-0.6B", ("<|im_end|>",), JsonInTags, "hermes"),
+    Family("Reka-Edge", ("<sep>",), JsonInTags, "hermes"),
+    Family("ibm-granite-granite-4.0", ("<|end_of_text|>",), JsonInTags, "hermes"),
+    Family("ibm-granite-granite-4.1", ("<|end_of_text|>",), JsonInTags, "hermes"),
+    Family("meta-llama-Llama-3.1-8B-Instruct", ("<|eot_id|>", "<|eom_id|>"), BareJson, "llama3",
+           (("args_key", "parameters"),), one_call=True),
+    Family("meta-llama-Llama-3.2-3B-Instruct", ("<|eot_id|>",), BareJson, "llama3", one_call=True),
+    Family("meta-llama-Llama-3.3-70B-Instruct", ("<|eot_id|>", "<|eom_id|>"), BareJson, "llama3",
+           one_call=True),
+    Family("mistralai-Mistral-Nemo-Instruct-2407", ("</s>",), JsonArray, "mistral",
+           (("keys", ("name", "arguments", "id")), ("short_ids", True))),
+    Family("unsloth-Apriel-1.5", ("<|end|>",), JsonArray, "learned"),
 ]  # fmt: skip
 IDS = [f.file for f in FAMILIES]
 
@@ -212,7 +245,7 @@ def test_a_call_as_the_template_writes_it_parses_back(family: Family, learned: A
     """Whole and cut in random pieces: one call, two, and a value with markup in it."""
     tmpl, fmt = learned[family.file]
     rng = random.Random(24)
-    for calls in (ONE, TWO, TRICKY):
+    for calls in (ONE, family.two, TRICKY):
         text = written_by_template(tmpl, family.ends, calls)
         expected = ("", [(n, a) for n, a in calls])
         assert split(fmt, [text]) == expected, text
@@ -248,7 +281,7 @@ def test_the_required_grammar_takes_the_templates_calls(
 ) -> None:
     tmpl, fmt = learned[family.file]
     forced = ToolRequest(TOOLS, "required")
-    for calls in (ONE, TWO):
+    for calls in (ONE, family.two):
         text = as_the_model_writes(written_by_template(tmpl, family.ends, calls), fmt)
         assert vocab.accepts(vocab.matcher(fmt, forced), text), text
     one = written_by_template(tmpl, family.ends, ONE)
@@ -281,7 +314,7 @@ def test_the_scripted_engine_streams_the_call_as_its_whole_answer(
         assert fmt is not None
         opened = think.end if think is not None and think.open else ""  # thinking, closed
         answers = [(calls, opened + as_the_model_writes(written_by_template(
-            tmpl, family.ends, calls), fmt)) for calls in (TWO, TRICKY_ASCII)]  # fmt: skip
+            tmpl, family.ends, calls), fmt)) for calls in [family.served]]  # fmt: skip
         by_key.update({f"case {i}": text for i, (_, text) in enumerate(answers)})
 
         async def ask(key: str, stream: bool) -> Any:
