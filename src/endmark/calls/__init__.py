@@ -13,6 +13,7 @@ from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_i
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_named import NamedJson
 from endmark.calls.json_tags import HERMES, JsonInTags
 from endmark.calls.lark import MAX_STRING, closed
 from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
@@ -20,7 +21,7 @@ from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
 # Tried in this order; each says None for a template that writes calls another way.
-KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, TaggedArgs)
+KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs)
 
 
 def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallStrategy | None:
@@ -50,6 +51,7 @@ __all__ = [
     "JsonCalls",
     "JsonInTags",
     "MalformedCall",
+    "NamedJson",
     "Reasoning",
     "TaggedArgs",
     "ThinkFormat",

@@ -7,7 +7,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
-from endmark.calls.json_body import JsonCalls, probe_json
+from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_probe import probe_json
 from endmark.calls.json_tags import BARE_STARTS
 from endmark.chat import ChatTemplate
 
@@ -28,7 +29,8 @@ class BareJson(JsonCalls):
         probe = probe_json(template, end_texts)
         if probe is None or probe.array or probe.before not in BARE_STARTS:
             return None
-        return cls(LLAMA3.name, LLAMA3.start, LLAMA3.end, probe.args_key, probe.short_ids)
+        return cls(LLAMA3.name, LLAMA3.start, LLAMA3.end, probe.args_key, probe.short_ids,
+                   probe.keys.name, probe.keys.order)  # fmt: skip
 
 
 LLAMA3 = BareJson("llama3", "<|python_tag|>", args_key="parameters")

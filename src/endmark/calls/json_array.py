@@ -7,7 +7,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
-from endmark.calls.json_body import JsonCalls, probe_json
+from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_probe import probe_json
 from endmark.chat import ChatTemplate
 
 
@@ -26,7 +27,7 @@ class JsonArray(JsonCalls):
             return None
         known = (probe.before, probe.end) == (MISTRAL.start, MISTRAL.end)
         return cls("mistral" if known else "learned", probe.before, probe.end, probe.args_key,
-                   probe.short_ids)  # fmt: skip
+                   probe.short_ids, probe.keys.name, probe.keys.order)  # fmt: skip
 
 
 MISTRAL = JsonArray("mistral", "[TOOL_CALLS]", short_ids=True)

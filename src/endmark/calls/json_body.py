@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.lark import GRAMMAR_HEAD, NL, closed, literal
-from endmark.calls.probe import (
-    PROBE_TOOL_NAME,
-    probe_tool,
-    rendered_calls,
-    takes_long_ids,
-    up_to_turn_end,
-    without_empty_thinking,
-)
-from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.json_close import FILL, Reach, json_closing, json_reach
 from endmark.tools import Tool, ToolRequest
 
 # A call object's name, written or cut: `{"name": "get_w`
 CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)(")?')
+KEY_NAME = re.compile(r'"\s*:\s*"((?:[^"\\]|\\.)*)(")?')  # after a name key of another word
+NAME_AS_KEY = re.compile(r'\{\s*"((?:[^"\\]|\\.)*)(")?')  # `{"get_w`: the name is the key
 
 
 class NumberText(str):
@@ -50,56 +43,25 @@ def loads_exact(text: str) -> Any:
     return json.loads(text, parse_float=NumberText, parse_int=NumberText)
 
 
-def call_schema(tool: Tool, args_key: str = "arguments") -> dict[str, Any]:
-    """One call of `tool`: its name, and arguments valid against its parameters."""
+def call_schema(
+    tool: Tool, args_key: str = "arguments", name_key: str = "name", order: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One call of `tool`: its name, and arguments valid against its parameters, keyed as
+    the template keys them (`name_key` "": the name is the key of the arguments), in its
+    `order`; any other key of `order` is the call's id, a string that may be left out."""
+    if not name_key:
+        properties = {tool.name: closed(tool.parameters)}
+        return {"type": "object", "properties": properties, "required": [tool.name],
+                "additionalProperties": False}  # fmt: skip
+    fields = {name_key: {"const": tool.name}, args_key: closed(tool.parameters)}
+    keys = [*order] if set(fields) <= set(order) else [name_key, args_key]
+    properties = {k: fields.get(k, {"type": "string", "maxLength": 40}) for k in keys}
     return {
         "type": "object",
-        "properties": {"name": {"const": tool.name}, args_key: closed(tool.parameters)},
-        "required": ["name", args_key],
+        "properties": properties,
+        "required": [name_key, args_key],
         "additionalProperties": False,
     }
-
-
-@dataclass(frozen=True)
-class JsonProbe:
-    """How a template writes a probe call as JSON: the text before the JSON (`before`), after
-    it up to the end of the turn (`end`), whether the JSON sits in an array, the key of the
-    arguments, and whether the template takes OpenAI's long call ids."""
-
-    before: str
-    end: str
-    array: bool
-    args_key: str
-    short_ids: bool
-
-
-PROBE_ARGS = {"endmark_probe_arg": 1}
-PROBE_TOOL = probe_tool({"endmark_probe_arg": {"type": "integer"}})
-
-
-def probe_json(template: ChatTemplate, end_texts: Collection[str]) -> JsonProbe | None:
-    """The JSON kinds' one analysis: the text before the call's JSON is its start marker, what
-    follows it up to the end of the turn its end marker. None: no JSON call is written."""
-    body = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS])
-    if body is None:
-        return None
-    at = body.rfind("{", 0, body.index(PROBE_TOOL_NAME))
-    if at < 0:
-        return None
-    try:
-        data, length = json.JSONDecoder().raw_decode(body[at:])
-    except (json.JSONDecodeError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    args_key = next((k for k in data if k != "name"), "arguments")
-    before, after = without_empty_thinking(body[:at].strip()), body[at + length :]
-    array = before.endswith("[")
-    if array:
-        before, after = before[:-1].strip(), after.lstrip().removeprefix("]")
-    end = up_to_turn_end(after, end_texts).strip()
-    short_ids = not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS)
-    return JsonProbe(before, end, array, args_key, short_ids)
 
 
 @dataclass(frozen=True)
@@ -111,6 +73,8 @@ class JsonCalls(CallStrategy):
     end: str = ""
     args_key: str = "arguments"  # Llama 3.x writes "parameters"
     short_ids: bool = False  # call ids of 9 letters and digits, which Mistral's templates demand
+    name_key: str = "name"  # "": the name is the key, its value the arguments (Apertus)
+    keys: tuple[str, ...] = ()  # the keys in the template's order (the id's too); () as above
 
     array: ClassVar[bool] = False
 
@@ -131,14 +95,28 @@ class JsonCalls(CallStrategy):
         items = data if isinstance(data, list) else [data]
         calls = []
         for item in items:
-            name = item.get("name") if isinstance(item, dict) else None
+            name, args = self._name_and_args(item)
             if not isinstance(name, str) or isinstance(name, NumberText):
                 raise MalformedCall(f"a {self.name} tool call has no name")
-            args = item.get("arguments", item.get("parameters", {}))
             plain_text = isinstance(args, str) and not isinstance(args, NumberText)
             text = args if plain_text else json_text(args)
-            calls.append(ToolCall(name, text, new_call_id(self.short_ids)))
+            calls.append(ToolCall(name, text, self._call_id(item)))
         return calls
+
+    def _name_and_args(self, item: Any) -> tuple[Any, Any]:
+        if not isinstance(item, dict):
+            return None, None
+        if not self.name_key:  # the name is the key: `{"get_weather": {...}}`
+            return next(iter(item.items())) if len(item) == 1 else (None, None)
+        args = item.get(self.args_key, item.get("arguments", item.get("parameters", {})))
+        return item.get(self.name_key), args
+
+    def _call_id(self, item: Any) -> str:
+        """The id the model wrote, where the template has one that fits; else a new one."""
+        ids = [item.get(k) for k in self.keys if k not in (self.name_key, self.args_key)]
+        written = ids[0] if ids and isinstance(ids[0], str) else ""
+        fits = len(written) == 9 and written.isalnum() if self.short_ids else len(written) > 8
+        return written if fits else new_call_id(self.short_ids)
 
     def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
         """The JSON closed as its tool's schema guides it (`json_close`): a cut name finished
@@ -162,21 +140,24 @@ class JsonCalls(CallStrategy):
         """The schema of the call's JSON (one call object, or the array of them) with the
         values the closing fills in where the model wrote none (`json_close.FILL`)."""
         params = tool.parameters if isinstance(tool.parameters, dict) else {}
-        call: dict[str, Any] = {
-            "type": "object",
-            "properties": {"name": {"const": tool.name, FILL: tool.name},
-                           self.args_key: {**params, FILL: {}}},
-            "required": ["name", self.args_key],
-            FILL: {"name": tool.name, self.args_key: {}},
-        }  # fmt: skip
+        properties: dict[str, Any] = {tool.name: {**params, FILL: {}}}  # the name as the key
+        if self.name_key:
+            properties = {self.name_key: {"const": tool.name, FILL: tool.name},
+                          self.args_key: {**params, FILL: {}}}  # fmt: skip
+        fill = {k: v[FILL] for k, v in properties.items()}
+        call = {"type": "object", "properties": properties, "required": list(fill), FILL: fill}
         return {"type": "array", "items": call, FILL: [call[FILL]]} if self.array else call
 
     def _named_tool(self, body: str, tools: Sequence[Tool]) -> tuple[Tool, bool]:
         """The tool the open call names, and whether endmark had to guess it (no name yet,
         or a cut one that more than one tool's name begins with)."""
         depth = int(self.array)  # where a call object sits: at the top, or in the array
-        found = [m for m in CALL_NAME.finditer(body) if _depth_at(body, m.start()) == depth]
-        if self.array and _depth_at(body, len(body)) == depth:
+        pattern = NAME_AS_KEY if not self.name_key else CALL_NAME
+        if self.name_key not in ("", "name"):  # a key among others: inside the call object
+            pattern = re.compile(r'"' + re.escape(self.name_key) + KEY_NAME.pattern)
+            depth += 1
+        found = [m for m in pattern.finditer(body) if _depth_at(body, m.start()) == depth]
+        if self.array and _depth_at(body, len(body)) == int(self.array):
             found = []  # between an array's calls: the next one names none yet
         if not found:
             return tools[0], len(tools) > 1
@@ -189,23 +170,25 @@ class JsonCalls(CallStrategy):
     def grammar(self, request: ToolRequest, control: Mapping[str, int], lazy: bool = False) -> str:
         """A forced call in a bare format (Llama 3.x) is written as its template writes one:
         without the start marker."""
-        one_of = [call_schema(t, self.args_key) for t in request.callable]
-        schema: dict[str, Any] = {"anyOf": one_of}
-        if self.array:
-            schema = {"type": "array", "items": schema, "minItems": 1}
-            schema["maxItems"] = request.max_calls
-        schema["x-guidance"] = JSON_OPTIONS  # compact JSON: no runaway blanks
+        one_of = [call_schema(t, self.args_key, self.name_key, self.keys) for t in request.callable]
+        schema: dict[str, Any] = {"anyOf": one_of, "x-guidance": JSON_OPTIONS}  # no runaway blanks
         start = literal(self.start, control) if self.start and not self.bare else ""
         end = literal(self.end, control) if self.end else ""
-        body = f"{NL} call_json {NL} {end}" if end else f"{NL} call_json"
+        extra = request.max_calls - 1
+        # an array's brackets and commas as templates write them: `[{...}]`, or one call a line
+        items = f'"[" pad call_json ("," pad call_json){{0,{extra}}} pad "]"'
+        json_part = items if self.array else "call_json"
+        body = f"{NL} {json_part} {NL} {end}" if end else f"{NL} {json_part}"
         one = f"{start} {body}".strip()
         first = body if lazy else one
-        extra = request.max_calls - 1
         more = "" if self.array or not extra or not end else f" ({NL} {one}){{0,{extra}}}"
-        return f"{GRAMMAR_HEAD}start: {first}{more}\ncall_json: %json {json.dumps(schema)}\n"
+        rules = f"call_json: %json {json.dumps(schema)}\n"
+        rules += "pad: /[ \\n]{0,8}/\n" if self.array else ""
+        return f"{GRAMMAR_HEAD}start: {first}{more}\n{rules}"
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "array": self.array, "arguments_key": self.args_key}
+        keys = {"name_key": self.name_key, "keys": list(self.keys)}
+        return {**super().describe(), "array": self.array, "arguments_key": self.args_key, **keys}
 
 
 def _depth_at(text: str, at: int) -> int:

@@ -7,7 +7,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
-from endmark.calls.json_body import JsonCalls, probe_json
+from endmark.calls.json_body import JsonCalls
+from endmark.calls.json_probe import probe_json
 from endmark.chat import ChatTemplate
 
 BARE_STARTS = ("", "<|python_tag|>")  # the bare-JSON kind's
@@ -24,7 +25,7 @@ class JsonInTags(JsonCalls):
             return None
         known = (probe.before, probe.end) == (HERMES.start, HERMES.end)
         return cls("hermes" if known else "learned", probe.before, probe.end, probe.args_key,
-                   probe.short_ids)  # fmt: skip
+                   probe.short_ids, probe.keys.name, probe.keys.order)  # fmt: skip
 
 
 HERMES = JsonInTags("hermes", "<tool_call>", "</tool_call>")
