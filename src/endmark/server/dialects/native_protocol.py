@@ -163,7 +163,7 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
-    routes=("endmark.server.dialects.native",),
+    routes=tuple(f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank")),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,
