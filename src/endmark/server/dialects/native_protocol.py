@@ -171,6 +171,6 @@ NATIVE = replace(
         "/tokenize": TokenizeRequest,
         "/detokenize": DetokenizeRequest,
     },
-    streams=dict.fromkeys(("/completion", "/completions"), SSE),
+    streams=dict.fromkeys(("/completion", "/completions", "/infill"), SSE),
     routing_text=PromptText(messages=("messages",), texts=("prompt", "content")),
 )
