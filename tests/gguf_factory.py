@@ -254,3 +254,157 @@ def build_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+# -- infill and reranking: FIM tokens, and a rank head ------------------------------------------
+
+FIM_TOKENS = {  # llama.cpp's key suffix -> Qwen2.5-Coder's token text
+    "pre": "<|fim_prefix|>",
+    "suf": "<|fim_suffix|>",
+    "mid": "<|fim_middle|>",
+    "pad": "<|fim_pad|>",
+    "rep": "<|repo_name|>",
+    "sep": "<|file_sep|>",
+}
+FIM_PLAIN = ("pre", "suf", "mid", "pad")  # without a repo and a file separator: plain infill
+
+
+def _tiny_vocab(specials: list[str]) -> tuple[list[str], list[int], list[float]]:
+    """<unk> <s> </s>, then `specials` (control), the 256 bytes and WORDS (normal)."""
+    tokens = ["<unk>", "<s>", "</s>", *specials]
+    types = [UNKNOWN] + [CONTROL] * (2 + len(specials))
+    tokens += [f"<0x{b:02X}>" for b in range(256)] + WORDS
+    types += [BYTE] * 256 + [NORMAL] * len(WORDS)
+    scores = [0.0] * (len(tokens) - len(WORDS)) + [-float(i) for i in range(len(WORDS))]
+    return tokens, types, scores
+
+
+def _write_spm_vocab(
+    w: gguf.GGUFWriter, tokens: list[str], types: list[int], scores: list[float]
+) -> None:
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+
+
+def _write_fim_ids(w: gguf.GGUFWriter, tokens: list[str], kinds: tuple[str, ...]) -> None:
+    for kind in kinds:  # tokenizer.ggml.fim_pre_token_id, ...
+        w.add_uint32(f"tokenizer.ggml.fim_{kind}_token_id", tokens.index(FIM_TOKENS[kind]))
+
+
+def build_fim_gguf(path: Path, repo_level: bool = True, seed: int = 0) -> Path:
+    """A tiny llama whose vocabulary has FIM prefix/suffix/middle/pad tokens and, when
+    `repo_level`, the repo-name and file-separator tokens of llama.cpp's repo-level pattern
+    (each named by its `tokenizer.ggml.fim_*_token_id` key). No rank head."""
+    kinds = tuple(FIM_TOKENS) if repo_level else FIM_PLAIN
+    tokens, types, scores = _tiny_vocab([FIM_TOKENS[k] for k in kinds])
+    n_vocab, n_embd, n_ff, n_layer, n_head = len(tokens), 64, 128, 2, 4
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("endmark tiny fim model")
+    w.add_context_length(512)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _write_spm_vocab(w, tokens, types, scores)
+    w.add_add_eos_token(False)
+    _write_fim_ids(w, tokens, kinds)
+    rng = np.random.default_rng(seed)
+
+    def t(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("output.weight", t(n_vocab, n_embd))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+RANK_SEP = "<sep>"
+
+
+def build_rank_gguf(
+    path: Path, seed: int = 0, fim_plain: bool = False, rerank_template: str | None = None
+) -> Path:
+    """A tiny Qwen3-style reranker: `pooling_type` rank and a `cls.output` head of two labels
+    (yes, no), whose softmax's first value llama.cpp gives as the score. Its vocabulary adds
+    bos/eos/sep as llama.cpp's rerank prompt wants them (bos query eos sep doc eos). With
+    `fim_plain` it also has FIM prefix/suffix/middle/pad (no repo or file separator);
+    `rerank_template` is stored as `tokenizer.chat_template.rerank`."""
+    specials = [RANK_SEP] + ([FIM_TOKENS[k] for k in FIM_PLAIN] if fim_plain else [])
+    tokens, types, scores = _tiny_vocab(specials)
+    n_vocab, n_embd, n_ff, n_layer, n_head, head = len(tokens), 32, 64, 2, 2, 16
+    w = gguf.GGUFWriter(str(path), "qwen3")
+    w.add_name("endmark tiny rank model")
+    w.add_context_length(512)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_key_length(head)
+    w.add_value_length(head)
+    w.add_rope_dimension_count(head)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_pooling_type(gguf.PoolingType.RANK)
+    w.add_classifier_output_labels(["yes", "no"])
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _write_spm_vocab(w, tokens, types, scores)
+    w.add_add_eos_token(True)
+    w.add_sep_token_id(tokens.index(RANK_SEP))
+    w.add_add_sep_token(True)
+    if fim_plain:
+        _write_fim_ids(w, tokens, FIM_PLAIN)
+    if rerank_template is not None:
+        w.add_string("tokenizer.chat_template.rerank", rerank_template)
+    rng = np.random.default_rng(seed)
+
+    def t(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", ones(n_embd))
+    w.add_tensor("cls.output.weight", t(2, n_embd))  # the rank head: [yes, no]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones(n_embd))
+        w.add_tensor(p + "attn_q.weight", t(n_head * head, n_embd))
+        w.add_tensor(p + "attn_k.weight", t(n_head * head, n_embd))
+        w.add_tensor(p + "attn_v.weight", t(n_head * head, n_embd))
+        w.add_tensor(p + "attn_output.weight", t(n_embd, n_head * head))
+        w.add_tensor(p + "attn_q_norm.weight", ones(head))
+        w.add_tensor(p + "attn_k_norm.weight", ones(head))
+        w.add_tensor(p + "ffn_norm.weight", ones(n_embd))
+        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

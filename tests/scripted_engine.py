@@ -342,6 +342,7 @@ class ScriptedEmbedder:
 
     n_embd = 8
     max_tokens = 512
+    rank_head = False  # no reranker: /rerank is refused
 
     def __init__(self, pooling: str) -> None:
         self.pooling = pooling

@@ -55,17 +55,24 @@ def test_underscores_read_as_dashes_as_llama_server_does() -> None:
 
 
 def test_flags_that_cannot_apply_are_accepted_and_noted() -> None:
-    args = build_parser().parse_args(
-        ["serve", "-ngl", "99", "--offline", "--reranking", "-bs", "--fit"]
-    )
+    args = build_parser().parse_args(["serve", "-ngl", "99", "--offline", "-bs", "--fit"])
     notes = args.no_effect
-    assert len(notes) == 5 and all("no effect on this build" in n for n in notes)
+    assert len(notes) == 4 and all("no effect on this build" in n for n in notes)
     assert notes[0].startswith("-ngl: ") and "CPU" in notes[0]
 
 
 def test_embedding_flags_are_honoured() -> None:
     args = build_parser().parse_args(["serve", "--embeddings", "--pooling", "cls"])
     assert args.embedding is True and args.pooling == "cls" and not args.no_effect
+
+
+def test_rerank_and_infill_flags_are_honoured() -> None:
+    for flags in (["--rerank"], ["--reranking"], ["--embedding", "--pooling", "rank"]):
+        args = build_parser().parse_args(["serve", *flags, "--spm-infill"])
+        assert (args.embedding, args.pooling, args.spm_infill) == (True, "rank", True)
+        assert not args.no_effect
+    later = build_parser().parse_args(["serve", "--rerank", "--pooling", "cls"])
+    assert later.pooling == "cls"  # the last word wins, as in llama-server
 
 
 def test_speculation_flags_use_llama_servers_names() -> None:

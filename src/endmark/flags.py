@@ -117,7 +117,6 @@ NO_EFFECT: tuple[tuple[tuple[str, ...], str | int, str], ...] = (
     (("--offline",), 0, "endmark never downloads a model"),
     (("--ui-mcp-proxy", "--webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
     (("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
-    (("--rerank", "--reranking"), 0, "endmark serves no reranking"),
 )
 
 
@@ -132,6 +131,13 @@ class NoEffect(argparse.Action):
         notes = list(getattr(namespace, self.dest, None) or [])
         notes.append(f"{option}: no effect on this build ({self.reason})")
         setattr(namespace, self.dest, notes)
+
+
+class Rerank(argparse.Action):
+    """llama-server's `--rerank`: embeddings on, pooled by the model's rank head."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None):
+        namespace.embedding, namespace.pooling = True, "rank"
 
 
 def log_no_effect(args: argparse.Namespace) -> None:
@@ -268,8 +274,17 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="make the embedding context at start (it is made on first use otherwise)",
     )  # fmt: skip
     p.add_argument(
-        "--pooling", choices=("none", "mean", "cls", "last"),
-        help="how embeddings pool tokens (default: the model's; mean if it names none)",
+        "--pooling", choices=("none", "mean", "cls", "last", "rank"),
+        help="how embeddings pool tokens (default: the model's; mean if it names none); "
+        "rank: a reranker's scores",
+    )  # fmt: skip
+    p.add_argument(
+        "--rerank", "--reranking", nargs=0, action=Rerank, default=argparse.SUPPRESS,
+        help="serve /rerank with the model's rank head (--embedding --pooling rank)",
+    )  # fmt: skip
+    p.add_argument(
+        "--spm-infill", action="store_true", default=None,
+        help="/infill: suffix, prefix, middle instead of prefix, suffix, middle",
     )  # fmt: skip
     add_router_flags(p)
     p.add_argument("--replicas", help="serve N replicas (or MIN..MAX, autoscaled) on Ray Serve")

@@ -83,8 +83,10 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
     )
     scheduler.start()
     if settings.embedding:  # made now, on the scheduler's thread, as every use of it is
-        pooling = scheduler.call(lambda: engine.embedder(settings.pooling).pooling).result()
-        log.info("embeddings: %s pooling", pooling)
+        embedder = scheduler.call(lambda: engine.embedder(settings.pooling)).result()
+        log.info("embeddings: %s pooling", embedder.pooling)
+        if embedder.pooling == "rank" and not embedder.rank_head:  # --rerank on another model
+            log.error("reranking: this model has no rank head: /rerank will answer 400")
     alias = (settings.aliases() or [model_alias(path)])[0]
     constraints = constraint_compiler(engine, learned)
     return Runtime(engine, scheduler, settings, learned, path, alias, constraints)

@@ -22,8 +22,10 @@ from endmark.detokenize import piece_text
 from endmark.embeddings import EUCLIDEAN, normalize
 from endmark.engine import Engine
 from endmark.generation import Done, Event, Failed, GenerationRequest
+from endmark.infill import InfillLimits, InfillParts, infill_tokens
 from endmark.invalid import InvalidRequest
 from endmark.prepare import Learned, Preparer
+from endmark.rerank import RERANK_TEMPLATE_KEY, rerank_tokens, reranking_problem
 from endmark.scheduler import Scheduler, Stats
 from endmark.settings import Settings
 from endmark.spec import ChatInput, RequestSpec
@@ -182,6 +184,34 @@ class Runtime:
         pooling = self.settings.pooling
         made = self.scheduler.call(lambda: self.engine.embedder(pooling).pooling)
         return await asyncio.wrap_future(made)
+
+    # -- infill and reranking ---------------------------------------------------------------
+
+    def infill_prompt(self, parts: InfillParts) -> list[int]:
+        """An infill's prompt tokens (llama-server's pattern, within its batch and context
+        limits); a 400 for a model without FIM tokens."""
+        s = self.settings
+        limits = InfillLimits(s.batch_size, s.n_predict, self.n_ctx_slot, s.spm_infill)
+        return infill_tokens(parts, self.engine.vocab, self.engine.tokenize, limits)
+
+    async def reranking_problem(self) -> tuple[int, str] | None:
+        """Why this server cannot rerank (a status and a message), or None."""
+        pooling = self.settings.pooling
+        made = self.scheduler.call(lambda: self.engine.embedder(pooling))
+        embedder = await asyncio.wrap_future(made)
+        return reranking_problem(embedder.rank_head, embedder.pooling)
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> list[tuple[float, int]]:
+        """Each document's score and the tokens its prompt took, in the documents' order."""
+        template = self.engine.metadata(RERANK_TEMPLATE_KEY)
+        vocab, tokenize = self.engine.vocab, self.engine.tokenize
+        prompts = [rerank_tokens(query, d, vocab, tokenize, template) for d in documents]
+        embedder = lambda: self.engine.embedder(self.settings.pooling)  # noqa: E731
+        try:
+            rows = await asyncio.wrap_future(self.scheduler.call(lambda: embedder().embed(prompts)))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), "documents") from None
+        return [(float(row[0]), len(p)) for row, p in zip(rows, prompts, strict=True)]
 
     # -- tokens -----------------------------------------------------------------------------
 

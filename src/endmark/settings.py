@@ -65,6 +65,7 @@ class Settings:
     reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
     embedding: bool = False  # True: the embedding context is made at start, not on first use
     pooling: str = "auto"  # embeddings: the model's pooling (mean if it names none), or this
+    spm_infill: bool = False  # /infill: suffix, prefix, middle (llama-server's --spm-infill)
     # several models (router mode): a folder, a models file, and how many stay loaded
     models_dir: str | None = None
     models_file: str | None = None

@@ -113,6 +113,8 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--reasoning-budget": ["0"],
     "--embedding": [],
     "--pooling": ["cls"],
+    "--rerank": [],
+    "--spm-infill": [],
     "--spec": ["none"],
     "--spec-type": ["ngram"],
     "--draft-max": ["8"],
@@ -313,10 +315,10 @@ def test_several_host_addresses(tmp_path: Path, running: list[RunningServer]) ->
 def test_flags_that_cannot_apply_say_so_once(tmp_path: Path, running: list[RunningServer]) -> None:
     srv = start(
         running, tmp_path, *SMALL, "-ngl", "99", "--offline", "--embedding", "--pooling", "last",
-        "--reranking", "-bs", "--no-warmup", "--log-colors", "off", "--threads_http", "4",
+        "-bs", "--no-warmup", "--log-colors", "off", "--threads_http", "4",
     )  # fmt: skip
     lines = [ln for ln in srv.log().splitlines() if "no effect on this build" in ln]
     names = [ln.split("INFO endmark: ")[1].split(":")[0] for ln in lines]
-    assert names == ["-ngl", "--offline", "--reranking", "-bs",
+    assert names == ["-ngl", "--offline", "-bs",
                      "--no-warmup", "--log-colors", "--threads-http"]  # fmt: skip
     assert "embeddings: last pooling" in srv.log()  # --embedding makes the context at start

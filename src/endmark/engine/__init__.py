@@ -13,6 +13,19 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class FimTokens:
+    """The fill-in-the-middle tokens a vocabulary has (None: it has no such token): prefix,
+    suffix, middle, pad, and the repo-name and file-separator of the repo-level pattern."""
+
+    pre: int | None = None
+    suf: int | None = None
+    mid: int | None = None
+    pad: int | None = None
+    rep: int | None = None
+    sep: int | None = None
+
+
+@dataclass(frozen=True)
 class Vocab:
     """Facts about a model's vocabulary, read once at load time.
 
@@ -30,6 +43,10 @@ class Vocab:
     pieces: Sequence[bytes]
     special_pieces: Sequence[bytes]
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    fim: FimTokens = field(default_factory=FimTokens)
+    sep: int | None = None  # a BERT-style separator (rerank prompts)
+    add_eos: bool = False  # the tokenizer adds eos (and sep) around a text: rerank prompts
+    add_sep: bool = False
 
     def text(self, token: int) -> str:
         """A token as a person reads it, control tokens included (for logs and finish info)."""
@@ -54,12 +71,14 @@ class DecodeError(RuntimeError):
 class Embedder(Protocol):
     """Vectors for whole inputs on the engine's weights (a context of its own)."""
 
-    pooling: str  # "none" (a row per token), "mean", "cls" or "last"
+    pooling: str  # "none" (a row per token), "mean", "cls", "last" or "rank" (scores)
     n_embd: int
+    rank_head: bool  # the model has a classification head, which pooling "rank" scores with
 
     def embed(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        """One array per input: a vector, or (pooling `none`) a row per token. Raises
-        ValueError for an input that is empty or too long."""
+        """One array per input: a vector, (pooling `none`) a row per token, or (pooling
+        `rank`) the head's outputs, the first being the score. Raises ValueError for an input
+        that is empty or too long."""
         ...
 
 

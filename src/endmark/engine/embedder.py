@@ -12,7 +12,8 @@ import numpy as np
 from endmark.engine import DecodeError
 from endmark.engine.options import FLASH_ATTN
 
-POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+RANK_HEAD = ("cls.weight", "cls.output.weight")  # llama.cpp's classification head tensors
 EMBED_BATCH = 512  # tokens per embedding decode, and the longest input
 EMBED_SEQS = 16  # inputs per embedding decode
 
@@ -20,10 +21,14 @@ EMBED_SEQS = 16  # inputs per embedding decode
 class LlamaCppEmbedder:
     """A second llama.cpp context on the same weights, with embeddings on: vectors for whole
     inputs (pooled as the GGUF says, or as asked; mean for a generative model, whose GGUF
-    names no pooling), or one per token with `none`. Several inputs share each decode."""
+    names no pooling), one per token with `none`, or with `rank` the outputs of the model's
+    classification head (a reranker's score first). Several inputs share each decode."""
 
-    def __init__(self, model: Any, n_threads: int, pooling: str = "auto") -> None:
+    def __init__(
+        self, model: Any, n_threads: int, pooling: str = "auto", rank_head: bool = False
+    ) -> None:
         self._model = model
+        self.rank_head = rank_head
         self._lock = threading.Lock()
         self._ctx = self._context(n_threads, POOLING.get(pooling, -1))
         if pooling == "auto" and L.llama_pooling_type(self._ctx) == POOLING["none"]:
@@ -31,6 +36,8 @@ class LlamaCppEmbedder:
             self._ctx = self._context(n_threads, POOLING["mean"])
         self.pooling = next(k for k, v in POOLING.items() if v == L.llama_pooling_type(self._ctx))
         self.n_embd = int(L.llama_model_n_embd(model))
+        # what llama.cpp gives per input: with rank pooling, one value per head output
+        self._width = int(L.llama_model_n_cls_out(model)) if self.pooling == "rank" else self.n_embd
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(EMBED_BATCH, 0, EMBED_SEQS)
 
@@ -98,7 +105,7 @@ class LlamaCppEmbedder:
             L.llama_memory_clear(self._mem, True)
 
     def _row(self, ptr: Any) -> np.ndarray:
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+        return np.ctypeslib.as_array(ptr, shape=(self._width,)).copy()
 
     def close(self) -> None:
         if self._ctx:

@@ -87,3 +87,25 @@ def read_int_array(path: str | Path, key: str) -> list[int] | None:
                 return None
             return [int(cur.take(_SCALARS[etype])) for _ in range(count)]
     return None
+
+
+def read_tensor_names(path: str | Path) -> list[str]:
+    """The names of the tensors a GGUF file holds (its header only; llama.cpp's API does not
+    say which optional tensors a model has, such as a reranker's `cls` head)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != b"GGUF":
+            return []
+        cur = _Cursor(data)
+        cur.pos = 4
+        if int(cur.take("I")) < 2:
+            return []
+        n_tensors, n_kv = int(cur.take("Q")), int(cur.take("Q"))
+        for _ in range(n_kv):
+            cur.string()
+            cur.skip(int(cur.take("I")))
+        names = []
+        for _ in range(n_tensors):
+            names.append(cur.string().decode("utf-8", errors="replace"))
+            n_dims = int(cur.take("I"))
+            cur.pos += 8 * n_dims + 4 + 8  # the dimensions, the type, the offset
+        return names

@@ -16,10 +16,10 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from endmark.engine import DecodeError, SeqInput, Vocab
+from endmark.engine import DecodeError, FimTokens, SeqInput, Vocab
 from endmark.engine.backend import ProgressFn, cpu_has_amx, init_backend, progress_callback
-from endmark.engine.embedder import LlamaCppEmbedder
-from endmark.engine.gguf_meta import read_int_array
+from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
+from endmark.engine.gguf_meta import read_int_array, read_tensor_names
 from endmark.engine.options import ContextOptions, context_from_model, context_params
 
 __all__ = ["ContextOptions", "LlamaCppEngine"]  # ContextOptions: where loading imports it
@@ -116,6 +116,17 @@ class LlamaCppEngine:
             pieces=[self._piece(t, False) for t in range(n)],
             special_pieces=[self._piece(t, True) for t in range(n)],
             eos_token_ids=self._eos_token_ids(n),
+            fim=FimTokens(
+                pre=_none_if_invalid(L.llama_vocab_fim_pre(v)),
+                suf=_none_if_invalid(L.llama_vocab_fim_suf(v)),
+                mid=_none_if_invalid(L.llama_vocab_fim_mid(v)),
+                pad=_none_if_invalid(L.llama_vocab_fim_pad(v)),
+                rep=_none_if_invalid(L.llama_vocab_fim_rep(v)),
+                sep=_none_if_invalid(L.llama_vocab_fim_sep(v)),
+            ),
+            sep=_none_if_invalid(L.llama_vocab_sep(v)),
+            add_eos=bool(L.llama_vocab_get_add_eos(v)),
+            add_sep=bool(L.llama_vocab_get_add_sep(v)),
         )
 
     @staticmethod
@@ -280,7 +291,8 @@ class LlamaCppEngine:
         embed, and it costs its own cache)."""
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = LlamaCppEmbedder(self._model, self.n_threads, pooling)
+                head = any(name in RANK_HEAD for name in read_tensor_names(self.model_path))
+                self._embedder = LlamaCppEmbedder(self._model, self.n_threads, pooling, head)
             return self._embedder
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from endmark.server.dialects.embeddings import EmbeddingsRequest
+from endmark.server.dialects.infill import InfillRequest
+from endmark.server.dialects.rerank import RerankRequest
 from endmark.server.http.dialect import Dialect
 
 # Endpoints that belong to no one dialect; every other body is named by its dialect's record.
@@ -22,6 +24,8 @@ SHARED_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embeddings": EmbeddingsRequest,
     "/embedding": EmbeddingsRequest,
     "/embeddings": EmbeddingsRequest,
+    "/infill": InfillRequest,
+    **dict.fromkeys(("/rerank", "/reranking", "/v1/rerank", "/v1/reranking"), RerankRequest),
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 ERROR_SCHEMA = {  # OpenAI's, llama.cpp's and Anthropic's objects, or Ollama's bare message

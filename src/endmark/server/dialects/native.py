@@ -25,6 +25,7 @@ from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import loading_state, runtime_of
 from endmark.server.http.stream import event_stream, sse
+from endmark.spec import RequestSpec
 
 router = APIRouter()
 
@@ -152,7 +153,12 @@ def pick_fields(body: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 async def completion(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, CompletionRequest)
-    gens = await rt.prepare_async(req.to_spec())
+    return await respond(request, rt, req, req.to_spec())
+
+
+async def respond(request: Request, rt: Runtime, req: CompletionRequest, spec: RequestSpec) -> Any:
+    """A completion's answer, whole or streamed (`/infill` answers the same way)."""
+    gens = await rt.prepare_async(spec)
     events = rt.stream_many(gens)
     if req.stream:
         return event_stream(_stream(rt, req, gens, events))

@@ -163,7 +163,7 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
-    routes=("endmark.server.dialects.native",),
+    routes=tuple(f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank")),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,
@@ -171,6 +171,6 @@ NATIVE = replace(
         "/tokenize": TokenizeRequest,
         "/detokenize": DetokenizeRequest,
     },
-    streams=dict.fromkeys(("/completion", "/completions"), SSE),
+    streams=dict.fromkeys(("/completion", "/completions", "/infill"), SSE),
     routing_text=PromptText(messages=("messages",), texts=("prompt", "content")),
 )
