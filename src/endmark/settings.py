@@ -65,6 +65,9 @@ class Settings:
     reasoning_budget: int = -1  # tokens of thinking; 0 skips it, -1 has no limit
     embedding: bool = False  # True: the embedding context is made at start, not on first use
     pooling: str = "auto"  # embeddings: the model's pooling (mean if it names none), or this
+    # LoRA adapters (--lora, --lora-scaled): `PATH:SCALE,...`, ids in this order
+    lora: str | None = None
+    lora_init_without_apply: bool = False  # every adapter starts at scale 0
     # several models (router mode): a folder, a models file, and how many stay loaded
     models_dir: str | None = None
     models_file: str | None = None
