@@ -266,7 +266,8 @@ def build_lora_gguf(
 ) -> Path:
     """Write a LoRA adapter for the `build_gguf` model at `base` to `path`: random `lora_a`
     (rank x n_in) and `lora_b` (n_out x rank) for each layer's `targets` and for the output,
-    alpha = rank (so scale 1 adds B·A), as llama.cpp's llama-adapter.cpp checks them."""
+    alpha = rank (so scale 1 adds B·A), as llama.cpp's llama-adapter.cpp checks them. Any
+    llama-architecture GGUF serves as `base` (the output only where it has its own)."""
     reader = gguf.GGUFReader(str(base))
     shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
@@ -278,7 +279,7 @@ def build_lora_gguf(
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
     if task_name is not None:
         w.add_string("adapter.lora.task_name", task_name)
-    for name in [*names, "output.weight"]:
+    for name in names + [n for n in ("output.weight",) if n in shapes]:
         n_out, n_in = shapes[name]  # numpy order: a weight maps n_in to n_out
         stem = name.removesuffix(".weight")
         a = (rng.standard_normal((rank, n_in)) * 0.3).astype(np.float32)

@@ -52,8 +52,10 @@ def test_a_request_without_a_list_runs_with_the_global_scales() -> None:
     assert Adapters().resolve(None) == ()
 
 
-@pytest.mark.parametrize("entries", [[(2, 1.0)], [(-1, 1.0)], [(0, math.nan)], [(0, math.inf)]])
-def test_an_unknown_id_or_a_scale_that_is_no_number_is_refused(
+@pytest.mark.parametrize(
+    "entries", [[(2, 1.0)], [(-1, 1.0)], [(0, math.nan)], [(0, math.inf)], [(0, 1e6)]]
+)
+def test_an_unknown_id_or_a_scale_out_of_range_is_refused(
     entries: list[tuple[int, float]],
 ) -> None:
     adapters = Adapters(["a.gguf", "b.gguf"], [1.0, 1.0])

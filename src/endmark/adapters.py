@@ -21,6 +21,9 @@ from endmark.invalid import InvalidRequest
 __all__ = ["BASE", "AdapterFile", "AdapterScales", "Adapters", "group_by_adapters"]
 
 BASE: AdapterScales = ()  # the base model: no adapter
+# The largest scale taken, either way: real adapters run at 0..2, and a scale far beyond
+# overflows the activations (inf, then NaN logits) instead of adapting anything.
+MAX_SCALE = 100.0
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -95,7 +98,7 @@ class Adapters:
 
     def set_global(self, entries: Sequence[tuple[int, float]]) -> None:
         """`POST /lora-adapters`: these scales; an adapter left out goes to 0 (llama-server's
-        rule). An unknown id or a scale that is not a finite number is refused whole."""
+        rule). An unknown id or a scale out of range is refused whole."""
         scales = self._scales_of(entries, "lora")
         with self._lock:
             self._scales = scales
@@ -115,8 +118,11 @@ class Adapters:
             if not 0 <= adapter_id < len(self.paths):
                 known = f"0..{len(self.paths) - 1}" if self.paths else "none are loaded"
                 raise InvalidRequest(f"no LoRA adapter has id {adapter_id} ({known})", param)
-            if not math.isfinite(scale):
-                raise InvalidRequest(f"a LoRA scale must be a finite number, not {scale}", param)
+            if not -MAX_SCALE <= scale <= MAX_SCALE:  # NaN too
+                raise InvalidRequest(
+                    f"a LoRA scale must be between {-MAX_SCALE:g} and {MAX_SCALE:g}, not {scale}",
+                    param,
+                )
             scales[adapter_id] = float(scale)
         return scales
 

@@ -157,7 +157,7 @@ class Runtime:
 
     def set_lora_scales(self, entries: Sequence[tuple[int, float]]) -> None:
         """New global scales (adapters left out: 0), for requests prepared from now on;
-        InvalidRequest for an unknown id or a scale that is not a finite number."""
+        InvalidRequest for an unknown id or a scale out of range."""
         self.adapters.set_global(entries)
 
     def fail_all(self, message: str) -> None:
