@@ -4,8 +4,8 @@ batching. One server for the module."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from tests.conftest import RunningServer, start_server, stop_server
 from tests.gguf_factory import FAMILIES, build_gguf, build_lora_gguf
 
 PROMPT = "hello world the answer is"
+LONG = 256  # tokens: long enough that another request runs whole meanwhile
 ON = [{"id": 0, "scale": 1.0}]
 Logits = list[list[tuple[int, float]]]  # each generated token's top logprobs
 
@@ -34,8 +35,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(files: dict[str, Path]) -> Iterator[RunningServer]:
+    # one thread: the model is tiny, and two threads wait on each other on a busy machine
     srv = start_server(
-        files["model"].parent, "-m", str(files["model"]), "-c", "1024", "-np", "2",
+        files["model"].parent, "-m", str(files["model"]), "-c", "1024", "-np", "2", "-t", "1",
         "--lora", str(files["a"]), "--lora-scaled", str(files["b"]), "0.5",
         "--lora-init-without-apply",
     )  # fmt: skip
@@ -49,9 +51,11 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
         yield c
 
 
-def completion(client: httpx.Client, lora: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": PROMPT, "n_predict": 3, "temperature": 0, "n_probs": 4,
-                            "ignore_eos": True, "cache_prompt": False}  # fmt: skip
+def completion(
+    client: httpx.Client, lora: list[dict[str, Any]] | None = None, n_predict: int = 3
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": PROMPT, "n_predict": n_predict, "temperature": 0,
+                            "n_probs": 4, "ignore_eos": True, "cache_prompt": False}  # fmt: skip
     if lora is not None:
         body["lora"] = lora
     r = client.post("/completion", json=body)
@@ -111,9 +115,26 @@ def test_an_adapter_at_scale_1_changes_the_logits_and_at_scale_0_changes_nothing
 def test_concurrent_requests_each_get_the_logits_of_their_own_configuration(
     client: httpx.Client, solo: dict[str, Logits]
 ) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        on, base = pool.map(lambda lora: completion(client, lora), [ON, None])
-    assert same(logits(on), solo["on"]) and same(logits(base), solo["base"])
+    """A long request with the adapter streams; one without runs whole meanwhile."""
+    body = {"prompt": PROMPT, "n_predict": LONG, "temperature": 0, "n_probs": 4,
+            "ignore_eos": True, "cache_prompt": False, "lora": ON}  # fmt: skip
+    alone = logits(completion(client, ON, LONG))
+    steps: Logits = []
+    other: Logits | None = None
+    after_other = 0  # the long one's tokens that came once the other had ended
+    with client.stream("POST", "/completion", json={**body, "stream": True}) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            steps += logits(chunk) if "completion_probabilities" in chunk else []
+            if len(steps) == 1:
+                other = logits(completion(client))
+            elif other is not None:
+                after_other += 1
+    assert after_other > 0  # they ran together
+    assert other is not None and same(other, solo["base"])
+    assert same(steps, alone)
 
 
 def test_post_sets_the_global_scales_that_a_request_list_overrides(
