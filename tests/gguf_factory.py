@@ -403,6 +403,38 @@ def build_rank_gguf(
         w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
         w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
         w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+
+
+def build_lora_gguf(
+    path: Path,
+    base: Path,
+    seed: int = 1,
+    rank: int = 4,
+    targets: tuple[str, ...] = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up"),
+    task_name: str | None = None,
+) -> Path:
+    """Write a LoRA adapter for the `build_gguf` model at `base` to `path`: random `lora_a`
+    (rank x n_in) and `lora_b` (n_out x rank) for each layer's `targets` and for the output,
+    alpha = rank (so scale 1 adds B·A), as llama.cpp's llama-adapter.cpp checks them. Any
+    llama-architecture GGUF serves as `base` (the output only where it has its own)."""
+    reader = gguf.GGUFReader(str(base))
+    shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    names = [n for n in shapes if n.split(".")[-2] in targets and n.startswith("blk.")]
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
+    if task_name is not None:
+        w.add_string("adapter.lora.task_name", task_name)
+    for name in names + [n for n in ("output.weight",) if n in shapes]:
+        n_out, n_in = shapes[name]  # numpy order: a weight maps n_in to n_out
+        stem = name.removesuffix(".weight")
+        a = (rng.standard_normal((rank, n_in)) * 0.3).astype(np.float32)
+        b = (rng.standard_normal((n_out, rank)) * 0.3).astype(np.float32)
+        w.add_tensor(stem + ".weight.lora_a", a)
+        w.add_tensor(stem + ".weight.lora_b", b)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -147,6 +147,8 @@ class ScriptedEngine:
         self._seqs = [_Sequence() for _ in range(n_seq_max)]
         self.prompts: list[list[int]] = []  # every request's prompt, in the order it started
         self.decodes: list[list[SeqInput]] = []  # every batch decoded
+        self.adapters: tuple[tuple[int, float], ...] = ()  # the LoRA configuration set now
+        self.decoded_under: list[tuple[tuple[int, float], ...]] = []  # each decode's, in order
         self._embedder: ScriptedEmbedder | None = None
         self._lock = threading.Lock()
 
@@ -260,6 +262,7 @@ class ScriptedEngine:
             raise ValueError(f"batch of {total} tokens exceeds n_batch {self.n_batch}")
         self._check(inputs)
         self.decodes.append(list(inputs))
+        self.decoded_under.append(self.adapters)
         out: dict[int, np.ndarray] = {}
         for item in inputs:  # the rows first: a scripted failure changes nothing
             if not item.want_logits:
@@ -301,6 +304,12 @@ class ScriptedEngine:
             and any(n > per_seq for n in held.values())
         ):
             raise DecodeError("the context size has been exceeded: the cache is full")
+
+    def set_adapters(self, config: tuple[tuple[int, float], ...]) -> None:
+        self.adapters = config
+
+    def adapter_facts(self) -> list[dict[str, str]]:
+        return []
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:
         seq = self._seqs[seq_id]

@@ -82,8 +82,21 @@ def test_speculation_flags_use_llama_servers_names() -> None:
     assert args.spec == "ngram" and args.draft_min == 2 and not args.no_effect
 
 
+def test_lora_flags_take_llama_servers_forms_in_command_line_order() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--lora", "a.gguf", "--lora-scaled", "b.gguf", "0.5", "--lora", "c.gguf,d.gguf",
+         "--lora-scaled", "e.gguf:2,f.gguf:-1", "--lora-init-without-apply"]
+    )  # fmt: skip
+    assert args.lora == "a.gguf:1.0,b.gguf:0.5,c.gguf:1.0,d.gguf:1.0,e.gguf:2.0,f.gguf:-1.0"
+    assert args.lora_init_without_apply is True and not args.no_effect
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--lora-scaled", "a.gguf"])  # no scale
+
+
 def test_llama_server_flags_endmark_lacks_are_named(capsys: pytest.CaptureFixture[str]) -> None:
-    assert unsupported_flag(["--lora", "x.gguf"], serve_flag_names()) == "--lora"
+    assert unsupported_flag(["--control-vector", "x.gguf"], serve_flag_names()) == (
+        "--control-vector"
+    )
     assert unsupported_flag(["--temp", "0.5"], serve_flag_names()) is None
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--model-draft", "d.gguf"])

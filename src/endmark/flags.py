@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from endmark.adapters import AdapterFile, format_adapter_files, parse_adapter_files
+
 log = logging.getLogger("endmark")
 
 # Every flag spelling llama-server's README lists (llama.cpp as vendored by llama-cpp-python).
@@ -138,6 +140,31 @@ class Rerank(argparse.Action):
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None):
         namespace.embedding, namespace.pooling = True, "rank"
+
+
+class LoraFiles(argparse.Action):
+    """`--lora FNAME[,FNAME]` (scale 1) and `--lora-scaled FNAME SCALE` or
+    `--lora-scaled FNAME:SCALE[,...]` (llama-server's older and newer forms): each adds
+    adapters, ids in command-line order, to the settings' `PATH:SCALE,...` text."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None):
+        files = parse_adapter_files(getattr(namespace, self.dest, None))
+        if option != "--lora-scaled":
+            files += [AdapterFile(p.strip()) for p in str(values).split(",") if p.strip()]
+        elif len(values) == 2 and _number(values[1]) is not None:
+            files.append(AdapterFile(values[0], _number(values[1])))  # type: ignore[arg-type]
+        elif len(values) == 1 and all(":" in v for v in values[0].split(",")):
+            files += parse_adapter_files(values[0])
+        else:
+            parser.error("--lora-scaled takes FNAME SCALE or FNAME:SCALE[,FNAME:SCALE...]")
+        setattr(namespace, self.dest, format_adapter_files(files))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def log_no_effect(args: argparse.Namespace) -> None:
@@ -286,6 +313,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--spm-infill", action="store_true", default=None,
         help="/infill: suffix, prefix, middle instead of prefix, suffix, middle",
     )  # fmt: skip
+    add_lora_flags(p)
     add_router_flags(p)
     p.add_argument("--replicas", help="serve N replicas (or MIN..MAX, autoscaled) on Ray Serve")
     p.add_argument(
@@ -296,6 +324,22 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             *names, dest="no_effect", action=NoEffect, reason=reason, help=argparse.SUPPRESS, **kw
         )
+
+
+def add_lora_flags(p: argparse.ArgumentParser) -> None:
+    """LoRA adapters, as llama-server loads and scales them."""
+    p.add_argument(
+        "--lora", dest="lora", action=LoraFiles, metavar="FNAME",
+        help="a LoRA adapter at scale 1 (repeat, or comma-separate, for several)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lora-scaled", dest="lora", action=LoraFiles, nargs="+", metavar="FNAME SCALE",
+        help="a LoRA adapter at this scale (also FNAME:SCALE[,...]); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--lora-init-without-apply", action="store_true", default=None,
+        help="load the adapters at scale 0 (set them later with POST /lora-adapters)",
+    )  # fmt: skip
 
 
 def add_router_flags(p: argparse.ArgumentParser) -> None:

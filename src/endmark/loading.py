@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from endmark.adapters import Adapters, parse_adapter_files
 from endmark.calls import learn_call_strategy, learn_think_format
 from endmark.chat import (
     NativeFormats,
@@ -55,6 +56,7 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         n_batch=settings.batch_size,
         progress=progress,
         options=options,
+        lora=[f.path for f in parse_adapter_files(settings.lora)],
     )
     per_slot = (
         "one cache shared by the slots"
@@ -89,7 +91,21 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
             log.error("reranking: this model has no rank head: /rerank will answer 400")
     alias = (settings.aliases() or [model_alias(path)])[0]
     constraints = constraint_compiler(engine, learned)
-    return Runtime(engine, scheduler, settings, learned, path, alias, constraints)
+    adapters = adapters_of(engine, settings)
+    return Runtime(engine, scheduler, settings, learned, path, alias, constraints,
+                   adapters=adapters)  # fmt: skip
+
+
+def adapters_of(engine: Engine, settings: Settings) -> Adapters:
+    """The LoRA adapters the engine loaded from `--lora`/`--lora-scaled`, at their scales
+    (all 0 with `--lora-init-without-apply`)."""
+    files = parse_adapter_files(settings.lora)
+    if not files:
+        return Adapters()
+    scales = [0.0 if settings.lora_init_without_apply else f.scale for f in files]
+    for f, scale in zip(files, scales, strict=True):
+        log.info("LoRA adapter: %s at scale %g", f.path, scale)
+    return Adapters([f.path for f in files], scales, engine.adapter_facts())
 
 
 def constraint_compiler(engine: Engine, learned: Learned) -> ConstraintCompiler:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from endmark.adapters import Adapters
 from endmark.calls import GENERIC, CallStrategy, Reasoning, ThinkFormat
 from endmark.channels import ChannelSplitter
 from endmark.chat import Template, TemplateRefused, TemplateRenderError, continue_final
@@ -114,8 +115,10 @@ class Preparer:
         settings: Settings,
         learned: Learned,
         constraints: ConstraintCompiler | None = None,
+        adapters: Adapters | None = None,
     ) -> None:
         self.engine = engine
+        self.adapters = adapters or Adapters()
         self.settings = settings
         self.learned = learned
         self.eog = learned.eog
@@ -142,6 +145,7 @@ class Preparer:
         constraint = spec.constraint
         json_kind = constraint is not None and constraint.kind in JSON_KINDS
         compiled = self._matcher(constraint) if constraint is not None else None  # once: copied
+        adapters = self.adapters.resolve(spec.lora)  # its own `lora` list, else the global
         out = []
         for tokens in self._prompt_tokens(spec.input):
             for i in range(spec.n):
@@ -158,6 +162,7 @@ class Preparer:
                     drafts=drafts_for_sampling(drafts, choice),
                     fast_forward=s.fast_forward,
                     close_json=self._json_tokens if json_kind else None,
+                    adapters=adapters,
                 )
                 if isinstance(spec.input, ChatInput):
                     request = self._chat_wiring(request, spec.input.tools, spec)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from endmark.channels import ChannelSplitter
 from endmark.drafts import DraftSettings
 from endmark.endings import EndPolicy
+from endmark.engine import AdapterScales
 from endmark.invalid import InvalidRequest
 from endmark.sampling import SamplingParams
 
@@ -44,6 +45,9 @@ class GenerationRequest:
     close_json: Callable[[str], list[int]] | None = None
     # with tools: the tokens of a call's closing text and of its end marker (or its rest)
     close_call: Callable[[str, str], list[int]] | None = None
+    # the LoRA configuration it runs under (the base model: none); the scheduler decodes
+    # each configuration apart and never continues a cache made under another
+    adapters: AdapterScales = ()
 
 
 def tokenize_prompt(

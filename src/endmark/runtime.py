@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from endmark.adapters import Adapters
 from endmark.constraints import ConstraintCompiler
 from endmark.detokenize import piece_text
 from endmark.embeddings import EUCLIDEAN, normalize
@@ -56,10 +57,13 @@ class Runtime:
     alias: str
     constraints: ConstraintCompiler | None = None
     prepare_timeout: float = PREPARE_TIMEOUT_S
+    adapters: Adapters = field(default_factory=Adapters)  # LoRA: the files, global scales
     _prepare: Preparer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._prepare = Preparer(self.engine, self.settings, self.learned, self.constraints)
+        self._prepare = Preparer(
+            self.engine, self.settings, self.learned, self.constraints, self.adapters
+        )
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -146,6 +150,17 @@ class Runtime:
                     self.scheduler.cancel(tickets[i])
 
         return events()
+
+    # -- LoRA adapters (llama-server's /lora-adapters) -----------------------------------------
+
+    def lora_adapters(self) -> list[dict[str, object]]:
+        """The loaded adapters with their global scales."""
+        return self.adapters.listing()
+
+    def set_lora_scales(self, entries: Sequence[tuple[int, float]]) -> None:
+        """New global scales (adapters left out: 0), for requests prepared from now on;
+        InvalidRequest for an unknown id or a scale out of range."""
+        self.adapters.set_global(entries)
 
     def fail_all(self, message: str) -> None:
         """End every running and queued request with this error (a shutdown's last word)."""

@@ -3,7 +3,8 @@
 A worker thread owns the engine. Requests wait in a bounded FIFO queue, take a free slot (a
 llama.cpp sequence id with its own cache), and leave between steps. Each step feeds one token
 of every decoding sequence plus prompt chunks of new ones, so a long prompt delays the others
-by at most one chunk.
+by at most one chunk. Requests under different LoRA configurations are decoded apart, one
+decode per configuration in the step (llama.cpp sets adapters per context).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from endmark.adapters import group_by_adapters
 from endmark.endings import EndPolicy, EogSet
-from endmark.engine import DecodeError, Engine, SeqInput
+from endmark.engine import AdapterScales, DecodeError, Engine, SeqInput
 from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
 from endmark.invalid import ContextExceeded, InvalidRequest
@@ -80,6 +82,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._abort: str | None = None
+        self._adapters: AdapterScales = ()  # the engine's LoRA configuration now
         self._thread = threading.Thread(target=self._run, name="endmark-scheduler", daemon=True)
 
     # -- called from other threads ----------------------------------------------------------
@@ -198,18 +201,24 @@ class Scheduler:
             self._queue.popleft()
 
     def step(self) -> None:
-        """One batched decode for every busy slot, then sampling for those that want it."""
+        """One batched decode for every busy slot (one per LoRA configuration), then sampling
+        for those that want it."""
         self._drop_cancelled()
         inputs = self._batch()
-        if not inputs:
-            return
-        try:
-            logits = self.engine.decode(inputs)
-        except DecodeError as exc:
-            raise RuntimeError(str(exc)) from exc
-        now = time.perf_counter()
-        for item in inputs:
-            self._fed(self.slots[item.seq_id], item, logits.get(item.seq_id), now)
+        for adapters, group in group_by_adapters(inputs, self._adapters_of, self._adapters):
+            if adapters != self._adapters:
+                self.engine.set_adapters(adapters)
+                self._adapters = adapters
+            try:
+                logits = self.engine.decode(group)
+            except DecodeError as exc:
+                raise RuntimeError(str(exc)) from exc
+            now = time.perf_counter()
+            for item in group:  # before the next group's decode overwrites the rows
+                self._fed(self.slots[item.seq_id], item, logits.get(item.seq_id), now)
+
+    def _adapters_of(self, item: SeqInput) -> AdapterScales:
+        return self.slots[item.seq_id].adapters
 
     def _drop_cancelled(self) -> None:
         for slot in self.table.busy():

@@ -66,6 +66,9 @@ class Settings:
     embedding: bool = False  # True: the embedding context is made at start, not on first use
     pooling: str = "auto"  # embeddings: the model's pooling (mean if it names none), or this
     spm_infill: bool = False  # /infill: suffix, prefix, middle (llama-server's --spm-infill)
+    # LoRA adapters (--lora, --lora-scaled): `PATH:SCALE,...`, ids in this order
+    lora: str | None = None
+    lora_init_without_apply: bool = False  # every adapter starts at scale 0
     # several models (router mode): a folder, a models file, and how many stay loaded
     models_dir: str | None = None
     models_file: str | None = None

@@ -2,7 +2,8 @@
 
 Where a request goes decides how much of its prompt is read again: the slot whose cache it
 continues, else an empty or the least recently used one; and a prefix that another slot holds
-is copied instead of decoded (many clients, one system prompt).
+is copied instead of decoded (many clients, one system prompt). A cache is only continued
+under the LoRA configuration it was computed under: under another, its KV is another model's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from endmark.engine import Engine
+from endmark.engine import AdapterScales, Engine
 
 if TYPE_CHECKING:
     from endmark.events import Event
@@ -40,6 +41,7 @@ class Slot:
     feed: list[int] = field(default_factory=list)
     drafts: list[int] = field(default_factory=list)  # a guess fed after `feed`, to verify
     last_used: float = 0.0  # when its last request ended: the least recent is evicted first
+    adapters: AdapterScales = ()  # the LoRA configuration its cache was computed under
 
     @property
     def busy(self) -> bool:
@@ -59,13 +61,21 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def pick_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> Slot:
+def reusable(slot: Slot, adapters: AdapterScales) -> list[int]:
+    """What of a slot's cache a request under `adapters` may continue: all of it under the
+    same LoRA configuration, nothing under another."""
+    return slot.cached if slot.adapters == adapters else []
+
+
+def pick_slot(
+    free: list[Slot], prompt: list[int], use_cache: bool, adapters: AdapterScales = ()
+) -> Slot:
     """The slot whose cache this prompt continues (all of the prompt, or at least half of what
     the slot holds: the next turn of that conversation), else the empty or least recently used one.
     So a new request never evicts a long conversation for a few shared tokens (a system
     prompt) while another slot is free, and alternating conversations each keep their own."""
     if use_cache:
-        shares = [(common_prefix(s.cached, prompt), s) for s in free]
+        shares = [(common_prefix(reusable(s, adapters), prompt), s) for s in free]
         continued = [(n, s) for n, s in shares
                      if n > 0 and (n >= len(prompt) - 1 or 2 * n >= len(s.cached))]  # fmt: skip
         if continued:
@@ -93,13 +103,13 @@ class SlotTable:
         """Put a request on the best free slot (there must be one), reusing what its cache
         or another slot's holds of the prompt; returns how many prompt tokens are cached."""
         request = ticket.generation.request
-        prompt, use_cache = request.prompt, request.cache_prompt
-        slot = pick_slot(self.free(), prompt, use_cache)
-        keep = common_prefix(slot.cached, prompt) if use_cache else 0
+        prompt, use_cache, adapters = request.prompt, request.cache_prompt, request.adapters
+        slot = pick_slot(self.free(), prompt, use_cache, adapters)
+        keep = common_prefix(reusable(slot, adapters), prompt) if use_cache else 0
         keep = min(keep, len(prompt) - 1)  # the last prompt token is fed for its logits
         if not self.engine.can_continue(slot.id, keep):
             keep = 0
-        donor, shared = self._donor(slot, prompt) if use_cache else (None, 0)
+        donor, shared = self._donor(slot, prompt, adapters) if use_cache else (None, 0)
         if donor is not None and shared > keep:
             self.engine.copy(donor.id, slot.id, shared)
             slot.cached, keep = prompt[:shared], shared
@@ -108,6 +118,7 @@ class SlotTable:
             slot.cached = slot.cached[:keep]
         slot.n_past = keep
         slot.feed = prompt[keep:]
+        slot.adapters = adapters
         slot.ticket = ticket
         ticket.slot = slot.id
         self._make_room(slot, len(prompt))
@@ -131,14 +142,16 @@ class SlotTable:
             self.engine.drop(other.id, 0)
             other.cached, other.n_past = [], 0
 
-    def _donor(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
+    def _donor(
+        self, slot: Slot, prompt: list[int], adapters: AdapterScales
+    ) -> tuple[Slot | None, int]:
         """Another slot, busy or not, whose cache starts with more of this prompt than `slot`
         holds, and how much of it: copied (a tenth of a millisecond here) instead of decoded
         again, as when many clients share one system prompt."""
         best, shared = None, 0
         for other in self.slots:
             if other is not slot:
-                n = min(common_prefix(other.cached, prompt), len(prompt) - 1)
+                n = min(common_prefix(reusable(other, adapters), prompt), len(prompt) - 1)
                 if n > shared and self.engine.can_continue(other.id, n):
                     best, shared = other, n
         return best, shared

@@ -118,6 +118,7 @@ class RequestSpec:
     report_progress: bool = False
     timings_per_token: bool = False
     prompt_param: str = "prompt"  # the field that holds the prompt, named when it overflows
+    lora: tuple[tuple[int, float], ...] | None = None  # (id, scale); None: the global scales
 
     def __post_init__(self) -> None:
         if isinstance(self.input, str):  # a text is a sequence too: one prompt per letter

@@ -19,6 +19,7 @@ import pytest
 
 from endmark.models import bundled_model_path
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.gguf_factory import FAMILIES, build_gguf, build_lora_gguf
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SMALL = ("-c", "1024", "-np", "1")
@@ -126,6 +127,10 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--n-predict-cap": ["5"],
     "--max-body-bytes": ["100000"],
     "--shutdown-grace": ["2"],
+    # an adapter needs its own base model: a made one, with a made adapter
+    "--lora": ["LORA_FILE", "-m", "LORA_MODEL"],
+    "--lora-scaled": ["LORA_FILE", "0.5"],
+    "--lora-init-without-apply": [],
 }
 
 
@@ -141,14 +146,15 @@ def test_each_readme_flag_starts_the_server(
 ) -> None:
     (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
     (tmp_path / "keys.txt").write_text("key-2\n")
+    files = {"TEMPLATE_FILE": tmp_path / "t.jinja", "KEY_FILE": tmp_path / "keys.txt"}
+    if "--lora" in row:
+        model = build_gguf(tmp_path / "model.gguf", FAMILIES["llama3"])
+        files |= {"LORA_MODEL": model, "LORA_FILE": build_lora_gguf(tmp_path / "a.gguf", model)}
     args: list[str] = []
     for flag in row:
         if flag == "--port":
             continue  # start_server always passes --port
-        values = [
-            str(tmp_path / "t.jinja") if v == "TEMPLATE_FILE" else v for v in SAMPLE_ARGS[flag]
-        ]
-        args += [flag, *[str(tmp_path / "keys.txt") if v == "KEY_FILE" else v for v in values]]
+        args += [flag, *[str(files.get(v, v)) for v in SAMPLE_ARGS[flag]]]
     if not {"-c", "-np", "-kvu"} & set(row):
         args += SMALL
     srv = start(running, tmp_path, *args)

@@ -53,6 +53,11 @@ class Vocab:
         return self.special_pieces[token].decode("utf-8", errors="replace")
 
 
+# A LoRA configuration: (adapter id, scale) for every adapter whose scale is not 0, by id; the
+# empty tuple is the base model. Hashable: above the engine it is an opaque key.
+AdapterScales = tuple[tuple[int, float], ...]
+
+
 @dataclass(frozen=True)
 class SeqInput:
     """Tokens one sequence feeds to one decode call, starting at `pos` in its cache."""
@@ -133,6 +138,14 @@ class Engine(Protocol):
         for each of its last `n_logits` tokens (shape `(n_logits, n_vocab)`). Raises
         DecodeError when the batch cannot be decoded (the cache is full). The rows may be
         views that the next call overwrites."""
+        ...
+
+    def set_adapters(self, config: AdapterScales) -> None:
+        """Decode every sequence under this LoRA configuration from the next decode on."""
+        ...
+
+    def adapter_facts(self) -> list[dict[str, str]]:
+        """Each loaded LoRA adapter's `task_name` and `prompt_prefix`, in id order."""
         ...
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:

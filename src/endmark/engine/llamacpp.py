@@ -16,10 +16,11 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from endmark.engine import DecodeError, FimTokens, SeqInput, Vocab
+from endmark.engine import AdapterScales, DecodeError, FimTokens, SeqInput, Vocab
 from endmark.engine.backend import ProgressFn, cpu_has_amx, init_backend, progress_callback
 from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
 from endmark.engine.gguf_meta import read_int_array, read_tensor_names
+from endmark.engine.lora import LoraAdapters
 from endmark.engine.options import ContextOptions, context_from_model, context_params
 
 __all__ = ["ContextOptions", "LlamaCppEngine"]  # ContextOptions: where loading imports it
@@ -43,10 +44,12 @@ class LlamaCppEngine:
         n_batch: int = 512,
         progress: ProgressFn | None = None,
         options: ContextOptions | None = None,
+        lora: Sequence[str] = (),
     ) -> None:
         """`n_ctx` is the whole context, all sequences together; 0 takes it from the model:
         the training context for each sequence (for the shared cache when unified), within a
-        share of the machine's memory."""
+        share of the machine's memory. `lora`: adapter files, loaded on the model (ids in
+        this order) and applied by `set_adapters`."""
         opts = options or ContextOptions()
         init_backend()
         if not os.path.isfile(model_path):
@@ -61,6 +64,11 @@ class LlamaCppEngine:
         self._model = L.llama_model_load_from_file(model_path.encode(), mparams)
         if not self._model:
             raise ValueError(f"llama.cpp could not load {model_path}: is it a GGUF model?")
+        try:
+            self._lora = LoraAdapters(self._model, lora)
+        except ValueError:
+            L.llama_model_free(self._model)
+            raise
         self._vocab_p = L.llama_model_get_vocab(self._model)
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self._n_swa = int(L.llama_model_n_swa(self._model))  # 0: attention sees everything
@@ -269,6 +277,15 @@ class LlamaCppEngine:
             ]
             out[seq_id] = views[0] if len(views) == 1 else np.concatenate(views)
         return out
+
+    def set_adapters(self, config: AdapterScales) -> None:
+        """Decode from now on under this LoRA configuration (the context's, for every
+        sequence: llama.cpp re-plans its graph on a change)."""
+        self._lora.apply(self._ctx, config)
+
+    def adapter_facts(self) -> list[dict[str, str]]:
+        """Each loaded adapter's `task_name` and `prompt_prefix`."""
+        return self._lora.facts()
 
     def drop(self, seq_id: int, from_pos: int = 0) -> None:
         L.llama_memory_seq_rm(self._mem, seq_id, from_pos, -1)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from endmark.invalid import CONTEXT_LENGTH_EXCEEDED, InvalidRequest
 from endmark.sampling import SamplingParams
-from endmark.server.dialects.fields import StrictModel, sampling_spec
+from endmark.server.dialects.fields import LoraFields, StrictModel, sampling_spec
 from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, PromptText, sse_bytes
 from endmark.spec import ChatInput, RequestSpec
 from endmark.tools import Tool, ToolRequest
@@ -86,7 +86,7 @@ class Thinking(StrictModel):
     budget_tokens: Annotated[int, Field(ge=0)] | None = None
 
 
-class MessagesRequest(StrictModel):
+class MessagesRequest(LoraFields):
     model: str = ""
     max_tokens: Annotated[int, Field(ge=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
@@ -145,6 +145,7 @@ class MessagesRequest(StrictModel):
             stop=self.stop_sequences,
             reasoning_budget=budget,
             prompt_param="messages",
+            lora=self.lora_scales(),
         )
 
 

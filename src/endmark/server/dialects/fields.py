@@ -119,6 +119,23 @@ class DraftFields(StrictModel):
     speculative_n_min: Annotated[int, Field(ge=0)] | None = Field(None, alias="speculative.n_min")
 
 
+class LoraScale(StrictModel):
+    """One entry of a `lora` list (llama-server's): an adapter's id and its scale."""
+
+    id: int
+    scale: float
+
+
+class LoraFields(StrictModel):
+    """llama-server's per-request `lora` list: the adapters this request runs with (those
+    it leaves out at 0); without one, the server's global scales (`POST /lora-adapters`)."""
+
+    lora: list[LoraScale] | None = None
+
+    def lora_scales(self) -> tuple[tuple[int, float], ...] | None:
+        return None if self.lora is None else tuple((e.id, e.scale) for e in self.lora)
+
+
 class SamplingFields(StrictModel):
     """Sampling knobs shared by every generation endpoint (llama.cpp names and defaults)."""
 

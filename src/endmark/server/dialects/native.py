@@ -83,6 +83,7 @@ def params_json(gen: GenerationRequest, stream: bool) -> dict[str, Any]:
         "cache_prompt": gen.cache_prompt,
         "t_max_predict_ms": policy.time_limit_ms if policy is not None else 0,
         "grammar_constrained": gen.constraint is not None,
+        "lora": [{"id": i, "scale": scale} for i, scale in gen.adapters],
     }
 
 

@@ -13,6 +13,7 @@ from endmark.server.dialects.fields import (
     DraftFields,
     GrammarText,
     LogitBiasEntry,
+    LoraFields,
     SamplingFields,
     StopWords,
     StrictModel,
@@ -63,7 +64,7 @@ def split_prompts(prompt: Any) -> list[Prompt]:
     raise ValueError("the prompt is empty")
 
 
-class CompletionRequest(SamplingFields, DraftFields):
+class CompletionRequest(SamplingFields, DraftFields, LoraFields):
     prompt: str | dict[str, Any] | list[Any]
     n_predict: Annotated[int, Field(ge=-1)] = -1
     max_tokens: Annotated[int, Field(ge=-1)] | None = None  # llama-server takes either
@@ -111,6 +112,7 @@ class CompletionRequest(SamplingFields, DraftFields):
             draft_min=self.speculative_n_min,
             report_progress=self.return_progress and self.stream,
             timings_per_token=self.timings_per_token,
+            lora=self.lora_scales(),
         )
 
     @property
@@ -163,7 +165,7 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
-    routes=tuple(f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank")),
+    routes=tuple(f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank", "lora")),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,

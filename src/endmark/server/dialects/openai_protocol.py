@@ -13,6 +13,7 @@ from endmark.server.dialects.fields import (
     MAX_STOP_CHARS,
     DraftFields,
     GrammarText,
+    LoraFields,
     Probability,
     ResponseFormat,
     StopWords,
@@ -94,7 +95,7 @@ class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class OpenAIFields(DraftFields):
+class OpenAIFields(DraftFields, LoraFields):
     """Fields both `/v1` generation endpoints take: OpenAI's, plus llama.cpp's as extensions."""
 
     model: str | None = None
@@ -179,6 +180,7 @@ class OpenAIFields(DraftFields):
             draft_min=self.speculative_n_min,
             report_progress=self.return_progress and self.stream,
             timings_per_token=self.timings_per_token,
+            lora=self.lora_scales(),
             **chat,
         )
 
