@@ -403,6 +403,11 @@ def build_rank_gguf(
         w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
         w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
         w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
 
 
 def build_lora_gguf(
