@@ -16,6 +16,7 @@ from endmark.invalid import InvalidRequest
 from endmark.request import GenerationRequest, tokenize_prompt
 from endmark.sampling import SamplingParams
 from tests.conftest import CHATML_PROMPT
+from tests.gguf_factory import TEMPLATES
 from tests.scripted_app import TOOLS, ScriptedApp, scripted_app
 from tests.scripted_engine import CHATML_TOOLS_OPEN_THINK, ScriptedEngine
 
@@ -175,3 +176,21 @@ def test_every_dialect_gets_the_call_after_the_thinking(thinker: ScriptedApp) ->
     assert "tool_call_errors" not in responses["endmark"]  # the model's own call
     native = thinker.post("/completion", {"prompt": "Hi", "n_predict": 8}, "Hello").json()
     assert native["content"] == "Hello"  # a plain prompt: no thinking, nothing forced
+
+
+def test_qwen35_thinks_then_calls_in_its_own_format() -> None:
+    """Qwen3.5's own template: its prompt ends inside `<think>`, and its calls are written
+    with tagged arguments. An end of turn while thinking under `required` closes the
+    thinking; the call that follows is the model's, in Qwen3.5's format."""
+    template = (TEMPLATES / "Qwen3.5-4B.jinja").read_text(encoding="utf-8")
+    call = ("<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+            "</function>\n</tool_call>")  # fmt: skip
+    engine = ScriptedEngine(chat_template=template, n_ctx=16384)
+    with scripted_app(engine=engine) as app:
+        body = {"messages": SAY, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120}
+        answer = app.post("/v1/chat/completions", body, f"Paris<|im_end|>{call}").json()
+    choice = answer["choices"][0]
+    (made,) = choice["message"]["tool_calls"]
+    assert json.loads(made["function"]["arguments"]) == {"city": "Paris"}, answer
+    assert choice["message"]["reasoning_content"].strip() == "Paris"
+    assert choice["finish_reason"] == "tool_calls" and "tool_call_errors" not in choice["endmark"]
