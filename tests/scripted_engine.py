@@ -82,6 +82,14 @@ CHATML_TOOLS = """\
 {%- endif %}"""
 
 
+# Qwen3's way: the generation prompt opens the thinking (`<think>\n`)
+CHATML_TOOLS_OPEN_THINK = CHATML_TOOLS.replace(
+    "{{- '<|im_start|>assistant\\n' }}\n    {%- if enable_thinking",
+    "{{- '<|im_start|>assistant\\n<think>\\n' }}\n    {%- if enable_thinking",
+)
+assert CHATML_TOOLS_OPEN_THINK != CHATML_TOOLS
+
+
 @dataclass(frozen=True)
 class Answer:
     """One request's scripted answer: `script` is a text (control tokens parsed) or tokens

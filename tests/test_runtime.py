@@ -61,7 +61,32 @@ def test_a_constraint_over_the_time_budget_is_a_400_and_blocks_no_one() -> None:
     )
 
 
-def test_a_constraint_failing_mid_answer_is_a_400_naming_its_field() -> None:
+REASON = "response_format: the constraint failed: it is too complex (fuel)"
+SAY = [{"role": "user", "content": "Hi"}]
+
+
+def openai_choice(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return body["choices"][0]["finish_reason"], body["choices"][0]["endmark"]
+
+
+# each dialect's request, and where its answer says the cut and the note
+DIALECTS: dict[str, tuple[dict[str, Any], Any]] = {
+    "/v1/chat/completions": ({"messages": SAY, "max_tokens": 8}, openai_choice),
+    "/v1/completions": ({"prompt": "Hi", "max_tokens": 8}, openai_choice),
+    "/completion": ({"prompt": "Hi", "n_predict": 8}, lambda b: (b["stop_type"], b)),
+    "/v1/messages": ({"model": "m", "messages": SAY, "max_tokens": 8},
+                     lambda b: (b["stop_reason"], b["endmark"])),
+    "/v1/responses": ({"input": "Hi", "max_output_tokens": 8},
+                      lambda b: (b["status"], b["endmark"])),
+    "/api/chat": ({"model": "m", "messages": SAY, "stream": False, "options": {"num_predict": 8}},
+                  lambda b: (b["done_reason"], b["endmark"])),
+}  # fmt: skip
+CUT_WORDS = {"length", "limit", "max_tokens", "incomplete"}
+
+
+def test_a_constraint_failing_mid_answer_ends_it_with_a_note_in_every_dialect() -> None:
+    """Never an error in the middle of an answer (nor a 500): the answer so far, cut there,
+    with `constraint_error` in endmark's account, in each dialect's own shape."""
     with scripted_app() as app:
         prepare = app.runtime.prepare
 
@@ -71,10 +96,8 @@ def test_a_constraint_failing_mid_answer_is_a_400_naming_its_field() -> None:
                     for r in prepare(replace(spec, constraint=None))]  # fmt: skip
 
         app.runtime.prepare = breaking  # type: ignore[method-assign]
-        whole: dict[str, Any] = {"messages": HI, "max_tokens": 8}
-        r = app.post("/v1/chat/completions", whole, "Hello world, how are you")
-    assert r.status_code == 400
-    assert r.json()["error"]["message"] == (
-        "response_format: the constraint failed: it is too complex (fuel)"
-    )
-    assert r.json()["error"]["param"] == "response_format"
+        for path, (body, read) in DIALECTS.items():
+            r = app.post(path, body, "Hello world, how are you")
+            assert r.status_code == 200, (path, r.text)
+            reason, detail = read(r.json())
+            assert reason in CUT_WORDS and detail["constraint_error"] == REASON, (path, r.json())

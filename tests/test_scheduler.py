@@ -305,16 +305,21 @@ class BreakingConstraint:
 
 
 def test_a_failing_constraint_fails_its_request_alone(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
-    """One fails in its mask, one in its fast-forward; the plain one beside them goes on."""
-    failed: queue.Queue[Event] = queue.Queue()
-    for in_forced in (False, True):
+    """One fails in its mask, one in its fast-forward, after their answers began: each ends
+    there, saying why (`constraint_error`); one that fails before its first token fails (a
+    4xx naming the field). The plain one beside them goes on."""
+    ended: queue.Queue[Event] = queue.Queue()
+    for after, in_forced in ((2, False), (2, True), (0, False)):
         broken = replace(request(engine, "Once upon a time", n=8, label="broken"),
-                         constraint=BreakingConstraint(engine.vocab.n_vocab, 2, in_forced))  # type: ignore[arg-type]  # fmt: skip
-        scheduler.submit(broken, lambda e: failed.put(e) if isinstance(e, Failed) else None)
+                         constraint=BreakingConstraint(engine.vocab.n_vocab, after, in_forced))  # type: ignore[arg-type]  # fmt: skip
+        scheduler.submit(broken, lambda e: ended.put(e) if isinstance(e, (Done, Failed)) else None)
     text, done = collect(scheduler, request(engine, "The quick brown fox", n=6))
     assert len(done.tokens) == 6
-    for _ in range(2):
-        failure = failed.get(timeout=30)
-        assert isinstance(failure, Failed) and failure.param == "response_format"
-        assert failure.message == "response_format: the constraint failed: it is too complex (fuel)"
+    reason = "response_format: the constraint failed: it is too complex (fuel)"
+    results = [ended.get(timeout=30) for _ in range(3)]
+    cut = [r for r in results if isinstance(r, Done)]
+    assert len(cut) == 2 and all(r.finish.constraint_error == reason and r.tokens for r in cut)
+    assert all(r.finish.stop_type == "limit" for r in cut)
+    (failure,) = [r for r in results if isinstance(r, Failed)]
+    assert failure.param == "response_format" and failure.message == reason
     assert all(not s["is_processing"] for s in scheduler.slot_states())

@@ -15,6 +15,7 @@ acts there.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -108,6 +109,17 @@ class ChannelSplitter:
         """The marker texts that act here and now; a marker out of place (a close with nothing
         open) is markup all the same, and is not written as content."""
         return self._acts_on[self._state]
+
+    @property
+    def held(self) -> str:
+        """The text held back for now (it may begin a marker)."""
+        return self._matcher.held
+
+    def peek_copy(self) -> ChannelSplitter:
+        """A copy to push text into and see where it would lead, this one left as it is."""
+        twin = copy.copy(self)
+        twin._matcher, twin._body, twin.calls = copy.copy(self._matcher), list(self._body), []
+        return twin
 
     @property
     def in_reasoning(self) -> bool:

@@ -19,6 +19,13 @@ class Detokenizer:
     def add_token(self, token: int) -> str:
         return self._decoder.decode(self._pieces[token])
 
+    def peek(self, token: int) -> str:
+        """The text `add_token(token)` would give, the decoder left as it is."""
+        state = self._decoder.getstate()
+        text = self._decoder.decode(self._pieces[token])
+        self._decoder.setstate(state)
+        return text
+
     def finalize(self) -> str:
         """What is left at the end: an unfinished character becomes U+FFFD, as it must. The
         decoder starts afresh (a channel marker ends a run of text this way too)."""

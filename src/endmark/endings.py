@@ -111,6 +111,8 @@ class Finish:
     detail: str = field(default="", compare=False)
     grammar_complete: bool = False
     json_closed: bool = False  # cut short, with its JSON or tool call closed so that it parses
+    # the constraint failed mid-answer (its reason): the answer was cut there, not refused
+    constraint_error: str = ""
 
     @property
     def finish_reason(self) -> str:

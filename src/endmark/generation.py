@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from endmark.channels import ToolCall
+from endmark.constraints import ConstraintFailure
 from endmark.delta import Delta
 from endmark.detokenize import Detokenizer
 from endmark.drafts import PromptLookup
@@ -28,10 +29,11 @@ from endmark.endings import (
 )
 from endmark.engine import Vocab
 from endmark.events import Done, Event, Failed, Progress, Timings, TokenEvent
+from endmark.handover import draw, handover_check
 from endmark.invalid import InvalidRequest
 from endmark.json_close import json_closing
 from endmark.request import GenerationRequest, tokenize_prompt
-from endmark.sampling import adjust, make_rng, sample
+from endmark.sampling import Sampled, adjust, make_rng
 
 # Re-exported: the events and the request were defined here, and the server imports them so.
 __all__ = [
@@ -85,6 +87,7 @@ class Generation:
         self._forced: list[int] = []
         self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
         self._smallest: int | None = None  # the tokens of the smallest call the tools allow
+        self._failure: ConstraintFailure | None = None  # the constraint failed in a guess
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
         self._guessed = False  # the pending draft is the drafter's (not forced tokens)
@@ -112,7 +115,16 @@ class Generation:
         return self.finish
 
     def step(self, logits: np.ndarray, now: float | None = None) -> list[TokenEvent]:
-        """Turn one step's logits into at most one token event; sets `finish` when done."""
+        """Turn one step's logits into at most one token event; sets `finish` when done. A
+        constraint failing once the answer has begun ends it there (`_constraint_failed`)."""
+        try:
+            if self._failure is not None:  # found while guessing ahead (`next_draft`)
+                raise self._failure
+            return self._step(logits, now)
+        except ConstraintFailure as exc:
+            return self._constraint_failed(exc)
+
+    def _step(self, logits: np.ndarray, now: float | None) -> list[TokenEvent]:
         self._now = time.perf_counter() if now is None else now
         if self.t_first is None:
             self.t_first = self._now
@@ -138,7 +150,10 @@ class Generation:
         mask = constraint.mask() if constraint is not None else None
         x = adjust(logits, params, self._history, self._banned, mask)
         verbose = log.isEnabledFor(logging.DEBUG)
-        picked = sample(x, params, self._rng, want_logprob=verbose)
+        picked = self._sample(x, verbose)
+        if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
+            self._forced = list(self.request.think_close)
+            return self._accept(self._forced.pop(0), None, ())
         if self._no_room_for_another_call(picked.token):
             self._end(Finish("limit", detail="n_predict: no room for another tool call"))
             return []
@@ -146,6 +161,34 @@ class Generation:
         if verbose:
             self._log_token(picked.token, picked.logprob)
         return events
+
+    def _sample(self, x: np.ndarray, verbose: bool) -> Sampled:
+        """A token; never one whose text after a marker the grammar taking over refuses."""
+        lazy = self.constraint is None and not self._writing_close
+        on_call = self.request.on_call if lazy else None
+        waits = self._after_thinking is not None
+        refused = handover_check(self.vocab, self._detok, self._stops, self.channels, on_call,
+                                 waits)  # fmt: skip
+        return draw(x, self.request.sampling, self._rng, verbose, refused)
+
+    def _thinking_must_answer(self, token: int) -> bool:
+        """An end token while thinking, with a grammar waiting for the answer (a forced call,
+        a schema): it ends the thinking instead of the turn, and the answer follows."""
+        channels = self.channels
+        waits = self._after_thinking is not None and bool(self.request.think_close)
+        thinking = channels is not None and channels.in_reasoning
+        return waits and thinking and token in self.policy.eog and not self._forced
+
+    def _constraint_failed(self, exc: ConstraintFailure) -> list[TokenEvent]:
+        """Before any token, the request's constraint is at fault (a 4xx, as at prepare
+        time); after, the answer ends where it failed, a cut said in `constraint_error`,
+        never an error in the middle of an answer."""
+        if not self.tokens or self.finish is not None:
+            raise exc
+        log.warning("%s: %s; the answer ends here", self.request.label, exc)
+        self.constraint, self._after_thinking, self._failure = None, None, None
+        self._end(Finish("limit", detail=str(exc), constraint_error=str(exc)))
+        return []
 
     def _near_json_limit(self) -> bool:
         """Close enough to the token limit that the JSON or a call may need closing: each
@@ -300,6 +343,13 @@ class Generation:
         in the context. Cut where the grammar would refuse it or the limit would end it."""
         if self.finish is not None or self._forced or room <= 0 or self._near_json_limit():
             return []
+        try:
+            return self._draft(room)
+        except ConstraintFailure as exc:  # the next step ends the answer with it
+            self._failure = exc
+            return []
+
+    def _draft(self, room: int) -> list[int]:
         constraint = self.constraint
         if constraint is not None and self.request.fast_forward:
             forced = constraint.forced()
@@ -329,12 +379,12 @@ class Generation:
         if ended is not None:
             self._end(ended)
             return []
+        if constraint is not None:  # first: a token it refuses is not kept
+            constraint.consume(token)
         self.tokens.append(token)
         self._history.append(token)
         if self.drafter is not None:
             self.drafter.extend((token,))
-        if constraint is not None:
-            constraint.consume(token)
         text = self._detok.add_token(token)
         marker = self._marker(token)
         if marker:  # the text before a marker is over: an unfinished character stays on its side

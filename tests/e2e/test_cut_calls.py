@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import jsonschema
@@ -137,3 +138,33 @@ def test_a_call_inside_thinking_is_reasoning(thinker: RunningServer) -> None:
         assert len(calls) == (choice == "required"), answer
         assert [e["id"] for e in errors] == [c["id"] for c in calls]
         assert all("before the model began a call" in e["error"] for e in errors)
+
+
+def test_required_thinks_then_calls(thinker: RunningServer) -> None:
+    """Issue 24, failure 4: the prompt ends inside `<think>`, and the model soon wants to end
+    the turn (a bias on its end token). Under `required` that end closes the thinking, and
+    the model writes its own call (not one endmark wrote for a turn that ended without):
+    for 2 seeds, a call, no content, and a finish that says whether the call came whole."""
+    end = httpx.post(f"{thinker.url}/tokenize", json={"content": "<|im_end|>",
+                     "parse_special": True}, timeout=30).json()["tokens"]  # fmt: skip
+    client = sdk(thinker)
+
+    def one(seed: int) -> dict[str, Any]:
+        r = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=TOOLS,
+            tool_choice="required", temperature=0.8, seed=seed, max_tokens=40,
+            logit_bias={str(end[0]): 3},
+        )  # type: ignore[call-overload]  # fmt: skip
+        return r.choices[0].model_dump()
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(one, (1, 2)))
+    for answer in answers:
+        message, detail = answer["message"], answer["endmark"]
+        assert message["tool_calls"] and not message["content"], answer
+        errors = [e["error"] for e in detail.get("tool_call_errors", [])]
+        assert not any("before the model began" in e for e in errors), answer  # the model's
+        if answer["finish_reason"] == "length":  # cut: closed, or between whole calls
+            assert detail["truncated_json_closed"] or not errors, answer
+        else:
+            assert answer["finish_reason"] == "tool_calls" and not errors, answer

@@ -102,6 +102,7 @@ def finish_fields(rt: Runtime, gen: GenerationRequest, done: Done, stream: bool)
         "truncated": f.truncated,
         "grammar_complete": f.grammar_complete,
         "truncated_json_closed": f.json_closed,
+        **({"constraint_error": f.constraint_error} if f.constraint_error else {}),
         "timings": done.timings.as_dict(),
         "generation_settings": params_json(gen, stream),
         "prompt": rt.prompt_text(gen.prompt),

@@ -96,6 +96,7 @@ def stop_detail(done: Done) -> dict[str, Any]:
     errors = [{"id": c.id, "name": c.name, "error": c.problem} for c in done.calls if c.problem]
     return {
         **({"tool_call_errors": errors} if errors else {}),  # only when a call has one
+        **({"constraint_error": f.constraint_error} if f.constraint_error else {}),
         "stop_type": f.stop_type,
         "stopping_token": stopping_token(f),
         "stopping_word": f.word,
@@ -110,6 +111,7 @@ def stop_detail(done: Done) -> dict[str, Any]:
 def cut_detail(done: Done) -> dict[str, Any]:
     """endmark's account as `{"endmark": ...}`, for the dialects that carry none otherwise
     (Anthropic, Ollama): given only when a call was closed at the cut or falls short of its
-    tool's schema, so that this is never silent."""
-    said = done.finish.json_closed or any(c.problem for c in done.calls)
+    tool's schema, or the constraint failed mid-answer, so that this is never silent."""
+    f = done.finish
+    said = f.json_closed or bool(f.constraint_error) or any(c.problem for c in done.calls)
     return {"endmark": stop_detail(done)} if said else {}
