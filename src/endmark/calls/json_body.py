@@ -132,9 +132,14 @@ class JsonCalls(CallStrategy):
         return CallClose(text, self.end, guessed, boundary)
 
     def reach(self, body: str, tools: Sequence[Tool]) -> Reach | None:
+        """Only within the arguments: a call cut before its arguments object is closed as it
+        stands (`{}`), where naming them would leave the model no room to write them."""
         if not tools:
             return None
-        return json_reach(body, self._call_schema(self._named_tool(body, tools)[0]))
+        tool = self._named_tool(body, tools)[0]
+        reach = json_reach(body, self._call_schema(tool))
+        heads = {json.dumps(k) + ": " for k in (self.name_key, self.args_key, tool.name) if k}
+        return None if reach is None or reach.text.endswith(tuple(heads)) else reach
 
     def _call_schema(self, tool: Tool) -> dict[str, Any]:
         """The schema of the call's JSON (one call object, or the array of them) with the
