@@ -17,6 +17,7 @@ from endmark.engine import Engine
 if TYPE_CHECKING:
     from endmark.events import Event
     from endmark.generation import Generation
+    from endmark.slot_states import SlotStates
 
 Sink = Callable[["Event"], None]
 
@@ -76,12 +77,20 @@ def pick_slot(free: list[Slot], prompt: list[int], use_cache: bool) -> Slot:
 class SlotTable:
     """The slots over one engine, and their caches kept in step with it."""
 
-    def __init__(self, engine: Engine, n_slots: int, shared_cells: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        n_slots: int,
+        shared_cells: int | None = None,
+        states: SlotStates | None = None,
+    ) -> None:
         """`shared_cells`: the slots share one cache of that many cells (`--kv-unified`), so
-        what idle slots keep must make room for a new prompt."""
+        what idle slots keep must make room for a new prompt. `states`: the prompt cache
+        (a state is stored before a slot drops it, and restored for a prompt it starts)."""
         self.engine = engine
         self.slots = [Slot(i) for i in range(n_slots)]
         self.shared_cells = shared_cells
+        self.states = states
 
     def free(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -100,10 +109,17 @@ class SlotTable:
         if not self.engine.can_continue(slot.id, keep):
             keep = 0
         donor, shared = self._donor(slot, prompt) if use_cache else (None, 0)
-        if donor is not None and shared > keep:
+        restored = 0
+        if self.states is not None and use_cache:
+            restored = self.states.restore(slot, prompt, max(keep, shared))
+        if restored:
+            keep = restored
+        elif donor is not None and shared > keep:
+            self._dropping(slot, 0)
             self.engine.copy(donor.id, slot.id, shared)
             slot.cached, keep = prompt[:shared], shared
         else:
+            self._dropping(slot, keep)
             self.engine.drop(slot.id, keep)
             slot.cached = slot.cached[:keep]
         slot.n_past = keep
@@ -128,8 +144,14 @@ class SlotTable:
         for other in idle:
             if held() <= self.shared_cells:
                 return
+            self._dropping(other, 0)
             self.engine.drop(other.id, 0)
             other.cached, other.n_past = [], 0
+
+    def _dropping(self, slot: Slot, keep: int) -> None:
+        """The prompt cache's chance to store what the slot is about to lose."""
+        if self.states is not None:
+            self.states.dropping(slot, keep)
 
     def _donor(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
         """Another slot, busy or not, whose cache starts with more of this prompt than `slot`

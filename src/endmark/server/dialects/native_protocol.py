@@ -163,7 +163,7 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
-    routes=("endmark.server.dialects.native",),
+    routes=("endmark.server.dialects.native", "endmark.server.dialects.slot_files"),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,
