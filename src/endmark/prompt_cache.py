@@ -309,18 +309,23 @@ class PromptCache:
         assert self.directory is not None
         for tmp in self.directory.glob(".*.tmp"):
             _unlink(tmp)  # a write cut short
+        others = 0
         for path in self.directory.glob(f"*{SUFFIX}"):
             header = self._header(path)
             if header is None:
                 continue
             if header["identity"] != self.identity:
+                others += 1
                 continue
             tokens = tuple(int(t) for t in header["tokens"])
             entry = Entry(tokens, int(header["size"]), path.stat().st_mtime - time.time()
                           + time.monotonic(), path=path)  # fmt: skip
             self._entries[tokens] = entry
-        if self._entries:
-            log.info("prompt cache: %d stored states in %s", len(self._entries), self.directory)
+        log.info(
+            "prompt cache: %d stored states in %s, %d of other settings (another model file, "
+            "cache type, ...) left alone", len(self._entries), self.directory, others,
+        )  # fmt: skip
+        self._bound_disk()  # the bound may have been lowered since
 
     def _header(self, path: Path) -> dict[str, Any] | None:
         try:

@@ -124,6 +124,11 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--n-predict-cap": ["5"],
     "--max-body-bytes": ["100000"],
     "--shutdown-grace": ["2"],
+    "--slot-save-path": ["TMP_DIR"],
+    "--cache-dir": ["TMP_DIR"],
+    "--cache-dir-size": ["1G"],
+    "-cram": ["64"],
+    "--cache-min-tokens": ["128"],
 }
 
 
@@ -146,6 +151,7 @@ def test_each_readme_flag_starts_the_server(
         values = [
             str(tmp_path / "t.jinja") if v == "TEMPLATE_FILE" else v for v in SAMPLE_ARGS[flag]
         ]
+        values = [str(tmp_path / "dir") if v == "TMP_DIR" else v for v in values]
         args += [flag, *[str(tmp_path / "keys.txt") if v == "KEY_FILE" else v for v in values]]
     if not {"-c", "-np", "-kvu"} & set(row):
         args += SMALL
