@@ -119,6 +119,7 @@ class SlotTable:
             self.engine.copy(donor.id, slot.id, shared)
             slot.cached, keep = prompt[:shared], shared
         else:
+            keep = min(keep, len(slot.cached))  # a restore that failed left the slot empty
             self._dropping(slot, keep)
             self.engine.drop(slot.id, keep)
             slot.cached = slot.cached[:keep]
