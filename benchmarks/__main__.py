@@ -29,6 +29,7 @@ from benchmarks.clients import (
 )
 from benchmarks.llama_server import ensure_built
 from benchmarks.models import endmark_router, llama_server_router, measure_router, model_folder
+from benchmarks.prompt_cache import measure_prompt_cache
 from benchmarks.replicas import both_ready, endmark_replicas
 from benchmarks.servers import Server, endmark, llama_cpp_python, llama_server
 from endmark.models import bundled_model_path
@@ -286,6 +287,11 @@ def main() -> int:
             notes.append(f"{r.name}'s several-models rows failed: {exc}.")
         finally:
             r.stop()
+
+    try:  # alone too: the cold prompt and the restarts are the measure
+        measure_prompt_cache(args.model, args.threads, args.repeats, figures["endmark"])
+    except (RuntimeError, OSError) as exc:
+        notes.append(f"the prompt cache rows failed: {exc}.")
 
     if find_spec("ray") is not None:  # the extra `endmark[ray]`
         measure_replicas(args, figures, notes)

@@ -9,6 +9,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from benchmarks.prompt_cache import ROWS as PROMPT_CACHE_ROWS
+from benchmarks.prompt_cache import targets as prompt_cache_targets
+
 Values = Mapping[str, Sequence[float]]
 
 
@@ -76,6 +79,7 @@ def markdown(
             "several models: time to first token, switching back to a loaded model, ms",
             "router_switch_ms",
         ),
+        *PROMPT_CACHE_ROWS,
     ]
     rows = [[label] + [cell(figures[n].get(key, [])) for n in names] for label, key in metric_rows]
     rows.append(
@@ -106,6 +110,7 @@ def markdown(
         ["2 replicas x 1 thread (Ray Serve) / 1 server x 2 threads, 1 client", ratio(figures.get("endmark, 2 replicas x 1 thread (Ray Serve)", {}).get("clients_1", []), ours.get("clients_1", [])), "report (one machine)"],
         ["2 replicas x 1 thread (Ray Serve) / 1 server x 2 threads, 8 clients", ratio(figures.get("endmark, 2 replicas x 1 thread (Ray Serve)", {}).get("clients_8", []), ours.get("clients_8", [])), "report (one machine)"],
         ["endmark embeddings, time per input: one call of 16 / 16 calls", ratio(ours.get("embed_batch_ms", []), ours.get("embed_single_ms", [])), "< 1.0x"],
+        *prompt_cache_targets(ours),
     ]  # fmt: skip
     note_text = "".join(f"\n- {n}" for n in notes)
     return f"""# Benchmarks
@@ -163,6 +168,14 @@ folder holding this model twice under two names. Each repeat unloads both, then 
 4-token chat answer: to the first model (cold: starting its worker process and loading it
 are in the time), to it again (warm), to the second, and back to the first (a switch between
 two loaded models).
+
+The prompt cache rows are endmark alone, run after the others: one slot, `--cache-dir` in a
+fresh folder, a ~3,000-token system prompt (new each repeat) and a question, 4 tokens
+streamed from `/v1/completions`. Cold: the first time; warm, the slot holds it: another
+question; warm, host memory: after a short request took the one slot (its state went to the
+host-memory tier); after a restart: the server stopped (it stores what the slot holds) and
+started again, a short request to warm the process, then another question, restored from the
+disk.
 
 The replicas column is `endmark serve --replicas 2 -t 1` (a local Ray cluster, Ray Serve's
 HTTP proxy, endmark's ingress and prefix-aware router, two replicas of one thread each), run

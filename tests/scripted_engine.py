@@ -341,6 +341,22 @@ class ScriptedEngine:
         first = self._seqs[seq_id].pos_min
         return 0 <= first <= max(0, n - self._n_swa)
 
+    # No persistent states: a scripted cache is its tokens alone (`prompt_cache` is not used).
+    def state_identity(self) -> dict[str, str]:
+        return {"engine": "scripted"}
+
+    def state_bytes(self, seq_id: int) -> bytearray:
+        raise NotImplementedError("the scripted engine keeps no states")
+
+    def load_state_bytes(self, seq_id: int, data: Any, offset: int = 0, size: int = -1) -> bool:
+        return False
+
+    def save_state_file(self, seq_id: int, path: str, tokens: list[int]) -> int:
+        return 0
+
+    def load_state_file(self, seq_id: int, path: str) -> tuple[list[int], int]:
+        return [], 0
+
     def cached(self, seq_id: int) -> list[int]:
         """What a sequence's cache holds (for tests of the scheduler's bookkeeping)."""
         return list(self._seqs[seq_id].cache)

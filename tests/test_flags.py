@@ -115,5 +115,6 @@ def test_an_unknown_flag_is_an_error_that_names_it(capsys: pytest.CaptureFixture
 def test_every_flag_endmark_defines_is_one_llama_server_has_or_its_own() -> None:
     own = {"--queue-size", "--n-predict-cap", "--max-body-bytes", "--shutdown-grace", "--cors",
            "--spec", "--models-file", "--models-memory", "--default-model",
-           "--keep-alive", "--replicas", "--ray-address", "--chat-parse-special"}  # fmt: skip
+           "--keep-alive", "--replicas", "--ray-address", "--chat-parse-special",
+           "--cache-dir", "--cache-dir-size", "--cache-min-tokens"}  # fmt: skip
     assert serve_flag_names() - LLAMA_SERVER_FLAGS - own <= {"-no-kvu", "--usage"}

@@ -271,6 +271,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     _bool_pair(
         p, ["--cache-prompt"], ["--no-cache-prompt"], "cache_prompt", "reuse cached prefixes"
     )
+    add_cache_flags(p)
     p.add_argument(
         "--spec", "--spec-type", dest="spec", choices=("ngram", "ngram-simple", "none"),
         help="speculative decoding: ngram drafts from the prompt and output (default), none",
@@ -340,6 +341,19 @@ def add_lora_flags(p: argparse.ArgumentParser) -> None:
         "--lora-init-without-apply", action="store_true", default=None,
         help="load the adapters at scale 0 (set them later with POST /lora-adapters)",
     )  # fmt: skip
+
+
+def add_cache_flags(p: argparse.ArgumentParser) -> None:
+    """Slot files (llama-server's) and the persistent prompt cache (endmark's)."""
+    p.add_argument("--slot-save-path", help="folder for POST /slots/{id}?action=save|restore")
+    p.add_argument("--cache-dir", help="keep long prompt prefixes' KV states here, across restarts")
+    p.add_argument("--cache-dir-size", help="the most --cache-dir may hold, e.g. 4G (default)")
+    p.add_argument(
+        "-cram", "--cache-ram", type=int,
+        help="MiB of prompt states kept in host memory (-1: no limit, 0: none; default 8192 "
+        "with --cache-dir, else 0)",
+    )  # fmt: skip
+    p.add_argument("--cache-min-tokens", type=int, help="shortest prefix stored (default 256)")
 
 
 def add_router_flags(p: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ from endmark.prepare import Learned
 from endmark.runtime import Runtime
 from endmark.scheduler import Scheduler
 from endmark.settings import Settings
+from endmark.slot_states import slot_states
 
 log = logging.getLogger("endmark")
 
@@ -82,6 +83,7 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
         settings.queue_size,
         shared_cache=settings.kv_unified,
         cont_batching=settings.cont_batching,
+        states=slot_states(engine, settings),
     )
     scheduler.start()
     if settings.embedding:  # made now, on the scheduler's thread, as every use of it is

@@ -287,6 +287,18 @@ class Runtime:
     def slot_states(self) -> list[dict[str, object]]:
         return self.scheduler.slot_states()
 
+    async def slot_action(self, slot_id: int, action: str, filename: object) -> dict[str, object]:
+        """llama-server's `POST /slots/{id}?action=save|restore|erase` (SlotFileError when
+        it cannot be done)."""
+        if not 0 <= slot_id < self.n_slots:
+            raise InvalidRequest("Invalid slot ID", "id_slot")
+        return await asyncio.wrap_future(self.scheduler.slot_action(slot_id, action, filename))
+
+    def prompt_cache(self) -> dict[str, Any] | None:
+        """The prompt cache's hits, misses, bytes and restore time; None without one."""
+        states = self.scheduler.table.states
+        return states.cache.summary() if states is not None and states.cache else None
+
     def activity(self) -> Activity:
         s = self.scheduler
         return Activity(s.stats, s.n_running, s.n_queued, len(s.slots))

@@ -25,6 +25,7 @@ from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
 from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.request import GenerationRequest
+from endmark.slot_states import SlotStates
 from endmark.slots import Sink, Slot, SlotTable, Ticket, common_prefix
 
 __all__ = ["QueueFull", "Scheduler", "Sink", "Stats", "Ticket"]
@@ -63,6 +64,7 @@ class Scheduler:
         queue_size: int = 64,
         shared_cache: bool = False,
         cont_batching: bool = True,
+        states: SlotStates | None = None,
     ) -> None:
         """`shared_cache`: the slots share one cache (llama-server's --kv-unified), so each
         request may use all of it; `cont_batching=False` admits requests only into an idle
@@ -72,7 +74,7 @@ class Scheduler:
         self.batch_size = batch_size
         self.queue_size = queue_size
         self.cont_batching = cont_batching
-        self.table = SlotTable(engine, n_slots, engine.n_ctx if shared_cache else None)
+        self.table = SlotTable(engine, n_slots, engine.n_ctx if shared_cache else None, states)
         self.slots = self.table.slots
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.shared_cache = shared_cache
@@ -100,6 +102,8 @@ class Scheduler:
         self._thread.join(timeout=60)
         if self._thread.is_alive():
             log.warning("the scheduler's worker did not stop within a minute")
+        elif self.table.states is not None:  # the prompt cache keeps what the slots hold
+            self.table.states.save_all(self.slots)
 
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
@@ -344,7 +348,16 @@ class Scheduler:
         except Exception:  # a broken consumer must not stop the worker
             log.exception("event sink failed")
 
+    def slot_action(self, slot_id: int, action: str, filename: object) -> Future[dict[str, object]]:
+        """llama-server's slot save, restore and erase, run between two steps."""
+        states = self.table.states or SlotStates(self.engine, None, None)
+        states.check(action, filename)
+        slot = self.slots[slot_id]
+        return self.call(lambda: states.act(slot, action, filename, self.n_ctx_slot))
+
     def slot_states(self) -> list[dict[str, object]]:
+        cache = self.table.states.cache if self.table.states is not None else None
+        summary = cache.summary() if cache is not None else None
         out = []
         for s in self.slots:
             gen = s.ticket.generation if s.ticket else None
@@ -356,6 +369,7 @@ class Scheduler:
                     "n_cached": len(s.cached),
                     "task": gen.request.label if gen else None,
                     "n_decoded": len(gen.tokens) if gen else 0,
+                    **({"prompt_cache": summary} if summary is not None else {}),
                 }
             )
         return out

@@ -57,6 +57,12 @@ class Settings:
     swa_full: bool = False
     cont_batching: bool = True
     cache_prompt: bool = True
+    slot_save_path: str | None = None  # POST /slots/{id}?action=save|restore: files here
+    cache_dir: str | None = None  # the persistent prompt cache's folder (a subfolder a model)
+    cache_dir_size: str = "4G"  # its bound, over the whole folder
+    cache_ram: int | None = None  # MiB of states in host memory; -1: no limit; 0: none;
+    # None: 8192 with --cache-dir, else 0 (no prompt cache)
+    cache_min_tokens: int = 256  # shorter prefixes are decoded again, not stored
     spec: str = "ngram"  # speculative decoding: ngram (prompt lookup) or none
     draft_max: int = 8  # tokens one guess may hold (llama-server's --draft-max; its default 16)
     draft_min: int = 0  # a shorter guess is not checked (llama-server's --draft-min)

@@ -18,6 +18,7 @@ from endmark.engine import AdapterScales, Engine
 if TYPE_CHECKING:
     from endmark.events import Event
     from endmark.generation import Generation
+    from endmark.slot_states import SlotStates
 
 Sink = Callable[["Event"], None]
 
@@ -86,12 +87,20 @@ def pick_slot(
 class SlotTable:
     """The slots over one engine, and their caches kept in step with it."""
 
-    def __init__(self, engine: Engine, n_slots: int, shared_cells: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        n_slots: int,
+        shared_cells: int | None = None,
+        states: SlotStates | None = None,
+    ) -> None:
         """`shared_cells`: the slots share one cache of that many cells (`--kv-unified`), so
-        what idle slots keep must make room for a new prompt."""
+        what idle slots keep must make room for a new prompt. `states`: the prompt cache
+        (a state is stored before a slot drops it, and restored for a prompt it starts)."""
         self.engine = engine
         self.slots = [Slot(i) for i in range(n_slots)]
         self.shared_cells = shared_cells
+        self.states = states
 
     def free(self) -> list[Slot]:
         return [s for s in self.slots if not s.busy]
@@ -110,10 +119,18 @@ class SlotTable:
         if not self.engine.can_continue(slot.id, keep):
             keep = 0
         donor, shared = self._donor(slot, prompt, adapters) if use_cache else (None, 0)
-        if donor is not None and shared > keep:
+        restored = 0
+        if self.states is not None and use_cache and not adapters:  # states of the base model
+            restored = self.states.restore(slot, prompt, max(keep, shared))
+        if restored:
+            keep = restored
+        elif donor is not None and shared > keep:
+            self._dropping(slot, 0)
             self.engine.copy(donor.id, slot.id, shared)
             slot.cached, keep = prompt[:shared], shared
         else:
+            keep = min(keep, len(slot.cached))  # a restore that failed left the slot empty
+            self._dropping(slot, keep)
             self.engine.drop(slot.id, keep)
             slot.cached = slot.cached[:keep]
         slot.n_past = keep
@@ -139,8 +156,15 @@ class SlotTable:
         for other in idle:
             if held() <= self.shared_cells:
                 return
+            self._dropping(other, 0)
             self.engine.drop(other.id, 0)
             other.cached, other.n_past = [], 0
+
+    def _dropping(self, slot: Slot, keep: int) -> None:
+        """The prompt cache's chance to store what the slot is about to lose (of the base
+        model only: its key does not name LoRA adapters)."""
+        if self.states is not None and not slot.adapters:
+            self.states.dropping(slot, keep)
 
     def _donor(
         self, slot: Slot, prompt: list[int], adapters: AdapterScales

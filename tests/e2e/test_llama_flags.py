@@ -131,6 +131,11 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--lora": ["LORA_FILE", "-m", "LORA_MODEL"],
     "--lora-scaled": ["LORA_FILE", "0.5"],
     "--lora-init-without-apply": [],
+    "--slot-save-path": ["TMP_DIR"],
+    "--cache-dir": ["TMP_DIR"],
+    "--cache-dir-size": ["1G"],
+    "-cram": ["64"],
+    "--cache-min-tokens": ["128"],
 }
 
 
@@ -154,7 +159,8 @@ def test_each_readme_flag_starts_the_server(
     for flag in row:
         if flag == "--port":
             continue  # start_server always passes --port
-        args += [flag, *[str(files.get(v, v)) for v in SAMPLE_ARGS[flag]]]
+        values = [str(files.get(v, v)) for v in SAMPLE_ARGS[flag]]
+        args += [flag, *[str(tmp_path / "dir") if v == "TMP_DIR" else v for v in values]]
     if not {"-c", "-np", "-kvu"} & set(row):
         args += SMALL
     srv = start(running, tmp_path, *args)

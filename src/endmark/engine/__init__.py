@@ -161,6 +161,33 @@ class Engine(Protocol):
         cache has let go of what fell out of its window."""
         ...
 
+    # -- sequence states: the prompt cache and slot files (optional: a backend without them
+    # -- serves no slot files and no prompt cache) ------------------------------------------
+
+    def state_identity(self) -> dict[str, str]:
+        """What a state depends on besides its tokens (weights, cache types): a state made
+        under another identity must never be loaded."""
+        ...
+
+    def state_bytes(self, seq_id: int) -> bytearray:
+        """A sequence's whole cache state, copied out."""
+        ...
+
+    def load_state_bytes(self, seq_id: int, data: Any, offset: int = 0, size: int = -1) -> bool:
+        """Replace a sequence's cache with a state from a writable buffer; False (and an empty
+        sequence) if the backend refused it."""
+        ...
+
+    def save_state_file(self, seq_id: int, path: str, tokens: list[int]) -> int:
+        """The sequence's tokens and state to a file in the backend's own format; the bytes
+        written, 0 on failure."""
+        ...
+
+    def load_state_file(self, seq_id: int, path: str) -> tuple[list[int], int]:
+        """A file of `save_state_file` into the sequence: its tokens and the bytes read
+        (`([], 0)` and an empty sequence on failure)."""
+        ...
+
     def embedder(self, pooling: str = "auto") -> Embedder:
         """The embedding context on these weights, made on first use."""
         ...

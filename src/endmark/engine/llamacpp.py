@@ -22,6 +22,13 @@ from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
 from endmark.engine.gguf_meta import read_int_array, read_tensor_names
 from endmark.engine.lora import LoraAdapters
 from endmark.engine.options import ContextOptions, context_from_model, context_params
+from endmark.engine.seqstate import (
+    load_state_bytes,
+    load_state_file,
+    model_identity,
+    save_state_file,
+    state_bytes,
+)
 
 __all__ = ["ContextOptions", "LlamaCppEngine"]  # ContextOptions: where loading imports it
 
@@ -94,6 +101,7 @@ class LlamaCppEngine:
         self._piece_buf = ctypes.create_string_buffer(256)
         self.vocab = self._read_vocab()
         self.kv_unified = opts.kv_unified
+        self._opts = opts
         self._embedder: LlamaCppEmbedder | None = None
         self._embedder_lock = threading.Lock()
 
@@ -302,6 +310,35 @@ class LlamaCppEngine:
         L.llama_memory_seq_rm(self._mem, dst, -1, -1)
         L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         L.llama_memory_seq_rm(self._mem, dst, up_to, -1)
+
+    # -- sequence states (the prompt cache, slot save and restore) -------------------------
+
+    def state_identity(self) -> dict[str, str]:
+        """Everything that shapes a sequence's state besides its tokens: the weights, the
+        cache types, flash attention (V's layout) and the SWA cache's size."""
+        o = self._opts
+        return {**model_identity(self.model_path), "type_k": o.type_k, "type_v": o.type_v,
+                "flash_attn": o.flash_attn, "swa_full": str(o.swa_full)}  # fmt: skip
+
+    def state_bytes(self, seq_id: int) -> bytearray:
+        return state_bytes(self._ctx, seq_id)
+
+    def load_state_bytes(self, seq_id: int, data: Any, offset: int = 0, size: int = -1) -> bool:
+        L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        ok = load_state_bytes(self._ctx, seq_id, data, offset, size)
+        if not ok:
+            L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        return ok
+
+    def save_state_file(self, seq_id: int, path: str, tokens: list[int]) -> int:
+        return save_state_file(self._ctx, seq_id, path, tokens)
+
+    def load_state_file(self, seq_id: int, path: str) -> tuple[list[int], int]:
+        L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        tokens, n_read = load_state_file(self._ctx, seq_id, path, self.n_ctx)
+        if not n_read:
+            L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        return tokens, n_read
 
     def embedder(self, pooling: str = "auto") -> LlamaCppEmbedder:
         """The embedding context on these weights, made on first use (most servers never

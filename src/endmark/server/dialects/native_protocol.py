@@ -165,7 +165,9 @@ class DetokenizeRequest(StrictModel):
 
 NATIVE = replace(
     LLAMA_CPP,  # llama.cpp's shapes, which answer any path another dialect does not claim
-    routes=tuple(f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank", "lora")),
+    routes=tuple(
+        f"endmark.server.dialects.{m}" for m in ("native", "infill", "rerank", "lora", "slot_files")
+    ),
     request_bodies={
         "/completion": CompletionRequest,
         "/completions": CompletionRequest,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -51,6 +52,33 @@ class RuntimeCollector(Collector):
             "Generated tokens per second of generation time, per request, since start",
             st.generated_tokens / st.generation_seconds if st.generation_seconds else 0.0,
         )
+        yield from prompt_cache_metrics(self.rt.prompt_cache())
+
+
+def prompt_cache_metrics(summary: dict[str, Any] | None) -> Iterator[Metric]:
+    """The persistent prompt cache's counters (none without `--cache-dir`/`--cache-ram`)."""
+    if summary is None:
+        return
+    lookups = CounterMetricFamily(
+        "endmark_prompt_cache_lookups", "Prompt cache lookups by result", labels=["result"]
+    )
+    lookups.add_metric(["hit"], summary["hits"])
+    lookups.add_metric(["miss"], summary["misses"])
+    yield lookups
+    held = GaugeMetricFamily(
+        "endmark_prompt_cache_bytes", "Bytes of stored states by tier", labels=["tier"]
+    )
+    held.add_metric(["ram"], summary["ram_bytes"])
+    held.add_metric(["disk"], summary["disk_bytes"])
+    yield held
+    yield CounterMetricFamily(
+        "endmark_prompt_cache_restored_tokens", "Prompt tokens restored instead of decoded",
+        summary["restored_tokens"],
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "endmark_prompt_cache_restore_seconds", "Time spent restoring states",
+        summary["restore_ms"] / 1000.0,
+    )  # fmt: skip
 
 
 @router.get("/metrics")
