@@ -11,6 +11,7 @@ from collections.abc import Collection
 from endmark.calls.bare_json import LLAMA3, BareJson
 from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
+from endmark.calls.harmony import HARMONY, HarmonyCalls
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_tags import HERMES, JsonInTags
@@ -20,7 +21,10 @@ from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
 # Tried in this order; each says None for a template that writes calls another way.
-KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, TaggedArgs)
+KINDS: tuple[type[CallStrategy], ...] = (
+    JsonArray, BareJson, JsonInTags, TaggedArgs,
+    HarmonyCalls,
+)  # fmt: skip
 
 
 def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallStrategy | None:
@@ -37,6 +41,7 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
 
 __all__ = [
     "GENERIC",
+    "HARMONY",
     "HERMES",
     "KINDS",
     "LLAMA3",
@@ -46,6 +51,7 @@ __all__ = [
     "BareJson",
     "CallStrategy",
     "Generic",
+    "HarmonyCalls",
     "JsonArray",
     "JsonCalls",
     "JsonInTags",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from endmark.calls.base import (
@@ -32,10 +32,10 @@ from endmark.calls.base import (
 )
 from endmark.calls.json_body import json_text, loads_exact
 from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, literal, text_until
+from endmark.calls.lark_marks import marked
 from endmark.calls.probe import (
     PROBE_TOOL_NAME,
     probe_tool,
-    rendered_calls,
     up_to_turn_end,
     without_empty_thinking,
 )
@@ -48,6 +48,7 @@ from endmark.calls.tagged_close import (
     unwritten_all,
     value_rest,
 )
+from endmark.calls.turn_diff import call_section
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.tools import Tool, ToolRequest
@@ -57,6 +58,7 @@ PROBE_TOOL = probe_tool({k: {"type": "string"} for k in PROBE_ARGS})
 PYTHON_WORDS = {"True": True, "False": False, "None": None}  # Jinja's `|string` of them
 _TAG_AT_START = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])")
 _TAG_AT_END = re.compile(r"(<[^<>]+>|\[[^\[\]]+\])$")
+_OPEN_TAG = re.compile(r"^<[\w:-]+ [\w:-]+=\"?$")  # the name is in the tag: `<function name="`
 
 
 def takes_text(schema: Any) -> bool:
@@ -119,10 +121,38 @@ def _from_a_boundary(tag: str) -> str:
     return tag[min(starts, default=len(tag)) :]
 
 
+def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
+    """The tags of one rendered probe call (see `TaggedArgs.learn`); None: not this kind. A
+    call may start with a whole tag (`<tool_call>`) or inside one that holds the name
+    (MiniCPM5's `<function name="NAME">`)."""
+    parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)])
+    if parts is None:
+        return None
+    head, after_name, key_close, between, key_close_b, tail = parts
+    head = without_empty_thinking(head).lstrip()
+    start = _TAG_AT_START.match(head) or _OPEN_TAG.match(head)
+    key_open = _from_a_boundary(_common_suffix(after_name, between))
+    value_close = between[: len(between) - len(key_open)]
+    if not (start and key_open and key_close and value_close) or key_close != key_close_b:
+        return None
+    if not tail.startswith(value_close):
+        return None
+    rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
+    end = _TAG_AT_END.search(rest)
+    if end is None:
+        return None
+    return TaggedArgs(
+        "tagged", start.group(0), end.group(0), head[start.end() :],
+        after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
+        rest[: end.start()],
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TaggedArgs(CallStrategy):
     """`start name_open NAME name_close (key_open KEY key_close VALUE value_close)* call_close
-    end`, one call per `start ... end`."""
+    end`, one call per `start ... end`; or, with `again`, one `start ... end` around all the
+    turn's calls, `again` written between one call's arguments and the next one's NAME."""
 
     name: str
     start: str
@@ -133,6 +163,7 @@ class TaggedArgs(CallStrategy):
     key_close: str
     value_close: str
     call_close: str
+    again: str = ""
 
     kind: ClassVar[str] = "tagged_args"
 
@@ -140,34 +171,25 @@ class TaggedArgs(CallStrategy):
     def learn(cls, template: ChatTemplate, end_texts: Collection[str]) -> TaggedArgs | None:
         """Diff a probe call with two string arguments: the texts around its name, keys and
         values are the tags (`_between` names them). The key's open tag is what precedes both
-        keys; what precedes the second key beyond it closes the first value."""
-        body = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS])
-        parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)]) if body else None
-        if parts is None:
+        keys; what precedes the second key beyond it closes the first value. Two calls tell
+        whether each call has its own start marker, or one wrapper holds them all (MiniMax's
+        `<minimax:tool_call>`), and then what lies between two calls."""
+        body = call_section(template, PROBE_TOOL, [PROBE_ARGS])
+        learned = _read_tags(body, end_texts) if body else None
+        if learned is None:
             return None
-        head, after_name, key_close, between, key_close_b, tail = parts
-        head = without_empty_thinking(head).lstrip()
-        start = _TAG_AT_START.match(head)
-        key_open = _from_a_boundary(_common_suffix(after_name, between))
-        value_close = between[: len(between) - len(key_open)]
-        if not (start and key_open and key_close and value_close) or key_close != key_close_b:
-            return None
-        if not tail.startswith(value_close):
-            return None
-        rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
-        end = _TAG_AT_END.search(rest)
-        if end is None:
-            return None
-        learned = cls(
-            "tagged", start.group(0), end.group(0), head[start.end() :],
-            after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
-            rest[: end.start()],
-        )  # fmt: skip
-        two = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
-        if two.count(learned.start) != 2:  # one wrapper around several calls: another kind
+        two = call_section(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
+        if two.count(learned.start) == 1:
+            needles = [PROBE_TOOL_NAME, *_flat(PROBE_ARGS), PROBE_TOOL_NAME]
+            parts = _between(two, needles)
+            again = parts[-2] if parts else ""
+            if not again.startswith(learned.value_close) or again == learned.value_close:
+                return None
+            return replace(learned, name="wrapped", again=again[len(learned.value_close) :])
+        if two.count(learned.start) != 2:
             return None
         known = learned.fields() == QWEN3_CODER.fields()
-        return cls("qwen3_coder", *learned.fields()) if known else learned
+        return replace(learned, name="qwen3_coder") if known else learned
 
     def fields(self) -> tuple[str, ...]:
         return (self.start, self.end, self.name_open, self.name_close, self.key_open,
@@ -193,9 +215,27 @@ class TaggedArgs(CallStrategy):
         opener = self.name_open.lstrip()
         if not rest.startswith(opener):
             raise MalformedCall(f"a {self.name} tool call names no function")
-        name, rest = self._read_name(rest[len(opener) :])
-        if not name:
-            raise MalformedCall(f"a {self.name} tool call names no function")
+        rest = rest[len(opener) :]
+        calls = []
+        while True:
+            name, rest = self._read_name(rest)
+            if not name:
+                raise MalformedCall(f"a {self.name} tool call names no function")
+            args, rest = self._read_arguments(rest, name, tools)
+            calls.append(ToolCall(name, json_text(args), new_call_id()))
+            again = self.again.strip()
+            if not again or not rest.lstrip().startswith(again):
+                break
+            rest = rest.lstrip()[len(again) :]
+        if rest.strip() != self.call_close.strip():
+            raise MalformedCall(f"a {self.name} tool call has text after its arguments")
+        return calls
+
+    def _read_arguments(
+        self, rest: str, name: str, tools: Sequence[Tool]
+    ) -> tuple[dict[str, Any], str]:
+        """The arguments written from `rest` on, typed by the named tool's schema; and what
+        follows them."""
         parameters = next((t.parameters for t in tools if t.name == name), {})
         properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
         args: dict[str, Any] = {}
@@ -206,9 +246,7 @@ class TaggedArgs(CallStrategy):
                 raise MalformedCall(f"a {self.name} tool call has an argument left open")
             schema = properties.get(key.strip()) if isinstance(properties, Mapping) else None
             args[key.strip()] = typed_value(value, schema)
-        if rest.strip() != self.call_close.strip():
-            raise MalformedCall(f"a {self.name} tool call has text after its arguments")
-        return [ToolCall(name, json_text(args), new_call_id())]
+        return args, rest
 
     def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
         """The tags the cut left open, finished in order: the function's name (as the tool it
@@ -216,6 +254,8 @@ class TaggedArgs(CallStrategy):
         closed, an enum finished; `null` where none was written), then the call's close."""
         if not tools:
             return None
+        if self.again and self.again in body:  # the calls before the last one are whole
+            body = self.name_open + body[body.rfind(self.again) + len(self.again) :]
         rest = after_tag(body, self.name_open)
         if rest is None:
             missing = tag_rest(body, self.name_open)
@@ -243,6 +283,10 @@ class TaggedArgs(CallStrategy):
             missing = tag_rest(rest, self.call_close)
             if in_key is None and missing is not None:
                 return CallClose(missing, self.end)
+            missing = tag_rest(rest, self.again) if self.again else None
+            if in_key is None and missing is not None:  # the next call, named by endmark
+                text = f"{missing}{tools[0].name}{self.name_close}{self.call_close}"
+                return CallClose(text, self.end, guessed=len(tools) > 1)
             if in_key is None:
                 missing = tag_rest(rest, self.key_open)
                 if missing is None:
@@ -276,7 +320,8 @@ class TaggedArgs(CallStrategy):
         if self.name_close:
             name, found, rest = text.partition(self.name_close)
             return (name.strip(), rest) if found else ("", text)
-        marks = [text.find(m) for m in (self.key_open, self.call_close) if m and m in text]
+        marks = [text.find(m) for m in (self.key_open, self.call_close, self.again.strip())
+                 if m and m in text]  # fmt: skip
         at = min(marks, default=len(text))
         return text[:at].strip(), text[at:]
 
@@ -292,34 +337,42 @@ class TaggedArgs(CallStrategy):
             alternatives.append(f"fn_{i}")
             rules += self._function_rules(i, tool, control)
         extra = request.max_calls - 1
-        call = f"{literal(self.start, control)} fn"
-        first = "fn" if lazy else call
-        more = f" ({NL} call){{0,{extra}}}" if extra else ""
-        return (
-            f"{GRAMMAR_HEAD}start: {first}{more}\ncall: {call}\nfn: {' | '.join(alternatives)}\n"
-            + "\n".join(rules)
-            + "\n"
-        )
+        if self.again:  # one wrapper: `again` between calls, the close and end after them
+            opener = marked(self.name_open, control)
+            first = f"{opener} fn" if lazy else f"{literal(self.start, control)} {opener} fn"
+            more = f" ({marked(self.again, control)} fn){{0,{extra}}}" if extra else ""
+            tail = f" {marked(self.call_close, control)}" if self.call_close else ""
+            start = f"{first}{more}{tail} {literal(self.end, control)}"
+            head = f"{GRAMMAR_HEAD}start: {start}\n"
+        else:
+            call = f"{literal(self.start, control)} fn"
+            more = f" ({NL} call){{0,{extra}}}" if extra else ""
+            head = f"{GRAMMAR_HEAD}start: {'fn' if lazy else call}{more}\ncall: {call}\n"
+        return head + f"fn: {' | '.join(alternatives)}\n" + "\n".join(rules) + "\n"
 
     def _function_rules(self, i: int, tool: Tool, control: Mapping[str, int]) -> list[str]:
         params = tool.parameters if isinstance(tool.parameters, Mapping) else {}
         properties = params.get("properties")
         properties = properties if isinstance(properties, Mapping) else {}
         required = set(params.get("required") or [])
-        parts = [json.dumps(f"{self.name_open}{tool.name}{self.name_close}")]
+        opener = "" if self.again else self.name_open  # a wrapper's: before or between calls
+        parts = [marked(f"{opener}{tool.name}{self.name_close}", control)]
         rules = []
         for j, (key, schema) in enumerate(properties.items()):
             rule = f"arg_{i}_{j}"
             parts.append(rule if key in required else f"{rule}?")
-            opener = json.dumps(f"{self.key_open}{key}{self.key_close}")
-            rules += self._value_rules(rule, opener, schema)
-        if self.call_close:
-            parts.append(json.dumps(self.call_close))
-        parts.append(literal(self.end, control))
+            opener = marked(f"{self.key_open}{key}{self.key_close}", control)
+            rules += self._value_rules(rule, opener, schema, control)
+        if not self.again:
+            if self.call_close:
+                parts.append(marked(self.call_close, control))
+            parts.append(literal(self.end, control))
         return [f"fn_{i}: {' '.join(parts)}", *rules]
 
-    def _value_rules(self, rule: str, opener: str, schema: Any) -> list[str]:
-        close = json.dumps(self.value_close)
+    def _value_rules(
+        self, rule: str, opener: str, schema: Any, control: Mapping[str, int]
+    ) -> list[str]:
+        close = marked(self.value_close, control)
         schema = closed(schema) if isinstance(schema, Mapping) else {}
         values = schema.get("enum", [schema["const"]] if "const" in schema else None)
         if takes_text(schema) and values is not None:
