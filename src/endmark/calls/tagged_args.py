@@ -55,6 +55,8 @@ from endmark.tools import Tool, ToolRequest
 
 PROBE_ARGS = {"endmark_key_a": "endmark-value-a", "endmark_key_b": "endmark-value-b"}
 PROBE_TOOL = probe_tool({k: {"type": "string"} for k in PROBE_ARGS})
+TYPED_ARGS = {"endmark_key_a": 7}
+TYPED_TOOL = probe_tool({"endmark_key_a": {"type": "integer"}})
 PYTHON_WORDS = {"True": True, "False": False, "None": None}  # Jinja's `|string` of them
 _TAG_AT_START = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])")
 _TAG_AT_END = re.compile(r"(<[^<>]+>|\[[^\[\]]+\])$")
@@ -121,6 +123,12 @@ def _from_a_boundary(tag: str) -> str:
     return tag[min(starts, default=len(tag)) :]
 
 
+def _close_tag(start: str) -> str:
+    """The tag that closes `start` (`</tool_call>` for `<tool_call>` or `<tool_call name="`)."""
+    name = re.match(r"<([^\s<>/=]+)", start)
+    return f"</{name.group(1).rstrip('>')}>" if name else ""
+
+
 def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
     """The tags of one rendered probe call (see `TaggedArgs.learn`); None: not this kind. A
     call may start with a whole tag (`<tool_call>`) or inside one that holds the name
@@ -138,6 +146,9 @@ def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
     if not tail.startswith(value_close):
         return None
     rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
+    closing = _close_tag(start.group(0))  # what closes the start tag ends the calls
+    if closing in rest:
+        rest = rest[: rest.rindex(closing) + len(closing)]
     end = _TAG_AT_END.search(rest)
     if end is None:
         return None
@@ -178,6 +189,9 @@ class TaggedArgs(CallStrategy):
         learned = _read_tags(body, end_texts) if body else None
         if learned is None:
             return None
+        typed = call_section(template, TYPED_TOOL, [TYPED_ARGS]) or ""
+        if learned.written(PROBE_TOOL_NAME, TYPED_ARGS).strip() not in typed:
+            return None  # a number written with other tags than text (DSML's `string=`)
         two = call_section(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
         if two.count(learned.start) == 1:
             needles = [PROBE_TOOL_NAME, *_flat(PROBE_ARGS), PROBE_TOOL_NAME]

@@ -11,6 +11,7 @@ continuation, and is diffed instead.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from endmark.calls.probe import PROBE_TOOL_NAME, PROBE_USER, call_turn, rendered_calls
@@ -32,22 +33,54 @@ def common_prefix(a: str, b: str) -> int:
     return opened if opened > closed else n
 
 
+def common_suffix(a: str, b: str) -> int:
+    """How many characters `a` and `b` end with alike, from the end of a tag cut there
+    (`<|return|>` against `<|call|>` share `|>`, which is neither's)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    tail = a[len(a) - n :]
+    closer = min((tail.find(c) for c in _CLOSERS if c in tail), default=-1)
+    opener = min((tail.find(c) for c in _OPENERS if c in tail), default=len(tail))
+    return n - closer - 1 if 0 <= closer < opener else n
+
+
+@dataclass(frozen=True)
+class _Renders:
+    """One probe conversation, rendered three ways: up to the generation prompt, ending in an
+    assistant turn without calls, and ending in one with them."""
+
+    prompt: str
+    without: str
+    full: str
+
+
+def _renders(
+    template: ChatTemplate, tool: dict[str, Any], arguments: list[dict[str, Any]]
+) -> _Renders | None:
+    plain = {"role": "assistant", "content": ""}
+    try:
+        return _Renders(
+            template.render(PROBE_USER, True, tools=[tool]),
+            template.render([*PROBE_USER, plain], False, tools=[tool]),
+            template.render([*PROBE_USER, call_turn(arguments)], False, tools=[tool]),
+        )
+    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+        return None
+
+
 def diffed_calls(
     template: ChatTemplate, tool: dict[str, Any], arguments: list[dict[str, Any]]
 ) -> str | None:
     """The text a turn of these calls adds to a turn without them: from where the two renders
     part, to the end of the call turn's render. None: the template fails or writes no call."""
-    plain = {"role": "assistant", "content": ""}
-    try:
-        prompt = template.render(PROBE_USER, True, tools=[tool])
-        without = template.render([*PROBE_USER, plain], False, tools=[tool])
-        full = template.render([*PROBE_USER, call_turn(arguments)], False, tools=[tool])
-    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+    renders = _renders(template, tool, arguments)
+    if renders is None:
         return None
-    section = full[common_prefix(without, full) :]
+    section = renders.full[common_prefix(renders.without, renders.full) :]
     if PROBE_TOOL_NAME not in section:
         return None
-    return section[_header_length(prompt, section) :]
+    return section[_header_length(renders.prompt, section) :]
 
 
 def _header_length(prompt: str, section: str) -> int:
@@ -65,5 +98,12 @@ def call_section(
     template: ChatTemplate, tool: dict[str, Any], arguments: list[dict[str, Any]]
 ) -> str | None:
     """What the template writes for a turn of these calls after its generation prompt, or,
-    when the turn does not continue that prompt, where it parts from a turn without calls."""
-    return rendered_calls(template, tool, arguments) or diffed_calls(template, tool, arguments)
+    when the turn does not continue that prompt, where it parts from a turn without calls;
+    without the end of the turn that both turns end with (MiniMax's `[e~[`, which need not
+    be a special token of the model's to end its turn)."""
+    section = rendered_calls(template, tool, arguments) or diffed_calls(template, tool, arguments)
+    renders = _renders(template, tool, arguments) if section else None
+    if section is None or renders is None:
+        return section
+    end = renders.full[len(renders.full) - common_suffix(renders.full, renders.without) :]
+    return section[: len(section) - len(end)] if end.strip() and section.endswith(end) else section
