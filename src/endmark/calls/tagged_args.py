@@ -354,7 +354,13 @@ class TaggedArgs(CallStrategy):
         if self.again:  # one wrapper: `again` between calls, the close and end after them
             opener = marked(self.name_open, control)
             first = f"{opener} fn" if lazy else f"{literal(self.start, control)} {opener} fn"
-            more = f" ({marked(self.again, control)} fn){{0,{extra}}}" if extra else ""
+            again = marked(self.again, control)
+            if self.call_close and self.again.startswith(self.call_close):
+                # the call's close, then the next call's open: one lexeme may not begin
+                # another, or llguidance's lexer would not stop at the shorter one
+                rest = self.again[len(self.call_close) :]
+                again = f"{marked(self.call_close, control)} {marked(rest, control)}"
+            more = f" ({again} fn){{0,{extra}}}" if extra else ""
             tail = f" {marked(self.call_close, control)}" if self.call_close else ""
             start = f"{first}{more}{tail} {literal(self.end, control)}"
             head = f"{GRAMMAR_HEAD}start: {start}\n"
