@@ -329,3 +329,26 @@ def test_a_scripted_harmony_answer(gpt_oss: tuple[ScriptedApp, list[Plan]], stre
     reading = ask(app, plans[1], stream)
     assert (reading.text, reading.reasoning, reading.calls) == (
         "It is sunny.", "The user wants the forecast.", ())  # fmt: skip
+
+
+CUT = [f for f in TAGGED if f.template in ("MiniMax-M2", "tencent-Hy3", "openbmb-MiniCPM5-1B",
+                                           "GLM-4.7-Flash", "ByteDance-Seed-OSS")]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", CUT, ids=[f.template for f in CUT])
+def test_two_calls_cut_anywhere_come_back_closed(family: Family) -> None:
+    """Cut anywhere after the first call's start, two calls as the template writes them come
+    back as calls only: the first the forecast (whole once its arguments were), then the
+    second, closed."""
+    fmt = learned(family)
+    text = written_by_template(family, fmt, [("forecast", ARGS), ("get_time", {"zone": "UTC"})])
+    first = text.index("celsius") + len("celsius")
+    for cut in range(len(fmt.start), len(text) + 1):
+        splitter = ChannelSplitter(fmt, tools=TOOLS)
+        pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
+        calls = [p.call for p in pieces if p.call is not None]
+        assert calls and not any(p.text.strip() for p in pieces), text[:cut]
+        assert calls[0].name == "forecast", text[:cut]
+        if cut > first + len(fmt.value_close):
+            assert json.loads(calls[0].arguments) == ARGS, text[:cut]
+    assert [c.name for c in calls] == ["forecast", "get_time"] and not splitter.closed_by_endmark

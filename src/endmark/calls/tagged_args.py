@@ -303,9 +303,9 @@ class TaggedArgs(CallStrategy):
                 return CallClose(text, self.end, guessed=len(tools) > 1)
             if in_key is None:
                 missing = tag_rest(rest, self.key_open)
-                if missing is None:
-                    return None
                 key = unwritten(params, written)
+                if missing is None or not key or tag_rest(rest, self.end) is not None:
+                    return None  # (where the end marker may begin, the splitter closes)
                 text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
                 return CallClose(text + self.value_close + self.call_close, self.end)
             key, closed_key, rest = cut_at(in_key, self.key_close)
@@ -334,9 +334,11 @@ class TaggedArgs(CallStrategy):
         if self.name_close:
             name, found, rest = text.partition(self.name_close)
             return (name.strip(), rest) if found else ("", text)
-        marks = [text.find(m) for m in (self.key_open, self.call_close, self.again.strip())
-                 if m and m in text]  # fmt: skip
-        at = min(marks, default=len(text))
+        marks = [m for m in (self.key_open, self.call_close, self.again.strip(), self.end) if m]
+        at = min((text.find(m) for m in marks if m in text), default=len(text))
+        if at == len(text):  # no mark yet: a cut one's start is none of the name
+            cut = [k for m in marks for k in range(1, len(m)) if text.endswith(m[:k])]
+            at -= max(cut, default=0)
         return text[:at].strip(), text[at:]
 
     # -- constraining -----------------------------------------------------------------------
