@@ -162,6 +162,24 @@ def test_calls_as_the_template_writes_them_parse_back(family: Family) -> None:
         assert (content.strip(), calls) == ("", expected), (family.template, chunks)
 
 
+@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
+def test_the_second_turn_renders_the_call_in_the_familys_own_format(family: Family) -> None:
+    """Arguments sent as a JSON text, as OpenAI clients send them, are written back as the
+    family writes them (gpt-oss: JSON once, not a JSON string of JSON); the result follows."""
+    fmt = learned(family)
+    call = {"id": "call_abc123xyz", "type": "function",
+            "function": {"name": "forecast", "arguments": json.dumps(ARGS)}}  # fmt: skip
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "reasoning_content": "Hmm.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_abc123xyz", "content": "sunny"},
+    ]
+    history, variables = fmt.prompt_inputs(messages, ToolRequest(TOOLS))
+    prompt = template_of(family).render(history, True, **variables)
+    written = written_by_template(family, fmt, [("forecast", ARGS)])
+    assert written in prompt and "sunny" in prompt[prompt.index(written) :], prompt
+
+
 @pytest.fixture(scope="module")
 def vocab() -> Vocab:
     return Vocab(ScriptedEngine())

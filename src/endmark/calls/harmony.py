@@ -32,6 +32,7 @@ from endmark.calls.json_body import json_text, loads_exact
 from endmark.calls.lark import GRAMMAR_HEAD, closed, literal
 from endmark.calls.lark_marks import marked
 from endmark.calls.probe import PROBE_TOOL_NAME, probe_tool, rendered_calls
+from endmark.calls.tagged_args import with_object_arguments
 from endmark.calls.tagged_close import cut_at
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
@@ -171,8 +172,9 @@ class HarmonyCalls(CallStrategy):
     # -- the prompt -------------------------------------------------------------------------
 
     def history(self, messages: Messages) -> list[dict[str, Any]]:
-        """gpt-oss's template reads an assistant's reasoning from `thinking`, and its calls'
-        arguments as written (an object or a JSON text)."""
+        """gpt-oss's template reads an assistant's reasoning from `thinking`, and writes its
+        calls' arguments with `tojson`: arguments sent as a JSON text are read into the object
+        (else they would be written as a JSON string of JSON)."""
         out = []
         for m in messages:
             m = dict(m)
@@ -180,6 +182,8 @@ class HarmonyCalls(CallStrategy):
                 m["thinking"] = m["reasoning_content"]
                 if m.get("tool_calls"):
                     m.pop("content", None)
+            if m.get("tool_calls"):
+                m["tool_calls"] = [with_object_arguments(c) for c in m["tool_calls"]]
             out.append(m)
         return out
 

@@ -416,7 +416,7 @@ class TaggedArgs(CallStrategy):
         for m in messages:
             m = dict(m)
             if m.get("tool_calls"):
-                m["tool_calls"] = [_with_object_arguments(c) for c in m["tool_calls"]]
+                m["tool_calls"] = [with_object_arguments(c) for c in m["tool_calls"]]
             out.append(m)
         return out
 
@@ -424,7 +424,7 @@ class TaggedArgs(CallStrategy):
         return {**super().describe(), "array": False, "arguments_key": ""}
 
 
-def _with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
+def with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
     call = dict(call)
     function = dict(call.get("function") or {})
     args = function.get("arguments")
