@@ -15,7 +15,6 @@ acts there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -61,8 +60,8 @@ class ChannelSplitter:
             "reasoning": frozenset([think.end] if think else []),
             "call": frozenset([calls.end] if calls and calls.end else []),
         }
-        self._inner = _inner_tokens([*opens, *self._acts_on["reasoning"], *self._acts_on["call"]])
-        self._inner |= frozenset(calls.body_tokens if calls else ())
+        self._inner = {state: _pieces(marks) for state, marks in self._acts_on.items()}
+        self._inner["call"] |= frozenset(calls.body_tokens if calls else ())
         self.calls: list[ToolCall] = []
         self._state: Channel | Literal["call"] = "reasoning" if think and think.open else "content"
         self._matcher = self._matcher_for(self._state)
@@ -115,7 +114,7 @@ class ChannelSplitter:
     def markers(self) -> frozenset[str]:
         """The marker texts that act here and now; a marker out of place (a close with nothing
         open) is markup all the same, and is not written as content."""
-        return self._acts_on[self._state] | self._inner
+        return self._acts_on[self._state] | self._inner[self._state]
 
     @property
     def in_reasoning(self) -> bool:
@@ -243,7 +242,13 @@ class ChannelSplitter:
         return [Piece("tool_call", call=c) for c in checked]
 
 
-def _inner_tokens(markers: list[str]) -> frozenset[str]:
-    """The special tokens inside markers made of several pieces (harmony's `<|channel|>` in
-    `<|channel|>analysis<|message|>`): each must reach the splitter as its text."""
-    return frozenset(t for m in markers for t in re.findall(r"<\|[^|<>]*\|>", m) if t != m)
+def _pieces(markers: frozenset[str]) -> frozenset[str]:
+    """What a special token inside a marker of several tags may be: its texts of two
+    characters or more (harmony's `<|channel|>` in `<|channel|>analysis<|message|>`,
+    MiniMax-M3's `]<]minimax[>[` and `<tool_call>` in `]<]minimax[>[<tool_call>`). Each
+    must reach the splitter as its text; a marker of one tag does already."""
+    glued = [m for m in markers if "<" in m[1:] or "[" in m[1:]]
+    return frozenset(
+        m[i:j] for m in glued for i in range(len(m)) for j in range(i + 2, len(m) + 1)
+        if j - i < len(m)
+    )  # fmt: skip

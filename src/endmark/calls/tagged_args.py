@@ -31,7 +31,7 @@ from endmark.calls.base import (
     new_call_id,
 )
 from endmark.calls.json_body import json_text, loads_exact
-from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, literal, text_until
+from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, text_until
 from endmark.calls.lark_marks import marked
 from endmark.calls.probe import (
     PROBE_TOOL_NAME,
@@ -55,6 +55,7 @@ from endmark.tools import Tool, ToolRequest
 
 PROBE_ARGS = {"endmark_key_a": "endmark-value-a", "endmark_key_b": "endmark-value-b"}
 PROBE_TOOL = probe_tool({k: {"type": "string"} for k in PROBE_ARGS})
+KEY = "\x00"  # in a value's close tag: the value's key (MiniMax-M3's `</city>`)
 TYPED_ARGS = {"endmark_key_a": 7}
 TYPED_TOOL = probe_tool({"endmark_key_a": {"type": "integer"}})
 PYTHON_WORDS = {"True": True, "False": False, "None": None}  # Jinja's `|string` of them
@@ -129,11 +130,27 @@ def _close_tag(start: str) -> str:
     return f"</{name.group(1).rstrip('>')}>" if name else ""
 
 
+def _namespace(body: str) -> str:
+    """The text a template writes before every tag of a call (MiniMax-M3's `]<]minimax[>[`,
+    one special token), or ""."""
+    head = without_empty_thinking(body).lstrip()
+    first = re.search(r"<[\w/]", head)
+    space = head[: first.start()] if first else ""
+    if not space or any(c.isspace() for c in space):
+        return ""
+    tags = re.findall(r"<[\w/]", head)
+    return space if head.count(space + "<") == len(tags) else ""
+
+
 def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
     """The tags of one rendered probe call (see `TaggedArgs.learn`); None: not this kind. A
     call may start with a whole tag (`<tool_call>`) or inside one that holds the name
-    (MiniCPM5's `<function name="NAME">`)."""
-    parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)])
+    (MiniCPM5's `<function name="NAME">`). A value's close tag may name its key (MiniMax-M3's
+    `<city>Paris</city>`), and every tag may follow a namespace: read without it, then
+    written back before each tag."""
+    space = _namespace(body)
+    plain = body.replace(space, "") if space else body
+    parts = _between(plain, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)])
     if parts is None:
         return None
     head, after_name, key_close, between, key_close_b, tail = parts
@@ -141,22 +158,28 @@ def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
     start = _TAG_AT_START.match(head) or _OPEN_TAG.match(head)
     key_open = _from_a_boundary(_common_suffix(after_name, between))
     value_close = between[: len(between) - len(key_open)]
+    key_a, key_b = list(PROBE_ARGS)
+    value_close = value_close.replace(key_a, KEY)  # a close tag that names its key
     if not (start and key_open and key_close and value_close) or key_close != key_close_b:
         return None
-    if not tail.startswith(value_close):
+    if not tail.startswith(value_close.replace(KEY, key_b)):
         return None
-    rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
+    rest = tail[len(value_close.replace(KEY, key_b)) :]
+    rest = up_to_turn_end(rest, end_texts).rstrip()
     closing = _close_tag(start.group(0))  # what closes the start tag ends the calls
     if closing in rest:
         rest = rest[: rest.rindex(closing) + len(closing)]
     end = _TAG_AT_END.search(rest)
     if end is None:
         return None
-    return TaggedArgs(
-        "tagged", start.group(0), end.group(0), head[start.end() :],
+    pieces = (
+        start.group(0), end.group(0), head[start.end() :],
         after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
         rest[: end.start()],
     )  # fmt: skip
+    if space:
+        pieces = tuple(p.replace("<", space + "<") for p in pieces)
+    return TaggedArgs("tagged", *pieces)
 
 
 @dataclass(frozen=True)
@@ -197,9 +220,10 @@ class TaggedArgs(CallStrategy):
             needles = [PROBE_TOOL_NAME, *_flat(PROBE_ARGS), PROBE_TOOL_NAME]
             parts = _between(two, needles)
             again = parts[-2] if parts else ""
-            if not again.startswith(learned.value_close) or again == learned.value_close:
+            close = learned.close_of(list(PROBE_ARGS)[-1])
+            if not again.startswith(close) or again == close:
                 return None
-            return replace(learned, name="wrapped", again=again[len(learned.value_close) :])
+            return replace(learned, name="wrapped", again=again[len(close) :])
         if two.count(learned.start) != 2:
             return None
         known = learned.fields() == QWEN3_CODER.fields()
@@ -213,16 +237,21 @@ class TaggedArgs(CallStrategy):
         """One call as this format writes it (and as its template does)."""
         args = "".join(
             f"{self.key_open}{k}{self.key_close}"
-            f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.value_close}"
+            f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.close_of(k)}"
             for k, v in arguments.items()
         )
         head = f"{self.start}{self.name_open}{name}{self.name_close}"
         return f"{head}{args}{self.call_close}{self.end}"
 
+    def close_of(self, key: str) -> str:
+        """The tag that closes the value of `key`."""
+        return self.value_close.replace(KEY, key)
+
     # -- splitting --------------------------------------------------------------------------
 
     def inside_value(self, body: str) -> bool:
-        return body.rfind(self.key_open.strip()) > body.rfind(self.value_close.strip())
+        close = self.value_close.split(KEY)[0].strip()
+        return body.rfind(self.key_open.strip()) > body.rfind(close)
 
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         rest = body.lstrip()
@@ -253,9 +282,14 @@ class TaggedArgs(CallStrategy):
         parameters = next((t.parameters for t in tools if t.name == name), {})
         properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
         args: dict[str, Any] = {}
-        while rest.startswith(self.key_open):
+        # a close tag that begins as a key's open tag does (MiniMax-M3's `NS</invoke>`)
+        closers = [m for m in (self.call_close, self.again, self.end) if m[: len(self.key_open)]
+                   == self.key_open]  # fmt: skip
+        while rest.startswith(self.key_open) and not any(
+            rest.startswith(m.strip()) for m in closers
+        ):
             key, closed_key, rest = rest[len(self.key_open) :].partition(self.key_close)
-            value, closed_value, rest = rest.partition(self.value_close)
+            value, closed_value, rest = rest.partition(self.close_of(key.strip()))
             if not (closed_key and closed_value):
                 raise MalformedCall(f"a {self.name} tool call has an argument left open")
             schema = properties.get(key.strip()) if isinstance(properties, Mapping) else None
@@ -287,14 +321,17 @@ class TaggedArgs(CallStrategy):
         props = params.get("properties")
         props = props if isinstance(props, Mapping) else {}
         written: list[str] = []
+        closes_as_key = self.call_close.startswith(self.key_open)  # MiniMax-M3's `NS</invoke>`
         while True:
             if rest == "":
                 return CallClose(self.call_close, self.end, boundary=True)
             in_key = after_tag(rest, self.key_open)
             past_close = after_tag(rest, self.call_close)
+            missing = tag_rest(rest, self.call_close)
+            if past_close is not None or missing is not None:
+                in_key = None if closes_as_key else in_key
             if in_key is None and past_close is not None and not past_close.strip():
                 return CallClose("", self.end, boundary=True)
-            missing = tag_rest(rest, self.call_close)
             if in_key is None and missing is not None:
                 return CallClose(missing, self.end)
             missing = tag_rest(rest, self.again) if self.again else None
@@ -307,14 +344,14 @@ class TaggedArgs(CallStrategy):
                 if missing is None or not key or tag_rest(rest, self.end) is not None:
                     return None  # (where the end marker may begin, the splitter closes)
                 text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
-                return CallClose(text + self.value_close + self.call_close, self.end)
+                return CallClose(text + self.close_of(key) + self.call_close, self.end)
             key, closed_key, rest = cut_at(in_key, self.key_close)
             if not closed_key:
                 full = next((k for k in unwritten_all(params, written) if k.startswith(key)), key)
                 text = full[len(key) :] + rest + empty_value(takes_text(props.get(full)))
-                return CallClose(text + self.value_close + self.call_close, self.end)
+                return CallClose(text + self.close_of(full) + self.call_close, self.end)
             written.append(key.strip())
-            value, closed_value, rest = cut_at(rest, self.value_close)
+            value, closed_value, rest = cut_at(rest, self.close_of(key.strip()))
             if not closed_value:
                 schema = props.get(key.strip())
                 finish = value_rest(value, schema, takes_text(schema))
@@ -355,7 +392,7 @@ class TaggedArgs(CallStrategy):
         extra = request.max_calls - 1
         if self.again:  # one wrapper: `again` between calls, the close and end after them
             opener = marked(self.name_open, control)
-            first = f"{opener} fn" if lazy else f"{literal(self.start, control)} {opener} fn"
+            first = f"{opener} fn" if lazy else f"{marked(self.start, control)} {opener} fn"
             again = marked(self.again, control)
             if self.call_close and self.again.startswith(self.call_close):
                 # the call's close, then the next call's open: one lexeme may not begin
@@ -364,10 +401,10 @@ class TaggedArgs(CallStrategy):
                 again = f"{marked(self.call_close, control)} {marked(rest, control)}"
             more = f" ({again} fn){{0,{extra}}}" if extra else ""
             tail = f" {marked(self.call_close, control)}" if self.call_close else ""
-            start = f"{first}{more}{tail} {literal(self.end, control)}"
+            start = f"{first}{more}{tail} {marked(self.end, control)}"
             head = f"{GRAMMAR_HEAD}start: {start}\n"
         else:
-            call = f"{literal(self.start, control)} fn"
+            call = f"{marked(self.start, control)} fn"
             more = f" ({NL} call){{0,{extra}}}" if extra else ""
             head = f"{GRAMMAR_HEAD}start: {'fn' if lazy else call}{more}\ncall: {call}\n"
         return head + f"fn: {' | '.join(alternatives)}\n" + "\n".join(rules) + "\n"
@@ -384,17 +421,17 @@ class TaggedArgs(CallStrategy):
             rule = f"arg_{i}_{j}"
             parts.append(rule if key in required else f"{rule}?")
             opener = marked(f"{self.key_open}{key}{self.key_close}", control)
-            rules += self._value_rules(rule, opener, schema, control)
+            rules += self._value_rules(rule, opener, self.close_of(key), schema, control)
         if not self.again:
             if self.call_close:
                 parts.append(marked(self.call_close, control))
-            parts.append(literal(self.end, control))
+            parts.append(marked(self.end, control))
         return [f"fn_{i}: {' '.join(parts)}", *rules]
 
     def _value_rules(
-        self, rule: str, opener: str, schema: Any, control: Mapping[str, int]
+        self, rule: str, opener: str, close_text: str, schema: Any, control: Mapping[str, int]
     ) -> list[str]:
-        close = marked(self.value_close, control)
+        close = marked(close_text, control)
         schema = closed(schema) if isinstance(schema, Mapping) else {}
         values = schema.get("enum", [schema["const"]] if "const" in schema else None)
         if takes_text(schema) and values is not None:
@@ -402,7 +439,10 @@ class TaggedArgs(CallStrategy):
             return [f"{rule}: {opener} ({written}) {close}"]
         if takes_text(schema):
             low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
-            text = text_until(f"{rule}_text", self.value_close, low, high)
+            if any(close_text.startswith(t) for t in control):  # a special token ends it
+                free = f"{rule}_text: /(?s:.{{{low},{high}}})/"
+                return [f"{rule}: {opener} {rule}_text {close}", free]
+            text = text_until(f"{rule}_text", close_text, low, high)
             return [f"{rule}: {opener} {rule}_text", text]
         typed = {**schema, "x-guidance": JSON_OPTIONS}
         return [f"{rule}: {opener} {rule}_json {close}", f"{rule}_json: %json {json.dumps(typed)}"]
