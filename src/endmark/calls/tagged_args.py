@@ -186,7 +186,8 @@ def _read_tags(body: str, end_texts: Collection[str]) -> TaggedArgs | None:
 class TaggedArgs(CallStrategy):
     """`start name_open NAME name_close (key_open KEY key_close VALUE value_close)* call_close
     end`, one call per `start ... end`; or, with `again`, one `start ... end` around all the
-    turn's calls, `again` written between one call's arguments and the next one's NAME."""
+    turn's calls, `again` written between one call's arguments and the next one's NAME. A
+    value written as JSON may have a key close of its own (`json_key_close`)."""
 
     name: str
     start: str
@@ -198,6 +199,7 @@ class TaggedArgs(CallStrategy):
     value_close: str
     call_close: str
     again: str = ""
+    json_key_close: str = ""  # a JSON value's key close, where not a text's (DSML `string=`)
 
     kind: ClassVar[str] = "tagged_args"
 
@@ -214,7 +216,14 @@ class TaggedArgs(CallStrategy):
             return None
         typed = call_section(template, TYPED_TOOL, [TYPED_ARGS]) or ""
         if learned.written(PROBE_TOOL_NAME, TYPED_ARGS).strip() not in typed:
-            return None  # a number written with other tags than text (DSML's `string=`)
+            # a number written with another key close than text's (DSML's `string="false"`)
+            key, value = next(iter(TYPED_ARGS.items()))
+            parts = _between(typed, [f"{learned.key_open}{key}", f"{value}{learned.close_of(key)}"])
+            if parts is None or not parts[1]:
+                return None
+            learned = replace(learned, json_key_close=parts[1])
+            if learned.written(PROBE_TOOL_NAME, TYPED_ARGS).strip() not in typed:
+                return None
         two = call_section(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
         if two.count(learned.start) == 1:
             needles = [PROBE_TOOL_NAME, *_flat(PROBE_ARGS), PROBE_TOOL_NAME]
@@ -236,7 +245,7 @@ class TaggedArgs(CallStrategy):
     def written(self, name: str, arguments: Mapping[str, Any]) -> str:
         """One call as this format writes it (and as its template does)."""
         args = "".join(
-            f"{self.key_open}{k}{self.key_close}"
+            f"{self.key_open}{k}{self.key_close_of(isinstance(v, str))}"
             f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.close_of(k)}"
             for k, v in arguments.items()
         )
@@ -246,6 +255,19 @@ class TaggedArgs(CallStrategy):
     def close_of(self, key: str) -> str:
         """The tag that closes the value of `key`."""
         return self.value_close.replace(KEY, key)
+
+    def key_close_of(self, text: bool) -> str:
+        """What closes a key whose value is written as text, or as JSON."""
+        return self.key_close if text or not self.json_key_close else self.json_key_close
+
+    def _split_key(self, text: str) -> tuple[str, bool, str]:
+        """The key up to the first of its close tags, whether one came, and what follows."""
+        closes = [c for c in (self.key_close, self.json_key_close) if c and c in text]
+        if not closes:
+            return text, False, ""
+        close = min(closes, key=text.find)
+        key, _, rest = text.partition(close)
+        return key, True, rest
 
     # -- splitting --------------------------------------------------------------------------
 
@@ -288,7 +310,7 @@ class TaggedArgs(CallStrategy):
         while rest.startswith(self.key_open) and not any(
             rest.startswith(m.strip()) for m in closers
         ):
-            key, closed_key, rest = rest[len(self.key_open) :].partition(self.key_close)
+            key, closed_key, rest = self._split_key(rest[len(self.key_open) :])
             value, closed_value, rest = rest.partition(self.close_of(key.strip()))
             if not (closed_key and closed_value):
                 raise MalformedCall(f"a {self.name} tool call has an argument left open")
@@ -343,11 +365,16 @@ class TaggedArgs(CallStrategy):
                 key = unwritten(params, written)
                 if missing is None or not key or tag_rest(rest, self.end) is not None:
                     return None  # (where the end marker may begin, the splitter closes)
-                text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
+                as_text = takes_text(props.get(key))
+                text = missing + key + self.key_close_of(as_text) + empty_value(as_text)
                 return CallClose(text + self.close_of(key) + self.call_close, self.end)
-            key, closed_key, rest = cut_at(in_key, self.key_close)
+            key, closed_key, after = self._split_key(in_key)
+            rest = after if closed_key else cut_at(in_key, self.key_close)[2]
             if not closed_key:
+                key = cut_at(in_key, self.key_close)[0]
                 full = next((k for k in unwritten_all(params, written) if k.startswith(key)), key)
+                if not takes_text(props.get(full)) and self.json_key_close:
+                    key, _, rest = cut_at(in_key, self.json_key_close)
                 text = full[len(key) :] + rest + empty_value(takes_text(props.get(full)))
                 return CallClose(text + self.close_of(full) + self.call_close, self.end)
             written.append(key.strip())
@@ -420,7 +447,8 @@ class TaggedArgs(CallStrategy):
         for j, (key, schema) in enumerate(properties.items()):
             rule = f"arg_{i}_{j}"
             parts.append(rule if key in required else f"{rule}?")
-            opener = marked(f"{self.key_open}{key}{self.key_close}", control)
+            close = self.key_close_of(takes_text(closed(schema)))
+            opener = marked(f"{self.key_open}{key}{close}", control)
             rules += self._value_rules(rule, opener, self.close_of(key), schema, control)
         if not self.again:
             if self.call_close:
