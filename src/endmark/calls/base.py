@@ -80,7 +80,7 @@ class CallStrategy(ABC):
         that end a turn); None when the template writes calls some other way."""
 
     # tokens a call's body holds that the splitter must see as text (gpt-oss's `<|message|>`)
-    body_tokens: ClassVar[tuple[str, ...]] = ()
+    body_tokens: ClassVar[Collection[str]] = ()
 
     @property
     def starts(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, ClassVar
 
 from endmark.calls.base import (
@@ -251,6 +252,24 @@ class TaggedArgs(CallStrategy):
         )
         head = f"{self.start}{self.name_open}{name}{self.name_close}"
         return f"{head}{args}{self.call_close}{self.end}"
+
+    @cached_property
+    def body_tokens(self) -> frozenset[str]:  # type: ignore[override]
+        """Every text a special token in a call's tags may have (GLM's `<arg_key>`): inside
+        a call, each reaches the splitter as its text."""
+        tags = (
+            self.name_open,
+            self.name_close,
+            self.key_open,
+            self.key_close,
+            *self.value_close.split(KEY),
+            self.call_close,
+            self.again,
+            self.json_key_close,
+        )
+        return frozenset(
+            t[i:j] for t in tags for i in range(len(t)) for j in range(i + 2, len(t) + 1)
+        )  # fmt: skip
 
     def close_of(self, key: str) -> str:
         """The tag that closes the value of `key`."""
