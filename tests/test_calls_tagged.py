@@ -49,7 +49,7 @@ GLM = (
     "{% endfor %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     "{# tools #}"
 )
-# MiniMax M2's way, condensed: one wrapper around every call of the turn (another kind)
+# MiniMax M2's way, condensed: one wrapper around every call of the turn
 WRAPPED = (
     "{% for m in messages %}<|{{ m.role }}|>{% if m.tool_calls %}<calls>\n"
     '{% for c in m.tool_calls %}<invoke name="{{ c.function.name }}">\n'
@@ -81,7 +81,10 @@ def test_the_tags_are_learned_from_the_templates() -> None:
     assert isinstance(glm, TaggedArgs) and glm.name == "tagged"
     assert glm.fields() == ("<tool_call>", "</tool_call>", "", "", "\n<arg_key>",
                             "</arg_key>\n<arg_value>", "</arg_value>", "\n")  # fmt: skip
-    assert learn_call_strategy(ChatTemplate(WRAPPED, "wrapped"), ["<|end|>"]) is None
+    wrapped = learn_call_strategy(ChatTemplate(WRAPPED, "wrapped"), ["<|end|>"])
+    assert isinstance(wrapped, TaggedArgs) and wrapped.name == "wrapped"
+    assert (wrapped.start, wrapped.end) == ("<calls>", "</calls>")
+    assert wrapped.again == '\n</invoke>\n<invoke name="'
 
 
 def test_values_are_typed_by_the_schema() -> None:

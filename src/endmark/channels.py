@@ -56,12 +56,14 @@ class ChannelSplitter:
         self.tools = tuple(tools)  # what the request offers: the tagged kinds type arguments by it
         self.callable = tuple(tools if callable is None else callable)  # what a call may name
         self.required = required  # the turn must make a call (`required`, a named tool)
-        opens = [f.start for f in (think, calls) if f is not None]
+        opens = self._content_markers(think, calls)
         self._acts_on: dict[str, frozenset[str]] = {  # the marker texts each state acts on
-            "content": frozenset(m for m in opens if m),
+            "content": frozenset(opens),
             "reasoning": frozenset([think.end] if think else []),
             "call": frozenset([calls.end] if calls and calls.end else []),
         }
+        self._inner = {state: _pieces(marks) for state, marks in self._acts_on.items()}
+        self._inner["call"] |= frozenset(calls.body_tokens if calls else ())
         self.calls: list[ToolCall] = []
         self._state: Channel | Literal["call"] = "reasoning" if think and think.open else "content"
         self._matcher = self._matcher_for(self._state)
@@ -75,6 +77,13 @@ class ChannelSplitter:
         """The same calls, with thinking split out too."""
         return ChannelSplitter(self.calls_format, think, self.tools, self.callable, self.required)
 
+    @staticmethod
+    def _content_markers(think: ThinkFormat | None, calls: CallStrategy | None) -> list[str]:
+        """What acts in content: thinking's start and its markup, every start of a call."""
+        marks = [think.start, *think.markup] if think else []
+        marks += calls.starts if calls else []
+        return list(dict.fromkeys(m for m in marks if m))
+
     def _matcher_for(self, state: str) -> StopMatcher:
         if state == "reasoning":
             assert self.think is not None
@@ -82,8 +91,7 @@ class ChannelSplitter:
         if state == "call":
             end = self.calls_format.end if self.calls_format else ""
             return StopMatcher([end] if end else [])
-        markers = [m.start for m in (self.think, self.calls_format) if m is not None and m.start]
-        return StopMatcher(markers)
+        return StopMatcher(self._content_markers(self.think, self.calls_format))
 
     def push(self, text: str) -> list[Piece]:
         out: list[Piece] = []
@@ -108,7 +116,7 @@ class ChannelSplitter:
     def markers(self) -> frozenset[str]:
         """The marker texts that act here and now; a marker out of place (a close with nothing
         open) is markup all the same, and is not written as content."""
-        return self._acts_on[self._state]
+        return self._acts_on[self._state] | self._inner[self._state]
 
     @property
     def held(self) -> str:
@@ -214,7 +222,7 @@ class ChannelSplitter:
             self._enter("reasoning")
         elif self._state == "reasoning":
             self._enter("content")
-        elif self._state == "content" and fmt is not None and marker == fmt.start:
+        elif self._state == "content" and fmt is not None and marker in fmt.starts:
             self._enter("call")
         elif self._state == "call":
             assert fmt is not None
@@ -253,3 +261,15 @@ class ChannelSplitter:
             checked.append(replace(call, problem="; ".join(p for p in problems if p), cut=cut))
         self.calls += checked
         return [Piece("tool_call", call=c) for c in checked]
+
+
+def _pieces(markers: frozenset[str]) -> frozenset[str]:
+    """What a special token inside a marker of several tags may be: its texts of two
+    characters or more (harmony's `<|channel|>` in `<|channel|>analysis<|message|>`,
+    MiniMax-M3's `]<]minimax[>[` and `<tool_call>` in `]<]minimax[>[<tool_call>`). Each
+    must reach the splitter as its text; a marker of one tag does already."""
+    glued = [m for m in markers if "<" in m[1:] or "[" in m[1:]]
+    return frozenset(
+        m[i:j] for m in glued for i in range(len(m)) for j in range(i + 2, len(m) + 1)
+        if j - i < len(m)
+    )  # fmt: skip

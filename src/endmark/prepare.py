@@ -330,6 +330,7 @@ class Preparer:
         the first token, an optional one from the moment the model starts it."""
         fmt = self.call_format or GENERIC
         control = {self.token_text(t): t for t in self.engine.vocab.control}
+        control |= self._special_in_markers(fmt)
         request.channels = ChannelSplitter(fmt, None, tools.tools, tools.callable, tools.forced)
         request.close_call = self._call_tokens
         if tools.forced:
@@ -340,6 +341,16 @@ class Preparer:
                 ConstraintSpec("lark", fmt.grammar(tools, control, lazy=True), "tools")
             )
             request.on_call = lambda text: self._call_matcher(lazy, text)
+
+    def _special_in_markers(self, fmt: CallStrategy) -> dict[str, int]:
+        """The tokens of a format's markers that llguidance holds special though llama.cpp
+        does not call them control (gpt-oss's `<|channel|>`, which llama.cpp renders as
+        text): a grammar must write them as the tokens they are."""
+        assert self.constraints is not None
+        tokenizer = self.constraints.tokenizer
+        texts = [*fmt.starts, fmt.end, *fmt.body_tokens]
+        ids = {t for text in texts if text for t in self.engine.tokenize(text, False, True)}
+        return {self.token_text(t): t for t in ids if tokenizer.is_special_token(t)}
 
     def _call_matcher(self, lazy: Constraint, text_so_far: str) -> Constraint:
         """The call grammar (compiled at prepare time), past the call's start."""

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from endmark.calls.bare_json import LLAMA3, BareJson
 from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
+from endmark.calls.harmony import HARMONY, HarmonyCalls
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_named import NamedJson
@@ -21,7 +22,9 @@ from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
 # Tried in this order; each says None for a template that writes calls another way.
-KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs)
+KINDS: tuple[type[CallStrategy], ...] = (
+    JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls,
+)  # fmt: skip
 
 
 def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallStrategy | None:
@@ -38,6 +41,7 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
 
 __all__ = [
     "GENERIC",
+    "HARMONY",
     "HERMES",
     "KINDS",
     "LLAMA3",
@@ -47,6 +51,7 @@ __all__ = [
     "BareJson",
     "CallStrategy",
     "Generic",
+    "HarmonyCalls",
     "JsonArray",
     "JsonCalls",
     "JsonInTags",

@@ -80,6 +80,14 @@ class CallStrategy(ABC):
         """This kind, read from how `template` writes a probe call (`end_texts`: the texts
         that end a turn); None when the template writes calls some other way."""
 
+    # tokens a call's body holds that the splitter must see as text (gpt-oss's `<|message|>`)
+    body_tokens: ClassVar[Collection[str]] = ()
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """Every marker that opens a call: `start`, and any other a kind allows."""
+        return (self.start,)
+
     # -- splitting --------------------------------------------------------------------------
 
     def opens_bare(self, text: str) -> bool:

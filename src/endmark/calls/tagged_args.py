@@ -17,9 +17,9 @@ diffing a probe call's render: what lies between its name, keys and values.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, ClassVar
 
 from endmark.calls.base import (
@@ -31,14 +31,9 @@ from endmark.calls.base import (
     new_call_id,
 )
 from endmark.calls.json_body import json_text, loads_exact
-from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, literal, text_until
-from endmark.calls.probe import (
-    PROBE_TOOL_NAME,
-    probe_tool,
-    rendered_calls,
-    up_to_turn_end,
-    without_empty_thinking,
-)
+from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, NL, closed, text_until
+from endmark.calls.lark_marks import marked
+from endmark.calls.probe import PROBE_TOOL_NAME
 from endmark.calls.tagged_close import (
     after_tag,
     cut_at,
@@ -48,15 +43,22 @@ from endmark.calls.tagged_close import (
     unwritten_all,
     value_rest,
 )
+from endmark.calls.tagged_learn import (
+    KEY,
+    PROBE_ARGS,
+    PROBE_TOOL,
+    TYPED_ARGS,
+    TYPED_TOOL,
+    between,
+    flat,
+    read_tags,
+)
+from endmark.calls.turn_diff import call_section
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.tools import Tool, ToolRequest
 
-PROBE_ARGS = {"endmark_key_a": "endmark-value-a", "endmark_key_b": "endmark-value-b"}
-PROBE_TOOL = probe_tool({k: {"type": "string"} for k in PROBE_ARGS})
 PYTHON_WORDS = {"True": True, "False": False, "None": None}  # Jinja's `|string` of them
-_TAG_AT_START = re.compile(r"^(<[^<>]+>|\[[^\[\]]+\])")
-_TAG_AT_END = re.compile(r"(<[^<>]+>|\[[^\[\]]+\])$")
 
 
 def takes_text(schema: Any) -> bool:
@@ -89,40 +91,12 @@ def typed_value(text: str, schema: Any) -> Any:
         return PYTHON_WORDS.get(text.strip(), text)
 
 
-def _flat(arguments: Mapping[str, str]) -> list[str]:
-    return [text for pair in arguments.items() for text in pair]
-
-
-def _between(text: str, needles: list[str]) -> list[str] | None:
-    """The texts before, between and after `needles`, found in order in `text`."""
-    parts, at = [], 0
-    for needle in needles:
-        found = text.find(needle, at)
-        if found < 0:
-            return None
-        parts.append(text[at:found])
-        at = found + len(needle)
-    return [*parts, text[at:]]
-
-
-def _common_suffix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return a[len(a) - n :]
-
-
-def _from_a_boundary(tag: str) -> str:
-    """`tag` from its first blank or bracket on: the `>` that closes a function's name and a
-    value's close tag alike is theirs, not the key's (Qwen3-Coder's `>\n<parameter=`)."""
-    starts = [tag.find(c) for c in "\n <[" if c in tag]
-    return tag[min(starts, default=len(tag)) :]
-
-
 @dataclass(frozen=True)
 class TaggedArgs(CallStrategy):
     """`start name_open NAME name_close (key_open KEY key_close VALUE value_close)* call_close
-    end`, one call per `start ... end`."""
+    end`, one call per `start ... end`; or, with `again`, one `start ... end` around all the
+    turn's calls, `again` written between one call's arguments and the next one's NAME. A
+    value written as JSON may have a key close of its own (`json_key_close`)."""
 
     name: str
     start: str
@@ -133,6 +107,8 @@ class TaggedArgs(CallStrategy):
     key_close: str
     value_close: str
     call_close: str
+    again: str = ""
+    json_key_close: str = ""  # a JSON value's key close, where not a text's (DSML `string=`)
 
     kind: ClassVar[str] = "tagged_args"
 
@@ -140,34 +116,37 @@ class TaggedArgs(CallStrategy):
     def learn(cls, template: ChatTemplate, end_texts: Collection[str]) -> TaggedArgs | None:
         """Diff a probe call with two string arguments: the texts around its name, keys and
         values are the tags (`_between` names them). The key's open tag is what precedes both
-        keys; what precedes the second key beyond it closes the first value."""
-        body = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS])
-        parts = _between(body, [PROBE_TOOL_NAME, *_flat(PROBE_ARGS)]) if body else None
-        if parts is None:
+        keys; what precedes the second key beyond it closes the first value. Two calls tell
+        whether each call has its own start marker, or one wrapper holds them all (MiniMax's
+        `<minimax:tool_call>`), and then what lies between two calls."""
+        body = call_section(template, PROBE_TOOL, [PROBE_ARGS])
+        pieces = read_tags(body, end_texts) if body else None
+        if pieces is None:
             return None
-        head, after_name, key_close, between, key_close_b, tail = parts
-        head = without_empty_thinking(head).lstrip()
-        start = _TAG_AT_START.match(head)
-        key_open = _from_a_boundary(_common_suffix(after_name, between))
-        value_close = between[: len(between) - len(key_open)]
-        if not (start and key_open and key_close and value_close) or key_close != key_close_b:
-            return None
-        if not tail.startswith(value_close):
-            return None
-        rest = up_to_turn_end(tail[len(value_close) :], end_texts).rstrip()
-        end = _TAG_AT_END.search(rest)
-        if end is None:
-            return None
-        learned = cls(
-            "tagged", start.group(0), end.group(0), head[start.end() :],
-            after_name[: len(after_name) - len(key_open)], key_open, key_close, value_close,
-            rest[: end.start()],
-        )  # fmt: skip
-        two = rendered_calls(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
-        if two.count(learned.start) != 2:  # one wrapper around several calls: another kind
+        learned = cls("tagged", *pieces)
+        typed = call_section(template, TYPED_TOOL, [TYPED_ARGS]) or ""
+        if learned.written(PROBE_TOOL_NAME, TYPED_ARGS).strip() not in typed:
+            # a number written with another key close than text's (DSML's `string="false"`)
+            key, value = next(iter(TYPED_ARGS.items()))
+            parts = between(typed, [f"{learned.key_open}{key}", f"{value}{learned.close_of(key)}"])
+            if parts is None or not parts[1]:
+                return None
+            learned = replace(learned, json_key_close=parts[1])
+            if learned.written(PROBE_TOOL_NAME, TYPED_ARGS).strip() not in typed:
+                return None
+        two = call_section(template, PROBE_TOOL, [PROBE_ARGS, PROBE_ARGS]) or ""
+        if two.count(learned.start) == 1:
+            needles = [PROBE_TOOL_NAME, *flat(PROBE_ARGS), PROBE_TOOL_NAME]
+            parts = between(two, needles)
+            again = parts[-2] if parts else ""
+            close = learned.close_of(list(PROBE_ARGS)[-1])
+            if not again.startswith(close) or again == close:
+                return None
+            return replace(learned, name="wrapped", again=again[len(close) :])
+        if two.count(learned.start) != 2:
             return None
         known = learned.fields() == QWEN3_CODER.fields()
-        return cls("qwen3_coder", *learned.fields()) if known else learned
+        return replace(learned, name="qwen3_coder") if known else learned
 
     def fields(self) -> tuple[str, ...]:
         return (self.start, self.end, self.name_open, self.name_close, self.key_open,
@@ -176,39 +155,96 @@ class TaggedArgs(CallStrategy):
     def written(self, name: str, arguments: Mapping[str, Any]) -> str:
         """One call as this format writes it (and as its template does)."""
         args = "".join(
-            f"{self.key_open}{k}{self.key_close}"
-            f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.value_close}"
+            f"{self.key_open}{k}{self.key_close_of(isinstance(v, str))}"
+            f"{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}{self.close_of(k)}"
             for k, v in arguments.items()
         )
         head = f"{self.start}{self.name_open}{name}{self.name_close}"
         return f"{head}{args}{self.call_close}{self.end}"
 
+    @cached_property
+    def body_tokens(self) -> frozenset[str]:  # type: ignore[override]
+        """Every text a special token in a call's tags may have (GLM's `<arg_key>`): inside
+        a call, each reaches the splitter as its text."""
+        tags = (
+            self.name_open,
+            self.name_close,
+            self.key_open,
+            self.key_close,
+            *self.value_close.split(KEY),
+            self.call_close,
+            self.again,
+            self.json_key_close,
+        )
+        return frozenset(
+            t[i:j] for t in tags for i in range(len(t)) for j in range(i + 2, len(t) + 1)
+        )  # fmt: skip
+
+    def close_of(self, key: str) -> str:
+        """The tag that closes the value of `key`."""
+        return self.value_close.replace(KEY, key)
+
+    def key_close_of(self, text: bool) -> str:
+        """What closes a key whose value is written as text, or as JSON."""
+        return self.key_close if text or not self.json_key_close else self.json_key_close
+
+    def _split_key(self, text: str) -> tuple[str, bool, str]:
+        """The key up to the first of its close tags, whether one came, and what follows."""
+        closes = [c for c in (self.key_close, self.json_key_close) if c and c in text]
+        if not closes:
+            return text, False, ""
+        close = min(closes, key=text.find)
+        key, _, rest = text.partition(close)
+        return key, True, rest
+
     # -- splitting --------------------------------------------------------------------------
 
     def inside_value(self, body: str) -> bool:
-        return body.rfind(self.key_open.strip()) > body.rfind(self.value_close.strip())
+        close = self.value_close.split(KEY)[0].strip()
+        return body.rfind(self.key_open.strip()) > body.rfind(close)
 
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         rest = body.lstrip()
         opener = self.name_open.lstrip()
         if not rest.startswith(opener):
             raise MalformedCall(f"a {self.name} tool call names no function")
-        name, rest = self._read_name(rest[len(opener) :])
-        if not name:
-            raise MalformedCall(f"a {self.name} tool call names no function")
+        rest = rest[len(opener) :]
+        calls = []
+        while True:
+            name, rest = self._read_name(rest)
+            if not name:
+                raise MalformedCall(f"a {self.name} tool call names no function")
+            args, rest = self._read_arguments(rest, name, tools)
+            calls.append(ToolCall(name, json_text(args), new_call_id()))
+            again = self.again.strip()
+            if not again or not rest.lstrip().startswith(again):
+                break
+            rest = rest.lstrip()[len(again) :]
+        if rest.strip() != self.call_close.strip():
+            raise MalformedCall(f"a {self.name} tool call has text after its arguments")
+        return calls
+
+    def _read_arguments(
+        self, rest: str, name: str, tools: Sequence[Tool]
+    ) -> tuple[dict[str, Any], str]:
+        """The arguments written from `rest` on, typed by the named tool's schema; and what
+        follows them."""
         parameters = next((t.parameters for t in tools if t.name == name), {})
         properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
         args: dict[str, Any] = {}
-        while rest.startswith(self.key_open):
-            key, closed_key, rest = rest[len(self.key_open) :].partition(self.key_close)
-            value, closed_value, rest = rest.partition(self.value_close)
+        # a close tag that begins as a key's open tag does (MiniMax-M3's `NS</invoke>`)
+        closers = [m for m in (self.call_close, self.again, self.end) if m[: len(self.key_open)]
+                   == self.key_open]  # fmt: skip
+        while rest.startswith(self.key_open) and not any(
+            rest.startswith(m.strip()) for m in closers
+        ):
+            key, closed_key, rest = self._split_key(rest[len(self.key_open) :])
+            value, closed_value, rest = rest.partition(self.close_of(key.strip()))
             if not (closed_key and closed_value):
                 raise MalformedCall(f"a {self.name} tool call has an argument left open")
             schema = properties.get(key.strip()) if isinstance(properties, Mapping) else None
             args[key.strip()] = typed_value(value, schema)
-        if rest.strip() != self.call_close.strip():
-            raise MalformedCall(f"a {self.name} tool call has text after its arguments")
-        return [ToolCall(name, json_text(args), new_call_id())]
+        return args, rest
 
     def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
         """The tags the cut left open, finished in order: the function's name (as the tool it
@@ -216,6 +252,8 @@ class TaggedArgs(CallStrategy):
         closed, an enum finished; `null` where none was written), then the call's close."""
         if not tools:
             return None
+        if self.again and self.again in body:  # the calls before the last one are whole
+            body = self.name_open + body[body.rfind(self.again) + len(self.again) :]
         rest = after_tag(body, self.name_open)
         if rest is None:
             missing = tag_rest(body, self.name_open)
@@ -233,30 +271,42 @@ class TaggedArgs(CallStrategy):
         props = params.get("properties")
         props = props if isinstance(props, Mapping) else {}
         written: list[str] = []
+        closes_as_key = self.call_close.startswith(self.key_open)  # MiniMax-M3's `NS</invoke>`
         while True:
             if rest == "":
                 return CallClose(self.call_close, self.end, boundary=True)
             in_key = after_tag(rest, self.key_open)
             past_close = after_tag(rest, self.call_close)
+            missing = tag_rest(rest, self.call_close)
+            if past_close is not None or missing is not None:
+                in_key = None if closes_as_key else in_key
             if in_key is None and past_close is not None and not past_close.strip():
                 return CallClose("", self.end, boundary=True)
-            missing = tag_rest(rest, self.call_close)
             if in_key is None and missing is not None:
                 return CallClose(missing, self.end)
+            missing = tag_rest(rest, self.again) if self.again else None
+            if in_key is None and missing is not None:  # the next call, named by endmark
+                text = f"{missing}{tools[0].name}{self.name_close}{self.call_close}"
+                return CallClose(text, self.end, guessed=len(tools) > 1)
             if in_key is None:
                 missing = tag_rest(rest, self.key_open)
-                if missing is None:
-                    return None
                 key = unwritten(params, written)
-                text = missing + key + self.key_close + empty_value(takes_text(props.get(key)))
-                return CallClose(text + self.value_close + self.call_close, self.end)
-            key, closed_key, rest = cut_at(in_key, self.key_close)
+                if missing is None or not key or tag_rest(rest, self.end) is not None:
+                    return None  # (where the end marker may begin, the splitter closes)
+                as_text = takes_text(props.get(key))
+                text = missing + key + self.key_close_of(as_text) + empty_value(as_text)
+                return CallClose(text + self.close_of(key) + self.call_close, self.end)
+            key, closed_key, after = self._split_key(in_key)
+            rest = after if closed_key else cut_at(in_key, self.key_close)[2]
             if not closed_key:
+                key = cut_at(in_key, self.key_close)[0]
                 full = next((k for k in unwritten_all(params, written) if k.startswith(key)), key)
+                if not takes_text(props.get(full)) and self.json_key_close:
+                    key, _, rest = cut_at(in_key, self.json_key_close)
                 text = full[len(key) :] + rest + empty_value(takes_text(props.get(full)))
-                return CallClose(text + self.value_close + self.call_close, self.end)
+                return CallClose(text + self.close_of(full) + self.call_close, self.end)
             written.append(key.strip())
-            value, closed_value, rest = cut_at(rest, self.value_close)
+            value, closed_value, rest = cut_at(rest, self.close_of(key.strip()))
             if not closed_value:
                 schema = props.get(key.strip())
                 finish = value_rest(value, schema, takes_text(schema))
@@ -276,8 +326,11 @@ class TaggedArgs(CallStrategy):
         if self.name_close:
             name, found, rest = text.partition(self.name_close)
             return (name.strip(), rest) if found else ("", text)
-        marks = [text.find(m) for m in (self.key_open, self.call_close) if m and m in text]
-        at = min(marks, default=len(text))
+        marks = [m for m in (self.key_open, self.call_close, self.again.strip(), self.end) if m]
+        at = min((text.find(m) for m in marks if m in text), default=len(text))
+        if at == len(text):  # no mark yet: a cut one's start is none of the name
+            cut = [k for m in marks for k in range(1, len(m)) if text.endswith(m[:k])]
+            at -= max(cut, default=0)
         return text[:at].strip(), text[at:]
 
     # -- constraining -----------------------------------------------------------------------
@@ -292,34 +345,49 @@ class TaggedArgs(CallStrategy):
             alternatives.append(f"fn_{i}")
             rules += self._function_rules(i, tool, control)
         extra = request.max_calls - 1
-        call = f"{literal(self.start, control)} fn"
-        first = "fn" if lazy else call
-        more = f" ({NL} call){{0,{extra}}}" if extra else ""
-        return (
-            f"{GRAMMAR_HEAD}start: {first}{more}\ncall: {call}\nfn: {' | '.join(alternatives)}\n"
-            + "\n".join(rules)
-            + "\n"
-        )
+        if self.again:  # one wrapper: `again` between calls, the close and end after them
+            opener = marked(self.name_open, control)
+            first = f"{opener} fn" if lazy else f"{marked(self.start, control)} {opener} fn"
+            again = marked(self.again, control)
+            if self.call_close and self.again.startswith(self.call_close):
+                # the call's close, then the next call's open: one lexeme may not begin
+                # another, or llguidance's lexer would not stop at the shorter one
+                rest = self.again[len(self.call_close) :]
+                again = f"{marked(self.call_close, control)} {marked(rest, control)}"
+            more = f" ({again} fn){{0,{extra}}}" if extra else ""
+            tail = f" {marked(self.call_close, control)}" if self.call_close else ""
+            start = f"{first}{more}{tail} {marked(self.end, control)}"
+            head = f"{GRAMMAR_HEAD}start: {start}\n"
+        else:
+            call = f"{marked(self.start, control)} fn"
+            more = f" ({NL} call){{0,{extra}}}" if extra else ""
+            head = f"{GRAMMAR_HEAD}start: {'fn' if lazy else call}{more}\ncall: {call}\n"
+        return head + f"fn: {' | '.join(alternatives)}\n" + "\n".join(rules) + "\n"
 
     def _function_rules(self, i: int, tool: Tool, control: Mapping[str, int]) -> list[str]:
         params = tool.parameters if isinstance(tool.parameters, Mapping) else {}
         properties = params.get("properties")
         properties = properties if isinstance(properties, Mapping) else {}
         required = set(params.get("required") or [])
-        parts = [json.dumps(f"{self.name_open}{tool.name}{self.name_close}")]
+        opener = "" if self.again else self.name_open  # a wrapper's: before or between calls
+        parts = [marked(f"{opener}{tool.name}{self.name_close}", control)]
         rules = []
         for j, (key, schema) in enumerate(properties.items()):
             rule = f"arg_{i}_{j}"
             parts.append(rule if key in required else f"{rule}?")
-            opener = json.dumps(f"{self.key_open}{key}{self.key_close}")
-            rules += self._value_rules(rule, opener, schema)
-        if self.call_close:
-            parts.append(json.dumps(self.call_close))
-        parts.append(literal(self.end, control))
+            close = self.key_close_of(takes_text(closed(schema)))
+            opener = marked(f"{self.key_open}{key}{close}", control)
+            rules += self._value_rules(rule, opener, self.close_of(key), schema, control)
+        if not self.again:
+            if self.call_close:
+                parts.append(marked(self.call_close, control))
+            parts.append(marked(self.end, control))
         return [f"fn_{i}: {' '.join(parts)}", *rules]
 
-    def _value_rules(self, rule: str, opener: str, schema: Any) -> list[str]:
-        close = json.dumps(self.value_close)
+    def _value_rules(
+        self, rule: str, opener: str, close_text: str, schema: Any, control: Mapping[str, int]
+    ) -> list[str]:
+        close = marked(close_text, control)
         schema = closed(schema) if isinstance(schema, Mapping) else {}
         values = schema.get("enum", [schema["const"]] if "const" in schema else None)
         if takes_text(schema) and values is not None:
@@ -327,7 +395,10 @@ class TaggedArgs(CallStrategy):
             return [f"{rule}: {opener} ({written}) {close}"]
         if takes_text(schema):
             low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
-            text = text_until(f"{rule}_text", self.value_close, low, high)
+            if any(close_text.startswith(t) for t in control):  # a special token ends it
+                free = f"{rule}_text: /(?s:.{{{low},{high}}})/"
+                return [f"{rule}: {opener} {rule}_text {close}", free]
+            text = text_until(f"{rule}_text", close_text, low, high)
             return [f"{rule}: {opener} {rule}_text", text]
         typed = {**schema, "x-guidance": JSON_OPTIONS}
         return [f"{rule}: {opener} {rule}_json {close}", f"{rule}_json: %json {json.dumps(typed)}"]
@@ -341,7 +412,7 @@ class TaggedArgs(CallStrategy):
         for m in messages:
             m = dict(m)
             if m.get("tool_calls"):
-                m["tool_calls"] = [_with_object_arguments(c) for c in m["tool_calls"]]
+                m["tool_calls"] = [with_object_arguments(c) for c in m["tool_calls"]]
             out.append(m)
         return out
 
@@ -349,7 +420,7 @@ class TaggedArgs(CallStrategy):
         return {**super().describe(), "array": False, "arguments_key": ""}
 
 
-def _with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
+def with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:
     call = dict(call)
     function = dict(call.get("function") or {})
     args = function.get("arguments")

@@ -29,6 +29,7 @@ class ThinkFormat:
     start: str = "<think>"
     end: str = "</think>"
     open: bool = False
+    markup: tuple[str, ...] = ()  # outside reasoning, structure, never content (harmony's)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,26 @@ class Reasoning:
 
     format: str = "auto"  # none: thinking stays in content
     budget: int = -1  # tokens; 0 skips thinking, -1 has no limit
+
+
+HARMONY_ANALYSIS = "<|channel|>analysis<|message|>"
+# gpt-oss reasons in the analysis channel; its other messages' headers and ends are markup
+HARMONY = ThinkFormat(
+    HARMONY_ANALYSIS, "<|end|>",
+    markup=("<|start|>assistant", "<|channel|>final<|message|>",
+            "<|channel|>commentary<|message|>", "<|end|>"),
+)  # fmt: skip
+
+
+def _writes_channels(template: Template) -> bool:
+    """Whether the template writes an assistant's reasoning (its `thinking`) as a message
+    in harmony's analysis channel (gpt-oss)."""
+    turn = {"role": "assistant", "content": PROBE_ANSWER, "thinking": PROBE_REASONING}
+    try:
+        text = template.render([{"role": "user", "content": "Hello"}, turn], False)
+    except Exception:  # noqa: BLE001 - learning never raises: a failed probe teaches nothing
+        return False
+    return f"{HARMONY_ANALYSIS}{PROBE_REASONING}{HARMONY.end}" in text
 
 
 def _written_markers(template: Template) -> tuple[str, str] | None:
@@ -63,6 +84,8 @@ def learn_think_format(template: Template, token_texts: Collection[str]) -> Thin
     a known pair its template or its vocabulary has; and whether the generation prompt
     already opens the block (Qwen3, SmolLM3). None: the model does not think."""
     source = getattr(template, "source", "")
+    if HARMONY_ANALYSIS in source and _writes_channels(template):
+        return HARMONY
     markers = _written_markers(template) or next(
         ((s, e) for s, e in KNOWN_MARKERS if s in source or s in token_texts), None
     )
