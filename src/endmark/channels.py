@@ -158,13 +158,18 @@ class ChannelSplitter:
             close = replace(close, end=close.end[len(held) :])
         return close
 
-    def reaching(self) -> Reach | None:
+    def reaching(self) -> tuple[Reach, CallClose] | None:
         """What ends the open call's running value and names a required argument it lacks
-        (`CallStrategy.reach`); None where nothing is missing or text is held back."""
+        (`CallStrategy.reach`), with the closing that would follow it before the model writes
+        the value; None where nothing is missing or text is held back."""
         fmt = self.calls_format
         if self._state != "call" or fmt is None or self._matcher.held:
             return None
-        return fmt.reach(self.call_text, self.callable)
+        reach = fmt.reach(self.call_text, self.callable)
+        if reach is None:
+            return None
+        after = fmt.closing(self.call_text + reach.text, self.callable)
+        return None if after is None else (reach, after)
 
     def closing_written(self, close: CallClose) -> None:
         """The generation writes `close` now: the call it ends was closed by endmark."""

@@ -246,15 +246,17 @@ class Generation:
             return []
         if not self._near_json_limit():
             return []
-        reach, close = channels.reaching(), channels.closing()
-        if reach is None or close is None:
+        found = channels.reaching()
+        if found is None:
             return []
-        # to write a value, the model needs room past the `null` that the closing would write
-        # in its place until it begins one; at the last step that leaves it (a bet that the
-        # running value will not end by itself first), plus room for each other key missing
+        reach, after = found
+        # the model must write one token of the value before the closing (the `null` it would
+        # write in its place) takes the rest: name the argument at the last step that leaves
+        # it that (a bet that the running value will not end by itself first), plus room for
+        # each other key missing
         tokens = tokenize(reach.text, "")
+        need = len(tokens) + len(tokenize(after.text, after.end)) + CLOSE_MARGIN + VALUE_ROOM
         value = len(tokenize("null", "")) + VALUE_ROOM
-        need = len(tokens) + len(tokenize(close.text, close.end)) + CLOSE_MARGIN + value
         others = sum(len(tokenize(f', "{key}": ', "")) + value for key in reach.keys[1:])
         room = self.policy.n_predict - len(self.tokens)
         if room > need + others or room < need:
