@@ -289,14 +289,21 @@ class Generation:
         return tuple(self.request.close_call("", self.channels.calls_format.start)[:1])
 
     def _smallest_call(self) -> int:
-        """The tokens of the smallest call the tools allow: a lower bound of any call's."""
+        """The tokens of the smallest valid call the tools allow: a lower bound of any such
+        call's (the markup, the name, and a key and one token of value for each required
+        argument)."""
         if self._smallest is None:
             channels, tokenize = self.channels, self.request.close_call
             assert channels is not None and channels.calls_format is not None and tokenize
             fmt = channels.calls_format
             start = len(tokenize("", fmt.start))
-            closes = [fmt.closing("", [tool]) for tool in channels.callable]
-            sizes = [len(tokenize(c.text, c.end)) for c in closes if c is not None]
+            sizes = []
+            for tool in channels.callable:
+                close = fmt.closing("", [tool])
+                if close is not None:
+                    keys = _required(tool.parameters)
+                    args = sum(len(tokenize(f'"{key}": ', "")) + 1 for key in keys)
+                    sizes.append(len(tokenize(close.text, close.end)) + args)
             self._smallest = start + min(sizes, default=0)
         return self._smallest
 
@@ -486,3 +493,9 @@ class Generation:
             prob,
             decision,
         )
+
+
+def _required(schema: object) -> list[str]:
+    """The required arguments of a tool's parameters schema."""
+    required = schema.get("required") if isinstance(schema, dict) else None
+    return [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
