@@ -10,13 +10,18 @@ import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from jinja2 import ChainableUndefined, nodes
 from jinja2 import TemplateError as JinjaError
-from jinja2 import nodes
 from jinja2.exceptions import SecurityError
+from jinja2.ext import Extension
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from endmark.chat_fit import TemplateCaps, fit_messages, learn_caps
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -81,6 +86,42 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def renderer_variables(tools: Any = None) -> dict[str, Any]:
+    """What llama.cpp's renderer gives every template besides the messages and tools
+    (`common/chat.cpp`): thinking on, today's date in its two forms, and firefunction's
+    `functions` (the tools as indented JSON, as llama.cpp's firefunction handler wrote them)."""
+    now = datetime.now()
+    return {
+        "enable_thinking": True,
+        "datetime": now.strftime("%b %d %Y"),
+        "date_string": now.strftime("%d %b %Y"),
+        "functions": json.dumps(tools, indent=2, ensure_ascii=False) if tools else "",
+    }
+
+
+class _LenientUndefined(ChainableUndefined):
+    """llama.cpp's Jinja: an undefined value (or one of its attributes) is empty, also when
+    added to a string."""
+
+    def __add__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else ChainableUndefined.__add__(self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else ChainableUndefined.__radd__(self, other)
+
+
+class _GenerationBlock(Extension):
+    """Hugging Face's `{% generation %}...{% endgeneration %}` (it marks the assistant's tokens
+    for training): its body renders as it is."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
 def _tojson(value: Any, indent: int | None = None, separators: Any = None,
             sort_keys: bool = False, ensure_ascii: bool = False) -> str:  # fmt: skip
     """Hugging Face's `tojson`: keeps non-ASCII text as is, unlike Jinja's HTML-safe one."""
@@ -92,13 +133,22 @@ def _tojson(value: Any, indent: int | None = None, separators: Any = None,
 class _StrictSandbox(ImmutableSandboxedEnvironment):
     """The sandbox, but an unsafe attribute is an error instead of a silent empty value."""
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """As llama.cpp's Jinja, a template may `append` to and `pop` from its own lists."""
+        if isinstance(obj, list) and attr in ("append", "pop"):
+            return True
+        return super().is_safe_attribute(obj, attr, value)
+
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} refused")
 
 
 def _environment() -> _StrictSandbox:
     env = _StrictSandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.loopcontrols", _GenerationBlock],
+        undefined=_LenientUndefined,
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
@@ -142,25 +192,48 @@ class ChatTemplate:
             )
         self._template = env.from_string(source)
 
+    @cached_property
+    def caps(self) -> TemplateCaps:
+        """What the template accepts (system role, call arguments and ids, tool results),
+        learned by probe renders on first use."""
+        return learn_caps(self.render_given, self.name)
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = True,
         **extra: Any,
     ) -> str:
+        """`messages` fitted to what the template accepts (`chat_fit`), rendered."""
+        return self.render_given(fit_messages(messages, self.caps), add_generation_prompt, **extra)
+
+    def render_given(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        **extra: Any,
+    ) -> str:
+        """`messages` rendered as they are, with the variables llama.cpp's renderer provides.
+        Any failure is a TemplateRenderError with the template's own message."""
+        if not extra.get("tools", True):
+            del extra["tools"]  # as llama.cpp: no tools, no `tools` variable
+        variables = {
+            **renderer_variables(extra.get("tools")),
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            **extra,
+        }
         try:
             return self._template.render(
-                messages=list(messages),
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                **extra,
+                messages=list(messages), add_generation_prompt=add_generation_prompt, **variables
             )
         except TemplateRenderError:
             raise
         except SecurityError as exc:
             raise TemplateRenderError(f"the chat template was stopped: {exc}") from None
         except JinjaError as exc:
+            raise TemplateRenderError(f"the chat template failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a template's own error (`'a' + {}`) is its answer
             raise TemplateRenderError(f"the chat template failed: {exc}") from None
 
 
@@ -172,6 +245,10 @@ class NativeFormats:
 
     names: frozenset[str]
     apply: Callable[[str, Sequence[Mapping[str, str]], bool], str]
+
+
+# llama.cpp's own formats take roles and text only: calls are written into the text
+NATIVE_CAPS = TemplateCaps(writes_calls=False)
 
 
 class NativeTemplate:
@@ -192,7 +269,8 @@ class NativeTemplate:
         add_generation_prompt: bool = True,
         **extra: Any,
     ) -> str:
-        plain = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in messages]
+        fitted = fit_messages(messages, NATIVE_CAPS)
+        plain = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in fitted]
         try:
             return self._formats.apply(self.source, plain, add_generation_prompt)
         except ValueError as exc:
@@ -290,6 +368,18 @@ def _is_file(value: str) -> bool:
         return False
 
 
+def check_plain_render(template: Template) -> None:
+    """Raises TemplateRenderError, with the template's own message, when the template cannot
+    render a plain conversation: such a model has no chat to serve (a template that fails
+    only on tool probes still serves, with endmark's generic tool format)."""
+    try:
+        template.render([{"role": "user", "content": "Hello"}], True)
+    except (TemplateRenderError, TemplateRefused) as exc:
+        raise TemplateRenderError(
+            f"the chat template ({template.name}) cannot render a plain conversation: {exc}"
+        ) from None
+
+
 def end_of_turn_markers(
     template: Template,
     tokenize: Callable[[str, bool, bool], list[int]],
@@ -302,7 +392,7 @@ def end_of_turn_markers(
     ]
     try:
         text = template.render(probe, add_generation_prompt=False)
-    except TemplateRenderError:
+    except (TemplateRenderError, TemplateRefused):
         return []
     at = text.rfind(PROBE_CONTENT)
     if at < 0:

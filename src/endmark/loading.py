@@ -18,6 +18,7 @@ from endmark.chat import (
     TemplateChoice,
     TemplateRefused,
     builtin_for_vocab,
+    check_plain_render,
     end_of_turn_markers,
     load_template,
 )
@@ -121,6 +122,7 @@ def learn(engine: Engine, settings: Settings) -> Learned:
         log.error("%s", exc)
     if template is not None:
         log.info("chat template: %s", printable(template.name))
+        check_plain_render(template)  # one that cannot stops loading, with its message
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")

@@ -6,6 +6,7 @@ template knows no tools gets `GENERIC`, endmark's own format.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from endmark.calls.bare_json import LLAMA3, BareJson
@@ -19,6 +20,8 @@ from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
+log = logging.getLogger("endmark")
+
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (JsonArray, BareJson, JsonInTags, TaggedArgs)
 
@@ -28,8 +31,15 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
     (`end_texts`: the texts that end a turn). None: the template knows no tools."""
     if not isinstance(template, ChatTemplate) or "tool" not in template.source:
         return None
+    if not template.caps.writes_calls:
+        return None  # its renders would show the generic format `chat_fit` writes calls in
     for kind in KINDS:
-        learned = kind.learn(template, end_texts)
+        try:
+            learned = kind.learn(template, end_texts)
+        except Exception as exc:  # noqa: BLE001 - probing never stops loading
+            log.warning("the chat template (%s) failed a %s probe: %s", template.name,
+                        kind.kind, exc)  # fmt: skip
+            continue
         if learned is not None:
             return learned
     return None
