@@ -37,6 +37,7 @@ FIT_SYSTEM = "endmark-fit-system-8c2e"
 FIT_USER = "endmark-fit-user-8c2e"
 LONG_ID = "call_endmark0fit0probe0id0001"  # OpenAI's shape: `call_`, then 24 more
 MAX_ID_LENGTH = 40
+OBJECT_ARGS = {FIT_ARG_KEY: FIT_ARG_VALUE}
 
 Render = Callable[..., str]  # (messages, add_generation_prompt, **variables) -> text; may raise
 
@@ -50,6 +51,7 @@ class TemplateCaps:
     object_arguments: bool = True  # False: a call's `arguments` is given as a JSON text
     id_length: int = 0  # 0: any id; else ids of exactly this many letters and digits
     writes_tool_results: bool = True
+    call_content: str | None = ""  # an assistant's empty content beside its calls
 
 
 CAN_ANYTHING = TemplateCaps(writes_calls=True)  # messages go through as they are
@@ -62,13 +64,15 @@ def fit_tool() -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _call_conversation(arguments: Any, call_id: str) -> list[dict[str, Any]]:
+def _call_conversation(
+    arguments: Any, call_id: str, content: str | None = ""
+) -> list[dict[str, Any]]:
     """llama.cpp's capability probe: a call, its result, an answer and a new question."""
     call = {"id": call_id, "type": "function",
             "function": {"name": FIT_TOOL_NAME, "arguments": arguments}}  # fmt: skip
     return [
         {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "assistant", "content": content, "tool_calls": [call]},
         {"role": "tool", "content": FIT_RESULT, "tool_call_id": call_id, "name": FIT_TOOL_NAME},
         {"role": "assistant", "content": "Done."},
         {"role": "user", "content": "Thanks"},
@@ -103,50 +107,74 @@ def learn_caps(render: Render, name: str = "") -> TemplateCaps:
     """What the template accepts, from probe renders (`render` renders messages as they are
     given). Never raises: what cannot be learned keeps llama.cpp's default."""
     shown = f" ({name})" if name else ""
-    system = [{"role": "system", "content": FIT_SYSTEM}, {"role": "user", "content": FIT_USER}]
-    text = _attempt(render, system)
-    # refused, or dropped by a template that shows the user's text (not one that shows none)
-    system_role = text is not None and (FIT_SYSTEM in text or FIT_USER not in text)
-    if not system_role:
-        why = _failure(render, system) or "the system text is not rendered"
-        log.info("the chat template%s takes no system role (%s): system text goes into the "
-                 "first user turn", shown, why)  # fmt: skip
+    system_role = _learn_system_role(render, shown)
     tools = [fit_tool()]
-    obj_args = {FIT_ARG_KEY: FIT_ARG_VALUE}
-    str_args = json.dumps(obj_args)
-    as_object = _attempt(render, _call_conversation(obj_args, "call00001"), tools=tools)
-    as_text = _attempt(render, _call_conversation(str_args, "call00001"), tools=tools)
-    if _writes_arguments(as_object) or not (as_text and FIT_ARG_VALUE in as_text):
-        object_arguments, written = True, as_object
-    else:
-        object_arguments, written = False, as_text
-    if not object_arguments:
-        log.info("the chat template%s takes a call's arguments as a JSON text", shown)
-    writes_calls = written is not None and FIT_ARG_VALUE in written
-    args = obj_args if object_arguments else str_args
-    id_length = _learn_id_length(render, args, tools, shown) if writes_calls else 0
-    if writes_calls:
-        results = FIT_RESULT in (written or "")
-    else:
+    shape = _learn_call_shape(render, tools)
+    if shape is None:
         plain = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."},
                  {"role": "tool", "content": FIT_RESULT, "tool_call_id": "call00001"}]  # fmt: skip
         results = FIT_RESULT in (_attempt(render, plain, tools=tools) or "")
-        why = _failure(render, _call_conversation(obj_args, "call00001"), tools=tools)
+        why = _failure(render, _call_conversation(OBJECT_ARGS, "call00001"), tools=tools)
         log.info("the chat template%s writes no tool calls%s: a history's calls are written as "
                  "text in endmark's generic format", shown, f" ({why})" if why else "")  # fmt: skip
-    if not results:
+        caps = TemplateCaps(system_role, writes_tool_results=results)
+    else:
+        object_arguments, content, written = shape
+        if not object_arguments:
+            log.info("the chat template%s takes a call's arguments as a JSON text", shown)
+        args = OBJECT_ARGS if object_arguments else json.dumps(OBJECT_ARGS)
+        id_length = _learn_id_length(render, args, content, tools, shown)
+        caps = TemplateCaps(system_role, True, object_arguments, id_length, FIT_RESULT in written,
+                            content)  # fmt: skip
+    if not caps.writes_tool_results:
         log.info("the chat template%s shows no tool results: they are given as user turns", shown)
-    return TemplateCaps(system_role, writes_calls, object_arguments, id_length, results)
+    return caps
 
 
-def _learn_id_length(render: Render, args: Any, tools: list[Any], shown: str) -> int:
+def _learn_system_role(render: Render, shown: str) -> bool:
+    """Whether the template takes a system message: it neither refuses one nor drops its
+    text while it shows the user's (one that refuses or shows no text at all tells nothing)."""
+    system = [{"role": "system", "content": FIT_SYSTEM}, {"role": "user", "content": FIT_USER}]
+    text = _attempt(render, system)
+    if text is not None and (FIT_SYSTEM in text or FIT_USER not in text):
+        return True
+    if text is None and _attempt(render, system[1:]) is None:
+        return True  # it refuses a plain chat too: nothing to learn here
+    why = _failure(render, system) or "the system text is not rendered"
+    log.info("the chat template%s takes no system role (%s): system text goes into the first "
+             "user turn", shown, why)  # fmt: skip
+    return False
+
+
+def _learn_call_shape(render: Render, tools: list[Any]) -> tuple[bool, str | None, str] | None:
+    """How the template writes a call: whether it takes the arguments as an object (else as
+    a JSON text), the content it wants beside calls ("", or None as DeepSeek-R1's checks),
+    and the probe's render. None: it writes no calls."""
+    for content in ("", None):
+        as_object = _attempt(render, _call_conversation(OBJECT_ARGS, "call00001", content),
+                             tools=tools)  # fmt: skip
+        if _writes_arguments(as_object):
+            return True, content, as_object or ""
+        as_text = _attempt(render, _call_conversation(json.dumps(OBJECT_ARGS), "call00001",
+                                                      content), tools=tools)  # fmt: skip
+        if as_text is not None and FIT_ARG_VALUE in as_text:
+            return False, content, as_text
+        if as_object is not None and FIT_ARG_VALUE in as_object:
+            return True, content, as_object
+    return None
+
+
+def _learn_id_length(
+    render: Render, args: Any, content: str | None, tools: list[Any], shown: str
+) -> int:
     """0 when the template takes OpenAI's call ids; else the length of the letters-and-digits
     ids it takes (Mistral's: 9), 0 again if it takes none we tried."""
-    if _attempt(render, _call_conversation(args, LONG_ID), tools=tools) is not None:
+    if _attempt(render, _call_conversation(args, LONG_ID, content), tools=tools) is not None:
         return 0
-    why = _failure(render, _call_conversation(args, LONG_ID), tools=tools)
+    why = _failure(render, _call_conversation(args, LONG_ID, content), tools=tools)
     for length in (9, *range(1, MAX_ID_LENGTH + 1)):
-        if _attempt(render, _call_conversation(args, _alnum_id("fit", length)), tools=tools):
+        conversation = _call_conversation(args, _alnum_id("fit", length), content)
+        if _attempt(render, conversation, tools=tools):
             log.info("the chat template%s takes call ids of %d letters and digits (%s): ids are "
                      "rewritten to fit", shown, length, why)  # fmt: skip
             return length
@@ -189,8 +217,8 @@ def _fit_message(message: Mapping[str, Any], caps: TemplateCaps) -> dict[str, An
     calls = m.get("tool_calls")
     if not calls:
         return m
-    if m.get("content") is None:
-        m["content"] = ""  # llama.cpp's `requires_non_null_content`
+    if not m.get("content"):
+        m["content"] = caps.call_content if caps.writes_calls else ""
     if not caps.writes_calls:
         del m["tool_calls"]
         m["content"] = str(m["content"]) + "".join(_generic_call(c) for c in calls)
