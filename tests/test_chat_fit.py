@@ -128,3 +128,19 @@ def test_a_template_that_cannot_render_a_plain_chat_stops_loading_with_its_messa
     with pytest.raises(TemplateRenderError, match="failed"):
         odd.render([{"role": "user", "content": "x"}], True)
     assert odd.caps == TemplateCaps(writes_tool_results=False)  # learned without raising
+
+
+def test_a_probe_that_raises_falls_back_to_the_generic_format_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import endmark.calls as calls
+
+    def broken(*_: Any) -> None:
+        raise TypeError('can only concatenate str (not "dict") to str')
+
+    for kind in calls.KINDS:
+        monkeypatch.setattr(kind, "learn", classmethod(broken))
+    with caplog.at_level("WARNING", logger="endmark"):
+        assert learn_call_strategy(real("Qwen-Qwen2.5-7B-Instruct"), ["<|im_end|>"]) is None
+    (record,) = [r for r in caplog.records if "tool-call probe" in r.getMessage()]
+    assert 'can only concatenate str (not "dict") to str' in record.getMessage()

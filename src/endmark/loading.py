@@ -136,7 +136,11 @@ def learn(engine: Engine, settings: Settings) -> Learned:
                 "tool calls: the template's %s format (%s), %s ... %s", call_format.name,
                 call_format.kind, printable(call_format.start), printable(call_format.end),
             )  # fmt: skip
-        think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
+        try:
+            think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
+        except Exception as exc:  # noqa: BLE001 - probing never stops loading
+            log.warning("the chat template failed a thinking probe (%s): no thinking", exc)
+            think_format = None
         if think_format is not None:
             opened = " (opened by the prompt)" if think_format.open else ""
             start, end = printable(think_format.start), printable(think_format.end)

@@ -33,15 +33,18 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
         return None
     if not template.caps.writes_calls:
         return None  # its renders would show the generic format `chat_fit` writes calls in
+    failure = ""
     for kind in KINDS:
         try:
             learned = kind.learn(template, end_texts)
         except Exception as exc:  # noqa: BLE001 - probing never stops loading
-            log.warning("the chat template (%s) failed a %s probe: %s", template.name,
-                        kind.kind, exc)  # fmt: skip
+            failure = failure or f"{kind.kind}: {exc}"
             continue
         if learned is not None:
             return learned
+    if failure:
+        log.warning("the chat template (%s) failed a tool-call probe (%s): tool calls use "
+                    "endmark's generic format", template.name, failure)  # fmt: skip
     return None
 
 
