@@ -5,23 +5,23 @@ writes tool calls and thinking is learned in `calls/`.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChainableUndefined, nodes
 from jinja2 import TemplateError as JinjaError
 from jinja2.exceptions import SecurityError
-from jinja2.ext import Extension
-from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from endmark.chat_fit import TemplateCaps, fit_messages, learn_caps
+from endmark.chat_jinja import (
+    TemplateRenderError,
+    environment,
+    private_names,
+    renderer_variables,
+)
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -74,102 +74,6 @@ class TemplateRefused(ValueError):
     """A template endmark will not run: it reaches for Python internals or does not compile."""
 
 
-class TemplateRenderError(ValueError):
-    """The template raised while rendering these messages (e.g. `raise_exception`)."""
-
-
-def _raise_exception(message: str) -> None:
-    raise TemplateRenderError(message)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def renderer_variables(tools: Any = None) -> dict[str, Any]:
-    """What llama.cpp's renderer gives every template besides the messages and tools
-    (`common/chat.cpp`): thinking on, today's date in its two forms, and firefunction's
-    `functions` (the tools as indented JSON, as llama.cpp's firefunction handler wrote them)."""
-    now = datetime.now()
-    return {
-        "enable_thinking": True,
-        "datetime": now.strftime("%b %d %Y"),
-        "date_string": now.strftime("%d %b %Y"),
-        "functions": json.dumps(tools, indent=2, ensure_ascii=False) if tools else "",
-    }
-
-
-class _LenientUndefined(ChainableUndefined):
-    """llama.cpp's Jinja: an undefined value (or one of its attributes) is empty, also when
-    added to a string."""
-
-    def __add__(self, other: Any) -> Any:
-        return other if isinstance(other, str) else ChainableUndefined.__add__(self, other)
-
-    def __radd__(self, other: Any) -> Any:
-        return other if isinstance(other, str) else ChainableUndefined.__radd__(self, other)
-
-
-class _GenerationBlock(Extension):
-    """Hugging Face's `{% generation %}...{% endgeneration %}` (it marks the assistant's tokens
-    for training): its body renders as it is."""
-
-    tags = {"generation"}
-
-    def parse(self, parser: Parser) -> nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.Scope(body, lineno=lineno)
-
-
-def _tojson(value: Any, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False, ensure_ascii: bool = False) -> str:  # fmt: skip
-    """Hugging Face's `tojson`: keeps non-ASCII text as is, unlike Jinja's HTML-safe one."""
-    return json.dumps(
-        value, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii
-    )
-
-
-class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, but an unsafe attribute is an error instead of a silent empty value."""
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        """As llama.cpp's Jinja, a template may `append` to and `pop` from its own lists."""
-        if isinstance(obj, list) and attr in ("append", "pop"):
-            return True
-        return super().is_safe_attribute(obj, attr, value)
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} refused")
-
-
-def _environment() -> _StrictSandbox:
-    env = _StrictSandbox(
-        trim_blocks=True,
-        lstrip_blocks=True,
-        extensions=["jinja2.ext.loopcontrols", _GenerationBlock],
-        undefined=_LenientUndefined,
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
-def _private_names(tree: nodes.Node) -> Iterator[str]:
-    """Attribute and item names starting with `_` anywhere in a parsed template."""
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-            yield node.attr
-        elif (
-            isinstance(node, nodes.Getitem)
-            and isinstance(node.arg, nodes.Const)
-            and isinstance(node.arg.value, str)
-            and node.arg.value.startswith("_")
-        ):
-            yield node.arg.value
-
-
 class ChatTemplate:
     """A compiled, checked template and the special-token texts it may refer to."""
 
@@ -178,12 +82,12 @@ class ChatTemplate:
         self.name = name
         self.bos_token = bos_token
         self.eos_token = eos_token
-        env = _environment()
+        env = environment()
         try:
             tree = env.parse(source)
         except JinjaError as exc:
             raise TemplateRefused(f"the chat template ({name}) does not compile: {exc}") from None
-        private = sorted(set(_private_names(tree)))
+        private = sorted(set(private_names(tree)))
         if private:
             raise TemplateRefused(
                 f"the chat template ({name}) tries to reach Python internals "
