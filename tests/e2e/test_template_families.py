@@ -114,7 +114,7 @@ def full_names() -> list[str]:
 @pytest.mark.parametrize("name", full_names())
 def test_every_template_on_smollm2(tmp_path: Path, name: str) -> None:
     template = TEMPLATES / f"{name}.jinja"
-    server = start_server(tmp_path, "-m", str(bundled_model_path()), "-c", "4096", "-np", "2",
+    server = start_server(tmp_path, "-m", str(bundled_model_path()), "-c", "16384", "-np", "4",
                           "--chat-template-file", str(template))  # fmt: skip
     try:
         cells = smollm2_cells(server)
@@ -126,26 +126,43 @@ def test_every_template_on_smollm2(tmp_path: Path, name: str) -> None:
 
 
 def smollm2_cells(server: RunningServer) -> dict[str, bool]:
-    """The issue's cells: `required` valid for 2 seeds, a plain chat clean, the second turn
-    after a tool result rendered and answered."""
+    """The issue's cells, asked at once: `required` valid for 2 seeds, a plain chat clean,
+    the second turn after a tool result rendered and answered."""
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     ask: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    cells: dict[str, bool] = {}
-    for seed in (1, 2):
+
+    def required(seed: int) -> bool:
         r = client.chat.completions.create(
             model="m", messages=ask, tools=[WEATHER], tool_choice="required",  # type: ignore[arg-type]
             temperature=0.8, seed=seed, max_tokens=160,
         )  # fmt: skip
         calls = r.choices[0].message.tool_calls or []
-        cells[f"required seed {seed}"] = bool(calls) and all(
+        return bool(calls) and all(
             c.function.name == "get_weather" and "city" in json.loads(c.function.arguments)
             for c in calls
         )
-    plain = client.chat.completions.create(model="m", messages=ask, max_tokens=40, seed=1)
-    content = plain.choices[0].message.content or ""
-    cells["plain chat"] = bool(content.strip()) and not plain.choices[0].message.tool_calls
-    second = client.chat.completions.create(model="m", messages=ROUND_TRIP, tools=[WEATHER],  # type: ignore[arg-type]
-                                            max_tokens=40, seed=1)  # fmt: skip
-    message = second.choices[0].message
-    cells["second turn"] = bool((message.content or "").strip() or message.tool_calls)
-    return cells
+
+    def plain() -> bool:
+        r = client.chat.completions.create(model="m", messages=ask, max_tokens=40, seed=1)
+        content = r.choices[0].message.content or ""
+        return bool(content.strip()) and not r.choices[0].message.tool_calls
+
+    def second_turn() -> bool:
+        r = client.chat.completions.create(model="m", messages=ROUND_TRIP, tools=[WEATHER],  # type: ignore[arg-type]
+                                           max_tokens=40, seed=1)  # fmt: skip
+        message = r.choices[0].message
+        return bool((message.content or "").strip() or message.tool_calls)
+
+    cells = {"required seed 1": lambda: required(1), "required seed 2": lambda: required(2),
+             "plain chat": plain, "second turn": second_turn}  # fmt: skip
+    with ThreadPoolExecutor(len(cells)) as pool:
+        futures = {cell: pool.submit(ask_cell) for cell, ask_cell in cells.items()}
+    return {cell: _ok(f) for cell, f in futures.items()}
+
+
+def _ok(future: Any) -> bool:
+    """A cell's answer; a request that failed (a 4xx or 5xx) failed its cell."""
+    try:
+        return bool(future.result())
+    except (openai.APIError, ValueError):
+        return False
