@@ -69,7 +69,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runn
         folder = tmp_path_factory.mktemp(name)
         template = (TEMPLATES / f"{name}.jinja").read_text()
         path = build_gguf(folder / "model.gguf", CASES[name], template=template)
-        return start_server(folder, "-m", str(path), "-c", "4096", "-np", "1")
+        try:
+            return start_server(folder, "-m", str(path), "-c", "4096", "-np", "1")
+        except RuntimeError:  # a port taken between its choice and the bind: once more
+            return start_server(folder, "-m", str(path), "-c", "4096", "-np", "1")
 
     with ThreadPoolExecutor(len(CASES)) as pool:
         futures = {name: pool.submit(start, name) for name in CASES}
