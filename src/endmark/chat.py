@@ -5,18 +5,23 @@ writes tool calls and thinking is learned in `calls/`.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError as JinjaError
-from jinja2 import nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from endmark.chat_fit import TemplateCaps, fit_messages, learn_caps
+from endmark.chat_jinja import (
+    TemplateRenderError,
+    environment,
+    private_names,
+    renderer_variables,
+)
 
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": (
@@ -69,57 +74,6 @@ class TemplateRefused(ValueError):
     """A template endmark will not run: it reaches for Python internals or does not compile."""
 
 
-class TemplateRenderError(ValueError):
-    """The template raised while rendering these messages (e.g. `raise_exception`)."""
-
-
-def _raise_exception(message: str) -> None:
-    raise TemplateRenderError(message)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _tojson(value: Any, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False, ensure_ascii: bool = False) -> str:  # fmt: skip
-    """Hugging Face's `tojson`: keeps non-ASCII text as is, unlike Jinja's HTML-safe one."""
-    return json.dumps(
-        value, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii
-    )
-
-
-class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, but an unsafe attribute is an error instead of a silent empty value."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__} refused")
-
-
-def _environment() -> _StrictSandbox:
-    env = _StrictSandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
-def _private_names(tree: nodes.Node) -> Iterator[str]:
-    """Attribute and item names starting with `_` anywhere in a parsed template."""
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-            yield node.attr
-        elif (
-            isinstance(node, nodes.Getitem)
-            and isinstance(node.arg, nodes.Const)
-            and isinstance(node.arg.value, str)
-            and node.arg.value.startswith("_")
-        ):
-            yield node.arg.value
-
-
 class ChatTemplate:
     """A compiled, checked template and the special-token texts it may refer to."""
 
@@ -128,12 +82,12 @@ class ChatTemplate:
         self.name = name
         self.bos_token = bos_token
         self.eos_token = eos_token
-        env = _environment()
+        env = environment()
         try:
             tree = env.parse(source)
         except JinjaError as exc:
             raise TemplateRefused(f"the chat template ({name}) does not compile: {exc}") from None
-        private = sorted(set(_private_names(tree)))
+        private = sorted(set(private_names(tree)))
         if private:
             raise TemplateRefused(
                 f"the chat template ({name}) tries to reach Python internals "
@@ -142,25 +96,48 @@ class ChatTemplate:
             )
         self._template = env.from_string(source)
 
+    @cached_property
+    def caps(self) -> TemplateCaps:
+        """What the template accepts (system role, call arguments and ids, tool results),
+        learned by probe renders on first use."""
+        return learn_caps(self.render_given, self.name)
+
     def render(
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = True,
         **extra: Any,
     ) -> str:
+        """`messages` fitted to what the template accepts (`chat_fit`), rendered."""
+        return self.render_given(fit_messages(messages, self.caps), add_generation_prompt, **extra)
+
+    def render_given(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        **extra: Any,
+    ) -> str:
+        """`messages` rendered as they are, with the variables llama.cpp's renderer provides.
+        Any failure is a TemplateRenderError with the template's own message."""
+        if not extra.get("tools", True):
+            del extra["tools"]  # as llama.cpp: no tools, no `tools` variable
+        variables = {
+            **renderer_variables(extra.get("tools")),
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            **extra,
+        }
         try:
             return self._template.render(
-                messages=list(messages),
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                **extra,
+                messages=list(messages), add_generation_prompt=add_generation_prompt, **variables
             )
         except TemplateRenderError:
             raise
         except SecurityError as exc:
             raise TemplateRenderError(f"the chat template was stopped: {exc}") from None
         except JinjaError as exc:
+            raise TemplateRenderError(f"the chat template failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a template's own error (`'a' + {}`) is its answer
             raise TemplateRenderError(f"the chat template failed: {exc}") from None
 
 
@@ -172,6 +149,10 @@ class NativeFormats:
 
     names: frozenset[str]
     apply: Callable[[str, Sequence[Mapping[str, str]], bool], str]
+
+
+# llama.cpp's own formats take roles and text only: calls are written into the text
+NATIVE_CAPS = TemplateCaps(writes_calls=False)
 
 
 class NativeTemplate:
@@ -192,7 +173,8 @@ class NativeTemplate:
         add_generation_prompt: bool = True,
         **extra: Any,
     ) -> str:
-        plain = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in messages]
+        fitted = fit_messages(messages, NATIVE_CAPS)
+        plain = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in fitted]
         try:
             return self._formats.apply(self.source, plain, add_generation_prompt)
         except ValueError as exc:
@@ -290,6 +272,18 @@ def _is_file(value: str) -> bool:
         return False
 
 
+def check_plain_render(template: Template) -> None:
+    """Raises TemplateRenderError, with the template's own message, when the template cannot
+    render a plain conversation: such a model has no chat to serve (a template that fails
+    only on tool probes still serves, with endmark's generic tool format)."""
+    try:
+        template.render([{"role": "user", "content": "Hello"}], True)
+    except (TemplateRenderError, TemplateRefused) as exc:
+        raise TemplateRenderError(
+            f"the chat template ({template.name}) cannot render a plain conversation: {exc}"
+        ) from None
+
+
 def end_of_turn_markers(
     template: Template,
     tokenize: Callable[[str, bool, bool], list[int]],
@@ -302,7 +296,7 @@ def end_of_turn_markers(
     ]
     try:
         text = template.render(probe, add_generation_prompt=False)
-    except TemplateRenderError:
+    except (TemplateRenderError, TemplateRefused):
         return []
     at = text.rfind(PROBE_CONTENT)
     if at < 0:

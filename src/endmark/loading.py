@@ -19,6 +19,7 @@ from endmark.chat import (
     TemplateChoice,
     TemplateRefused,
     builtin_for_vocab,
+    check_plain_render,
     end_of_turn_markers,
     load_template,
 )
@@ -141,6 +142,7 @@ def learn(engine: Engine, settings: Settings) -> Learned:
         log.error("%s", exc)
     if template is not None:
         log.info("chat template: %s", printable(template.name))
+        check_plain_render(template)  # one that cannot stops loading, with its message
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")
@@ -154,7 +156,11 @@ def learn(engine: Engine, settings: Settings) -> Learned:
                 "tool calls: the template's %s format (%s), %s ... %s", call_format.name,
                 call_format.kind, printable(call_format.start), printable(call_format.end),
             )  # fmt: skip
-        think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
+        try:
+            think_format = learn_think_format(template, {vocab.text(t) for t in vocab.control})
+        except Exception as exc:  # noqa: BLE001 - probing never stops loading
+            log.warning("the chat template failed a thinking probe (%s): no thinking", exc)
+            think_format = None
         if think_format is not None:
             opened = " (opened by the prompt)" if think_format.open else ""
             start, end = printable(think_format.start), printable(think_format.end)

@@ -6,6 +6,7 @@ template knows no tools gets `GENERIC`, endmark's own format.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from endmark.calls.bare_json import LLAMA3, BareJson
@@ -21,6 +22,8 @@ from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
 
+log = logging.getLogger("endmark")
+
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (
     JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls,
@@ -32,10 +35,20 @@ def learn_call_strategy(template: Template, end_texts: Collection[str]) -> CallS
     (`end_texts`: the texts that end a turn). None: the template knows no tools."""
     if not isinstance(template, ChatTemplate) or "tool" not in template.source:
         return None
+    if not template.caps.writes_calls:
+        return None  # its renders would show the generic format `chat_fit` writes calls in
+    failure = ""
     for kind in KINDS:
-        learned = kind.learn(template, end_texts)
+        try:
+            learned = kind.learn(template, end_texts)
+        except Exception as exc:  # noqa: BLE001 - probing never stops loading
+            failure = failure or f"{kind.kind}: {exc}"
+            continue
         if learned is not None:
             return learned
+    if failure:
+        log.warning("the chat template (%s) failed a tool-call probe (%s): tool calls use "
+                    "endmark's generic format", template.name, failure)  # fmt: skip
     return None
 
 

@@ -132,7 +132,8 @@ class CallStrategy(ABC):
 
     def history(self, messages: Messages) -> list[dict[str, Any]]:
         """`messages` as the template is given them: a template that knows tools writes an
-        assistant's `tool_calls` itself."""
+        assistant's `tool_calls` itself (its render fits their arguments and ids to what it
+        takes, `chat_fit`)."""
         return [dict(m) for m in messages]
 
     def prompt_inputs(

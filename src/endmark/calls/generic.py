@@ -1,6 +1,9 @@
 """endmark's generic format, for a model whose template knows no tools: the tools described in
-a system message, a call as `<tool_call>{"name", "arguments"}</tool_call>`, and a history's
-calls written out in that format as the model would have written them."""
+a system message, and a call as `<tool_call>{"name", "arguments"}</tool_call>`.
+
+A history's calls go to the template as `tool_calls`: a template that writes calls writes them
+in its own format, with its own checks; one that cannot gets them written out in this format
+by `chat_fit` (the same for every render, tools offered or not), its tool results kept."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, ClassVar
 from endmark.calls.base import Messages
 from endmark.calls.json_tags import JsonInTags
 from endmark.chat import ChatTemplate
+from endmark.chat_fit import GENERIC_CALL_END, GENERIC_CALL_START
 from endmark.tools import ToolRequest
 
 GENERIC_INSTRUCTIONS = (
@@ -44,8 +48,8 @@ class Generic(JsonInTags):
     """Never learned: what endmark asks of a model whose template knows no tools."""
 
     name: str = "generic"
-    start: str = "<tool_call>"
-    end: str = "</tool_call>"
+    start: str = GENERIC_CALL_START
+    end: str = GENERIC_CALL_END
 
     kind: ClassVar[str] = "generic"
     learned_from_template: ClassVar[bool] = False
@@ -53,24 +57,6 @@ class Generic(JsonInTags):
     @classmethod
     def learn(cls, template: ChatTemplate, end_texts: Collection[str]) -> Generic | None:
         return None
-
-    def history(self, messages: Messages) -> list[dict[str, Any]]:
-        """An assistant's calls written out in this format, tool results as `tool` messages
-        of plain text: a template that knows no tools renders both as text."""
-        out = []
-        for m in messages:
-            m = dict(m)
-            calls = m.pop("tool_calls", None) or []
-            written = [
-                self.start + json.dumps({"name": c["function"]["name"],
-                                         self.args_key: c["function"]["arguments"]}) + self.end
-                for c in calls
-            ]  # fmt: skip
-            if written:
-                m["content"] = "".join([m.get("content") or "", *written])
-            m.pop("tool_call_id", None)
-            out.append(m)
-        return out
 
     def prompt_inputs(
         self, messages: Messages, request: ToolRequest

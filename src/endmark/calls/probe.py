@@ -3,16 +3,21 @@ renders (as the end of a turn is read, DESIGN.md), so that no format is hand-wri
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from endmark.chat import ChatTemplate
 
+log = logging.getLogger("endmark")
+
 PROBE_TOOL_NAME = "endmark_probe_fn"
 PROBE_USER = [{"role": "user", "content": "Hello"}]
 # what a template may write before a call when thinking is empty or was opened by the prompt
 _EMPTY_THINKING = re.compile(r"^\s*(<(\w+:)?think>)?\s*</(\w+:)?think>\s*")
+_OPENING_TAG = re.compile(r"<[^<>/\s]+>|\[[^\[\]/\s]+\]|<\|[^<>|\s]+\|>")
 
 
 def probe_tool(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,25 +40,35 @@ def rendered_calls(
     template: ChatTemplate, tool: dict[str, Any], arguments: list[dict[str, Any]]
 ) -> str | None:
     """What the template writes for a turn of these calls, after its generation prompt; None
-    if it does not render them, or not as a continuation of that prompt."""
+    if it does not render them, or not as a continuation of that prompt. A generation prompt
+    that opens thinking (`enable_thinking`, as llama.cpp renders) may differ from the turn
+    in that opening only. The calls are given as clients send them; the template's render
+    fits their arguments and ids to what it takes (`chat_fit`)."""
     try:
         prefix = template.render(PROBE_USER, True, tools=[tool])
         full = template.render([*PROBE_USER, call_turn(arguments)], False, tools=[tool])
-    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+    except Exception as exc:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+        log.debug("the chat template (%s) refused a probe call: %s", template.name, exc)
         return None
-    if not full.startswith(prefix) or PROBE_TOOL_NAME not in full[len(prefix) :]:
+    at = _continues_at(prefix, full)
+    if at is None or PROBE_TOOL_NAME not in full[at:]:
         return None
-    return full[len(prefix) :]
+    return full[at:]
+
+
+def _continues_at(prompt: str, full: str) -> int | None:
+    """Where `full` goes on from the generation `prompt`: at its end, or where they part when
+    what the prompt has beyond that is only an opening thinking tag."""
+    if full.startswith(prompt):
+        return len(prompt)
+    common = len(os.path.commonprefix([prompt, full]))
+    tail = prompt[common:].strip()
+    return common if not tail or _OPENING_TAG.fullmatch(tail) else None
 
 
 def takes_long_ids(template: ChatTemplate, tool: dict[str, Any], arguments: dict[str, Any]) -> bool:
     """Whether the template takes OpenAI's call ids (Mistral's refuse any but 9 characters)."""
-    try:
-        template.render([*PROBE_USER, call_turn([arguments], "call_endmark_probe")], False,
-                        tools=[tool])  # fmt: skip
-    except Exception:  # noqa: BLE001 - refused, as Mistral's do, or failed: not taken
-        return False
-    return True
+    return not template.caps.id_length
 
 
 def without_empty_thinking(text: str) -> str:
