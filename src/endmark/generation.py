@@ -326,6 +326,14 @@ class Generation:
             TokenEvent(token, delta.content, logprob, top, timings, delta.reasoning, delta.calls)
         ]
 
+    def end_reasoning(self) -> bool:
+        """Close the thinking now (`/v1/chat/completions/control`'s `reasoning_end`): its
+        close is forced from the next step on, as a spent budget forces it."""
+        if self.channels is None or not self.channels.in_reasoning or self._forced:
+            return False
+        self._forced = list(self.request.think_close)
+        return bool(self._forced)
+
     def _over_budget(self) -> bool:
         budget = self.request.reasoning_budget
         thinking = self.channels is not None and self.channels.in_reasoning

@@ -44,6 +44,12 @@ class GenerationRequest:
     close_json: Callable[[str], list[int]] | None = None
     # with tools: the tokens of a call's closing text and of its end marker (or its rest)
     close_call: Callable[[str, str], list[int]] | None = None
+    # the completion id `/v1/chat/completions/control` names it by (`reasoning_control`)
+    control_id: str | None = None
+    # the prompt tokens a context shift keeps (-1: all), and the least chunk that cache reuse
+    # moves into place (0: none)
+    n_keep: int = 0
+    cache_reuse: int = 0
 
 
 def tokenize_prompt(

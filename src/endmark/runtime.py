@@ -145,6 +145,10 @@ class Runtime:
 
         return events()
 
+    async def end_reasoning(self, control_id: str) -> bool | None:
+        """Close the thinking of the running completion `control_id` (None: none runs)."""
+        return await asyncio.wrap_future(self.scheduler.end_reasoning(control_id))
+
     def fail_all(self, message: str) -> None:
         """End every running and queued request with this error (a shutdown's last word)."""
         self.scheduler.fail_all(message)

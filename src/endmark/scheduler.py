@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from endmark.endings import EndPolicy, EogSet
@@ -46,6 +46,28 @@ class Stats:
     prompt_seconds: float = 0.0
     generated_tokens: int = 0
     generation_seconds: float = 0.0
+    # llama-server's metrics: cached prompt tokens (not decoded), decode steps after each
+    # request's first token (a step that takes several drafted tokens counts once), the
+    # decode calls and the busy slots in each, the longest sequence, and checked guesses
+    prompt_tokens_cached: int = 0
+    generation_steps: int = 0
+    decodes: int = 0
+    busy_slots: int = 0
+    n_tokens_max: int = 0
+    draft_tokens: int = 0
+    draft_accepted: int = 0
+    draft_checks: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+
+    def checked(self, n_drafted: int, n_accepted: int) -> None:
+        """A guess of `n_drafted` tokens was checked; its first `n_accepted` were kept."""
+        self.draft_tokens += n_drafted
+        self.draft_accepted += n_accepted
+        self.draft_checks += 1
+        per = self.accepted_per_position
+        per.extend([0] * (n_drafted - len(per)))
+        for i in range(n_accepted):
+            per[i] += 1
 
 
 class Scheduler:
@@ -136,6 +158,17 @@ class Scheduler:
             ticket.cancelled = True
             self._cond.notify_all()
 
+    def end_reasoning(self, control_id: str) -> Future[bool | None]:
+        """Close the thinking of the running request armed with `control_id`, between two
+        steps: None when no running request has that id, else whether it was thinking."""
+
+        def end() -> bool | None:
+            running = [s.ticket.generation for s in self.table.busy() if s.ticket is not None]
+            found = [gen for gen in running if gen.request.control_id == control_id]
+            return any([gen.end_reasoning() for gen in found]) if found else None
+
+        return self.call(end)
+
     @property
     def n_queued(self) -> int:
         return len(self._queue)
@@ -207,9 +240,12 @@ class Scheduler:
             logits = self.engine.decode(inputs)
         except DecodeError as exc:
             raise RuntimeError(str(exc)) from exc
+        self.stats.decodes += 1
+        self.stats.busy_slots += len(inputs)
         now = time.perf_counter()
         for item in inputs:
             self._fed(self.slots[item.seq_id], item, logits.get(item.seq_id), now)
+            self.stats.n_tokens_max = max(self.stats.n_tokens_max, self.slots[item.seq_id].n_past)
 
     def _drop_cancelled(self) -> None:
         for slot in self.table.busy():
@@ -259,11 +295,15 @@ class Scheduler:
         assert ticket is not None
         gen = ticket.generation
         drafts, slot.drafts = slot.drafts, []
+        ticket.steps += 1
+        accepted = gen.timings.draft_n_accepted
         try:
             events = gen.verify(rows, drafts, now) if drafts else gen.step(rows[-1], now)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
             self._fail(slot, exc)
             return
+        if drafts:
+            self.stats.checked(len(drafts), gen.timings.draft_n_accepted - accepted)
         for event in events:
             self._deliver(ticket, event)
         if drafts:  # the guess's refused tail leaves the cache
@@ -299,7 +339,7 @@ class Scheduler:
         gen = ticket.generation
         self._deliver(ticket, gen.result())
         t = gen.timings
-        self._count(t)
+        self._count(t, ticket.steps)
         rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0
         log.info(
             "%s: prompt %d tokens (%d cached), generated %d tokens, %.1f tok/s, %s",
@@ -312,10 +352,12 @@ class Scheduler:
         )
         self._release(slot, keep_cache=True)
 
-    def _count(self, t: Timings) -> None:
+    def _count(self, t: Timings, steps: int) -> None:
         st = self.stats
         st.requests_finished += 1
         st.prompt_tokens += t.prompt_n
+        st.prompt_tokens_cached += t.cached_n
+        st.generation_steps += max(0, steps - 1)  # the first token came with the prompt
         st.prompt_seconds += t.prompt_ms / 1000.0
         st.generated_tokens += t.predicted_n
         st.generation_seconds += t.predicted_ms / 1000.0

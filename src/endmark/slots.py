@@ -29,6 +29,7 @@ class Ticket:
     sink: Sink
     cancelled: bool = False
     slot: int | None = None
+    steps: int = 0  # decode steps that gave it logits (llama-server's generation rate)
 
 
 @dataclass

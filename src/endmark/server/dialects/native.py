@@ -253,7 +253,22 @@ async def props(request: Request) -> dict[str, Any]:
         "tool_call_format": rt.tool_call_format(),
         "chat_template_error": rt.learned.template_error,
         "build_info": "endmark",
+        "endpoint_slots": rt.settings.slots_endpoint,
+        "endpoint_props": rt.settings.props,
+        "endpoint_metrics": rt.settings.metrics,
     }
+
+
+@router.post("/props")
+async def change_props(request: Request) -> dict[str, Any]:
+    """llama-server's: refused without `--props`; with it, there is nothing to change yet."""
+    rt = runtime_of(request)
+    if not rt.settings.props:
+        raise ApiError(
+            501,
+            "This server does not support changing global properties. Start it with `--props`",
+        )
+    return {"success": True}
 
 
 @router.get("/slots")

@@ -259,6 +259,7 @@ class ChatCompletionRequest(OpenAIFields, ToolFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     reasoning_format: Literal["none", "deepseek", "auto"] | None = None
     reasoning_budget: Annotated[int, Field(ge=-1)] | None = None
+    reasoning_control: bool = False  # `/v1/chat/completions/control` may end its thinking
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False
