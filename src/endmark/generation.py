@@ -90,6 +90,7 @@ class Generation:
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self._now = self.t_start
+        self.shifted = 0  # tokens a context shift dropped: the finish says it was truncated
 
     @property
     def n_prompt(self) -> int:
@@ -372,6 +373,8 @@ class Generation:
 
     def _end(self, finish: Finish, flush: bool = True) -> None:
         self._timings_now()
+        if self.shifted:
+            finish = replace(finish, truncated=True)
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
         if self.channels is not None:
             cut = finish.stop_type == "limit"

@@ -80,6 +80,7 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
         settings.queue_size,
         shared_cache=settings.kv_unified,
         cont_batching=settings.cont_batching,
+        context_shift=settings.context_shift,
     )
     scheduler.start()
     if settings.embedding:  # made now, on the scheduler's thread, as every use of it is

@@ -170,12 +170,18 @@ class Runtime:
                 raise InvalidRequest("an input is empty", "input")
             lists.append(list(tokens))
         embedder = lambda: self.engine.embedder(self.settings.pooling)  # noqa: E731
+        # identical inputs are embedded once: in one batch they get one and the same vector
+        unique = list(dict.fromkeys(map(tuple, lists)))
         try:
-            vectors, pooling = await asyncio.wrap_future(
-                self.scheduler.call(lambda: (embedder().embed(lists), embedder().pooling))
+            found, pooling = await asyncio.wrap_future(
+                self.scheduler.call(lambda: (embedder().embed(unique), embedder().pooling))
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc), "input") from None
+        by_input = dict(zip(unique, found, strict=True))
+        vectors = [by_input[tuple(tokens)] for tokens in lists]
+        self.scheduler.stats.prompt_tokens += sum(map(len, unique))  # as llama-server counts
+        self.scheduler.stats.decodes += 1
         if pooling != "none":
             vectors = [normalize(v, norm) for v in vectors]
         return vectors, sum(map(len, lists))

@@ -83,6 +83,7 @@ class Scheduler:
         queue_size: int = 64,
         shared_cache: bool = False,
         cont_batching: bool = True,
+        context_shift: bool = False,
     ) -> None:
         """`shared_cache`: the slots share one cache (llama-server's --kv-unified), so each
         request may use all of it; `cont_batching=False` admits requests only into an idle
@@ -96,6 +97,7 @@ class Scheduler:
         self.slots = self.table.slots
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.shared_cache = shared_cache
+        self.context_shift = context_shift and engine.can_shift()
         self.stats = Stats()
         self._queue: deque[Ticket] = deque()
         self._chores: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
@@ -123,7 +125,9 @@ class Scheduler:
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
         self.check_fits(len(request.prompt))
-        ticket = Ticket(Generation(request, self.engine.vocab, policy, self.n_ctx_slot), sink)
+        # with context shift a full context goes on: no end for it
+        n_ctx = 1 << 62 if self.context_shift else self.n_ctx_slot
+        ticket = Ticket(Generation(request, self.engine.vocab, policy, n_ctx), sink)
         with self._cond:
             if len(self._queue) >= self.queue_size:
                 raise QueueFull(f"the queue is full ({self.queue_size} waiting)")
@@ -268,6 +272,8 @@ class Scheduler:
         for slot in [s for s in busy if not s.prefilling] + [s for s in busy if s.prefilling]:
             if budget <= 0:
                 break
+            if self.context_shift and not slot.prefilling:
+                self._shift_if_full(slot)
             chunk = slot.feed[:budget]
             done_feeding = len(chunk) == len(slot.feed)
             guess = slot.drafts if done_feeding and len(chunk) + len(slot.drafts) <= budget else []
@@ -276,6 +282,16 @@ class Scheduler:
                                    want_logits=done_feeding, n_logits=1 + len(guess)))  # fmt: skip
             budget -= len(chunk) + len(guess)
         return inputs
+
+    def _shift_if_full(self, slot: Slot) -> None:
+        """llama-server's context shift, once the next token would not fit."""
+        if slot.n_past + len(slot.feed) < self.n_ctx_slot:
+            return
+        gen = slot.ticket.generation  # type: ignore[union-attr]
+        add_bos = self.engine.vocab.add_bos
+        n = self.table.shift(slot, gen.request.n_keep, gen.n_prompt, self.n_ctx_slot, add_bos)
+        gen.shifted += n
+        log.warning("%s: context shift, %d tokens dropped", gen.request.label, n)
 
     def _fed(self, slot: Slot, item: SeqInput, rows: Any, now: float) -> None:
         """A slot's input was decoded: report prompt progress, and sample where it has logits."""
@@ -307,12 +323,12 @@ class Scheduler:
         for event in events:
             self._deliver(ticket, event)
         if drafts:  # the guess's refused tail leaves the cache
-            start = fed.pos - gen.n_prompt
+            start = fed.pos + slot.shifted - gen.n_prompt
             self.table.trim(slot, fed.pos + common_prefix(list(fed.tokens), gen.tokens[start:]))
         if gen.finish is not None:
             self._finish(slot)
             return
-        slot.feed = gen.tokens[slot.n_past - gen.n_prompt :]
+        slot.feed = gen.tokens[slot.n_past + slot.shifted - gen.n_prompt :]
         room = self.n_ctx_slot - slot.n_past - len(slot.feed) - 1
         if self.shared_cache:  # a guess must not take the cells the others' next tokens need
             held = sum(s.n_past + len(s.feed) + 1 for s in self.table.busy())

@@ -80,6 +80,8 @@ def params_json(gen: GenerationRequest, stream: bool) -> dict[str, Any]:
         "post_sampling_probs": s.post_sampling_probs,
         "timings_per_token": gen.timings_per_token,
         "cache_prompt": gen.cache_prompt,
+        "n_keep": gen.n_keep,
+        "n_cache_reuse": gen.cache_reuse,
         "t_max_predict_ms": policy.time_limit_ms if policy is not None else 0,
         "grammar_constrained": gen.constraint is not None,
     }

@@ -125,6 +125,8 @@ class OpenAIFields(DraftFields):
     timings_per_token: bool = False
     return_progress: bool = False
     cache_prompt: bool | None = None  # llama.cpp's: reuse a slot's cached prefix
+    n_cache_reuse: Annotated[int, Field(ge=0)] | None = None  # llama.cpp's --cache-reuse
+    n_keep: Annotated[int, Field(ge=-1)] = 0  # llama.cpp's: what a context shift keeps
     post_sampling_probs: bool = False
     verbose: bool = False  # llama-server: add `__verbose` (the prompt, the raw result)
 
@@ -175,6 +177,8 @@ class OpenAIFields(DraftFields):
             time_limit_ms=self.t_max_predict_ms,
             constraint=self.constraint(),
             cache_prompt=self.cache_prompt,
+            n_cache_reuse=self.n_cache_reuse,
+            n_keep=self.n_keep,
             draft_max=self.speculative_n_max,
             draft_min=self.speculative_n_min,
             report_progress=self.return_progress and self.stream,
