@@ -105,7 +105,7 @@ def test_responses_input_tokens_counts_what_a_response_would_read(srv: RunningSe
 def stream_reasoning(srv: RunningServer, control: bool) -> tuple[str, str, Any]:
     """A thinking answer, streamed; with `control`, its thinking is ended after the first
     reasoning piece."""
-    body = {"messages": HI, "max_tokens": 40, "temperature": 0, "stream": True,
+    body = {"messages": HI, "max_tokens": 24, "temperature": 0, "stream": True,
             "cache_prompt": False, "reasoning_control": True, "ignore_eos": True}  # fmt: skip
     reasoning, content, answer = [], [], None
     with httpx.stream("POST", f"{srv.url}/api/v1/chat/completions", json=body, timeout=120) as r:
@@ -148,9 +148,11 @@ def test_cache_reuse_moves_a_repeated_chunk_into_place(srv: RunningServer) -> No
 
 
 def test_context_shift_lets_a_generation_go_past_a_full_context(srv: RunningServer) -> None:
-    out = post(srv, "/completion", {"prompt": list(range(120, 140)), "n_predict": 140,
-                                    "ignore_eos": True, "temperature": 0, "n_keep": 4})  # fmt: skip
-    assert out["tokens_predicted"] == 140 and out["truncated"] is True  # a slot holds 128
+    n_ctx_slot = httpx.get(f"{srv.url}/api/props", timeout=10).json()["n_ctx_slot"]
+    body = {"prompt": list(range(120, 140)), "n_predict": n_ctx_slot, "ignore_eos": True,
+            "temperature": 0, "n_keep": 4}  # fmt: skip
+    out = post(srv, "/completion", body)
+    assert out["tokens_predicted"] == n_ctx_slot and out["truncated"] is True
     assert out["stop_type"] == "limit"
 
 
