@@ -51,8 +51,10 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp: Path, *args: str, timeout: float = 120.0) -> RunningServer:
-    """`endmark serve` in a child process; returns once /health says ok."""
+def start_server(
+    tmp: Path, *args: str, timeout: float = 120.0, health: str = "/health"
+) -> RunningServer:
+    """`endmark serve` in a child process; returns once `health` (/health) says ok."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     cmd = [sys.executable, "-m", "endmark", "serve", "--port", str(port), "-t", "2", *args]
@@ -64,7 +66,7 @@ def start_server(tmp: Path, *args: str, timeout: float = 120.0) -> RunningServer
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{health}", timeout=2).status_code == 200:
                 return RunningServer(url, proc, log_path)
         except httpx.HTTPError:
             pass

@@ -357,6 +357,15 @@ class ScriptedEngine:
     def load_state_file(self, seq_id: int, path: str) -> tuple[list[int], int]:
         return [], 0
 
+    def can_shift(self) -> bool:
+        return True
+
+    def move(self, seq_id: int, src: int, n: int, dst: int) -> None:
+        seq = self._seqs[seq_id]
+        cache = seq.cache
+        seq.cache = cache[:dst] + cache[src : src + n] + cache[src + n :]
+        seq.new = True
+
     def cached(self, seq_id: int) -> list[int]:
         """What a sequence's cache holds (for tests of the scheduler's bookkeeping)."""
         return list(self._seqs[seq_id].cache)

@@ -246,7 +246,22 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--n-predict-cap", type=int, help="cap on tokens per request (-1: none)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
-    p.add_argument("--cors", "--cors-origins", dest="cors", help="allowed CORS origins")
+    p.add_argument(
+        "--cors", "--cors-origins", dest="cors",
+        help="allowed CORS origins, comma-separated, or localhost (default *: any, reflected)",
+    )  # fmt: skip
+    p.add_argument("--cors-methods", help="CORS methods (default GET, POST, DELETE, OPTIONS)")
+    p.add_argument("--cors-headers", help="CORS headers (default *)")
+    _bool_pair(
+        p, ["--cors-credentials"], ["--no-cors-credentials"], "cors_credentials",
+        "CORS credentials allowed (default on)",
+    )  # fmt: skip
+    p.add_argument("--api-prefix", help="serve every route under this path, e.g. /api")
+    p.add_argument("--props", action="store_true", default=None, help="allow POST /props")
+    p.add_argument(
+        "--cache-reuse", type=int,
+        help="min chunk to reuse from a slot's cache by shifting it (default 0: off)",
+    )  # fmt: skip
     p.add_argument("--shutdown-grace", type=int, help="seconds running requests get on SIGTERM")
     p.add_argument("--temp", "--temperature", dest="temperature", type=float)
     p.add_argument("-s", "--seed", type=int, help="default seed (-1: random)")
@@ -284,9 +299,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--draft-min", "--draft-n-min", "--spec-draft-n-min", dest="draft_min", type=int,
         help="a shorter draft is not checked (default 0)",
     )  # fmt: skip
-    p.add_argument(
-        "--no-context-shift", action="store_true", help="no context shift (always so here)"
-    )
+    _bool_pair(
+        p, ["--context-shift"], ["--no-context-shift"], "context_shift",
+        "when the context fills, drop half of what follows n_keep and go on (default off)",
+    )  # fmt: skip
     p.add_argument(
         "--reasoning-format", choices=("none", "deepseek", "auto"),
         help="thinking apart in reasoning_content (auto, deepseek) or left in content (none)",

@@ -94,6 +94,7 @@ class Generation:
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self._now = self.t_start
+        self.shifted = 0  # tokens a context shift dropped: the finish says it was truncated
 
     @property
     def n_prompt(self) -> int:
@@ -417,6 +418,14 @@ class Generation:
             TokenEvent(token, delta.content, logprob, top, timings, delta.reasoning, delta.calls)
         ]
 
+    def end_reasoning(self) -> bool:
+        """Close the thinking now (`/v1/chat/completions/control`'s `reasoning_end`): its
+        close is forced from the next step on, as a spent budget forces it."""
+        if self.channels is None or not self.channels.in_reasoning or self._forced:
+            return False
+        self._forced = list(self.request.think_close)
+        return bool(self._forced)
+
     def _over_budget(self) -> bool:
         budget = self.request.reasoning_budget
         thinking = self.channels is not None and self.channels.in_reasoning
@@ -455,6 +464,8 @@ class Generation:
 
     def _end(self, finish: Finish, flush: bool = True) -> None:
         self._timings_now()
+        if self.shifted:
+            finish = replace(finish, truncated=True)
         tail = self._stops.flush() + self._detok.finalize() if flush else ""
         if self.channels is not None:
             cut = finish.stop_type == "limit"

@@ -85,6 +85,7 @@ def build_runtime(engine: Engine, settings: Settings, path: Path | None = None) 
         shared_cache=settings.kv_unified,
         cont_batching=settings.cont_batching,
         states=slot_states(engine, settings),
+        context_shift=settings.context_shift,
     )
     scheduler.start()
     if settings.embedding:  # made now, on the scheduler's thread, as every use of it is

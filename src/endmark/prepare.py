@@ -163,6 +163,8 @@ class Preparer:
                     fast_forward=s.fast_forward,
                     close_json=self._json_tokens if json_kind else None,
                     adapters=adapters,
+                    n_keep=spec.n_keep,
+                    cache_reuse=s.cache_reuse if spec.n_cache_reuse is None else spec.n_cache_reuse,
                 )
                 if isinstance(spec.input, ChatInput):
                     request = self._chat_wiring(request, spec.input.tools, spec)

@@ -48,6 +48,12 @@ class GenerationRequest:
     # the LoRA configuration it runs under (the base model: none); the scheduler decodes
     # each configuration apart and never continues a cache made under another
     adapters: AdapterScales = ()
+    # the completion id `/v1/chat/completions/control` names it by (`reasoning_control`)
+    control_id: str | None = None
+    # the prompt tokens a context shift keeps (-1: all), and the least chunk that cache reuse
+    # moves into place (0: none)
+    n_keep: int = 0
+    cache_reuse: int = 0
 
 
 def tokenize_prompt(

@@ -162,6 +162,10 @@ class Runtime:
         InvalidRequest for an unknown id or a scale out of range."""
         self.adapters.set_global(entries)
 
+    async def end_reasoning(self, control_id: str) -> bool | None:
+        """Close the thinking of the running completion `control_id` (None: none runs)."""
+        return await asyncio.wrap_future(self.scheduler.end_reasoning(control_id))
+
     def fail_all(self, message: str) -> None:
         """End every running and queued request with this error (a shutdown's last word)."""
         self.scheduler.fail_all(message)
@@ -183,12 +187,18 @@ class Runtime:
                 raise InvalidRequest("an input is empty", "input")
             lists.append(list(tokens))
         embedder = lambda: self.engine.embedder(self.settings.pooling)  # noqa: E731
+        # identical inputs are embedded once: in one batch they get one and the same vector
+        unique = list(dict.fromkeys(map(tuple, lists)))
         try:
-            vectors, pooling = await asyncio.wrap_future(
-                self.scheduler.call(lambda: (embedder().embed(lists), embedder().pooling))
+            found, pooling = await asyncio.wrap_future(
+                self.scheduler.call(lambda: (embedder().embed(unique), embedder().pooling))
             )
         except ValueError as exc:
             raise InvalidRequest(str(exc), "input") from None
+        by_input = dict(zip(unique, found, strict=True))
+        vectors = [by_input[tuple(tokens)] for tokens in lists]
+        self.scheduler.stats.prompt_tokens += sum(map(len, unique))  # as llama-server counts
+        self.scheduler.stats.decodes += 1
         if pooling != "none":
             vectors = [normalize(v, norm) for v in vectors]
         return vectors, sum(map(len, lists))

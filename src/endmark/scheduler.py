@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from endmark.adapters import group_by_adapters
@@ -49,6 +49,28 @@ class Stats:
     prompt_seconds: float = 0.0
     generated_tokens: int = 0
     generation_seconds: float = 0.0
+    # llama-server's metrics: cached prompt tokens (not decoded), decode steps after each
+    # request's first token (a step that takes several drafted tokens counts once), the
+    # decode calls and the busy slots in each, the longest sequence, and checked guesses
+    prompt_tokens_cached: int = 0
+    generation_steps: int = 0
+    decodes: int = 0
+    busy_slots: int = 0
+    n_tokens_max: int = 0
+    draft_tokens: int = 0
+    draft_accepted: int = 0
+    draft_checks: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+
+    def checked(self, n_drafted: int, n_accepted: int) -> None:
+        """A guess of `n_drafted` tokens was checked; its first `n_accepted` were kept."""
+        self.draft_tokens += n_drafted
+        self.draft_accepted += n_accepted
+        self.draft_checks += 1
+        per = self.accepted_per_position
+        per.extend([0] * (n_drafted - len(per)))
+        for i in range(n_accepted):
+            per[i] += 1
 
 
 class Scheduler:
@@ -65,6 +87,7 @@ class Scheduler:
         shared_cache: bool = False,
         cont_batching: bool = True,
         states: SlotStates | None = None,
+        context_shift: bool = False,
     ) -> None:
         """`shared_cache`: the slots share one cache (llama-server's --kv-unified), so each
         request may use all of it; `cont_batching=False` admits requests only into an idle
@@ -78,6 +101,7 @@ class Scheduler:
         self.slots = self.table.slots
         self.n_ctx_slot = engine.n_ctx if shared_cache else engine.n_ctx // n_slots
         self.shared_cache = shared_cache
+        self.context_shift = context_shift and engine.can_shift()
         self.stats = Stats()
         self._queue: deque[Ticket] = deque()
         self._chores: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
@@ -108,7 +132,9 @@ class Scheduler:
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
         policy = request.policy or EndPolicy(self.eog)
         self.check_fits(len(request.prompt))
-        ticket = Ticket(Generation(request, self.engine.vocab, policy, self.n_ctx_slot), sink)
+        # with context shift a full context goes on: no end for it
+        n_ctx = 1 << 62 if self.context_shift else self.n_ctx_slot
+        ticket = Ticket(Generation(request, self.engine.vocab, policy, n_ctx), sink)
         with self._cond:
             if len(self._queue) >= self.queue_size:
                 raise QueueFull(f"the queue is full ({self.queue_size} waiting)")
@@ -142,6 +168,17 @@ class Scheduler:
         with self._cond:
             ticket.cancelled = True
             self._cond.notify_all()
+
+    def end_reasoning(self, control_id: str) -> Future[bool | None]:
+        """Close the thinking of the running request armed with `control_id`, between two
+        steps: None when no running request has that id, else whether it was thinking."""
+
+        def end() -> bool | None:
+            running = [s.ticket.generation for s in self.table.busy() if s.ticket is not None]
+            found = [gen for gen in running if gen.request.control_id == control_id]
+            return any([gen.end_reasoning() for gen in found]) if found else None
+
+        return self.call(end)
 
     @property
     def n_queued(self) -> int:
@@ -217,9 +254,13 @@ class Scheduler:
                 logits = self.engine.decode(group)
             except DecodeError as exc:
                 raise RuntimeError(str(exc)) from exc
+            self.stats.decodes += 1
+            self.stats.busy_slots += len(group)
             now = time.perf_counter()
             for item in group:  # before the next group's decode overwrites the rows
-                self._fed(self.slots[item.seq_id], item, logits.get(item.seq_id), now)
+                slot = self.slots[item.seq_id]
+                self._fed(slot, item, logits.get(item.seq_id), now)
+                self.stats.n_tokens_max = max(self.stats.n_tokens_max, slot.n_past)
 
     def _adapters_of(self, item: SeqInput) -> AdapterScales:
         return self.slots[item.seq_id].adapters
@@ -245,6 +286,8 @@ class Scheduler:
         for slot in [s for s in busy if not s.prefilling] + [s for s in busy if s.prefilling]:
             if budget <= 0:
                 break
+            if self.context_shift and not slot.prefilling:
+                self._shift_if_full(slot)
             chunk = slot.feed[:budget]
             done_feeding = len(chunk) == len(slot.feed)
             guess = slot.drafts if done_feeding and len(chunk) + len(slot.drafts) <= budget else []
@@ -253,6 +296,16 @@ class Scheduler:
                                    want_logits=done_feeding, n_logits=1 + len(guess)))  # fmt: skip
             budget -= len(chunk) + len(guess)
         return inputs
+
+    def _shift_if_full(self, slot: Slot) -> None:
+        """llama-server's context shift, once the next token would not fit."""
+        if slot.n_past + len(slot.feed) < self.n_ctx_slot:
+            return
+        gen = slot.ticket.generation  # type: ignore[union-attr]
+        add_bos = self.engine.vocab.add_bos
+        n = self.table.shift(slot, gen.request.n_keep, gen.n_prompt, self.n_ctx_slot, add_bos)
+        gen.shifted += n
+        log.warning("%s: context shift, %d tokens dropped", gen.request.label, n)
 
     def _fed(self, slot: Slot, item: SeqInput, rows: Any, now: float) -> None:
         """A slot's input was decoded: report prompt progress, and sample where it has logits."""
@@ -272,20 +325,24 @@ class Scheduler:
         assert ticket is not None
         gen = ticket.generation
         drafts, slot.drafts = slot.drafts, []
+        ticket.steps += 1
+        accepted = gen.timings.draft_n_accepted
         try:
             events = gen.verify(rows, drafts, now) if drafts else gen.step(rows[-1], now)
         except Exception as exc:  # e.g. a constraint failure: this request fails, others go on
             self._fail(slot, exc)
             return
+        if drafts:
+            self.stats.checked(len(drafts), gen.timings.draft_n_accepted - accepted)
         for event in events:
             self._deliver(ticket, event)
         if drafts:  # the guess's refused tail leaves the cache
-            start = fed.pos - gen.n_prompt
+            start = fed.pos + slot.shifted - gen.n_prompt
             self.table.trim(slot, fed.pos + common_prefix(list(fed.tokens), gen.tokens[start:]))
         if gen.finish is not None:
             self._finish(slot)
             return
-        slot.feed = gen.tokens[slot.n_past - gen.n_prompt :]
+        slot.feed = gen.tokens[slot.n_past + slot.shifted - gen.n_prompt :]
         room = self.n_ctx_slot - slot.n_past - len(slot.feed) - 1
         if self.shared_cache:  # a guess must not take the cells the others' next tokens need
             held = sum(s.n_past + len(s.feed) + 1 for s in self.table.busy())
@@ -312,7 +369,7 @@ class Scheduler:
         gen = ticket.generation
         self._deliver(ticket, gen.result())
         t = gen.timings
-        self._count(t)
+        self._count(t, ticket.steps)
         rate = t.predicted_n / t.predicted_ms * 1000.0 if t.predicted_ms > 0 else 0.0
         log.info(
             "%s: prompt %d tokens (%d cached), generated %d tokens, %.1f tok/s, %s",
@@ -325,10 +382,12 @@ class Scheduler:
         )
         self._release(slot, keep_cache=True)
 
-    def _count(self, t: Timings) -> None:
+    def _count(self, t: Timings, steps: int) -> None:
         st = self.stats
         st.requests_finished += 1
         st.prompt_tokens += t.prompt_n
+        st.prompt_tokens_cached += t.cached_n
+        st.generation_steps += max(0, steps - 1)  # the first token came with the prompt
         st.prompt_seconds += t.prompt_ms / 1000.0
         st.generated_tokens += t.predicted_n
         st.generation_seconds += t.predicted_ms / 1000.0

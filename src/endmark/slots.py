@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from endmark.engine import AdapterScales, Engine
+from endmark.kv_shift import apply_plan, reuse_plan, shift_plan
 
 if TYPE_CHECKING:
     from endmark.events import Event
@@ -31,6 +32,7 @@ class Ticket:
     sink: Sink
     cancelled: bool = False
     slot: int | None = None
+    steps: int = 0  # decode steps that gave it logits (llama-server's generation rate)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Slot:
     drafts: list[int] = field(default_factory=list)  # a guess fed after `feed`, to verify
     last_used: float = 0.0  # when its last request ended: the least recent is evicted first
     adapters: AdapterScales = ()  # the LoRA configuration its cache was computed under
+    shifted: int = 0  # generated tokens a context shift dropped from its cache
 
     @property
     def busy(self) -> bool:
@@ -130,15 +133,30 @@ class SlotTable:
             slot.cached, keep = prompt[:shared], shared
         else:
             keep = min(keep, len(slot.cached))  # a restore that failed left the slot empty
+            reuse = use_cache and request.cache_reuse > 0 and slot.adapters == adapters
+            if reuse and self.engine.can_shift():
+                keep = self._reuse_chunks(slot, prompt, keep, request.cache_reuse)
             self._dropping(slot, keep)
             self.engine.drop(slot.id, keep)
             slot.cached = slot.cached[:keep]
         slot.n_past = keep
+        slot.shifted = 0
         slot.feed = prompt[keep:]
         slot.adapters = adapters
         slot.ticket = ticket
         ticket.slot = slot.id
         self._make_room(slot, len(prompt))
+        return keep
+
+    def _reuse_chunks(self, slot: Slot, prompt: list[int], keep: int, min_chunk: int) -> int:
+        """Move the chunks of the slot's cache that the prompt repeats further on into place
+        (`--cache-reuse`); how much of the prompt is cached then."""
+        moves = reuse_plan(slot.cached, prompt, keep, min_chunk)
+        for m in moves:
+            self.engine.move(slot.id, m.src, m.n, m.dst)
+        if moves:
+            slot.cached = apply_plan(slot.cached, moves)
+            keep = min(len(slot.cached), len(prompt) - 1)
         return keep
 
     def _make_room(self, slot: Slot, n_prompt: int) -> None:
@@ -192,6 +210,17 @@ class SlotTable:
             self.engine.drop(slot.id, valid)
             del slot.cached[valid:]
             slot.n_past = valid
+
+    def shift(self, slot: Slot, keep: int, n_prompt: int, n_ctx: int, add_bos: bool) -> int:
+        """The context is full: drop half of what follows the kept tokens and move the rest
+        down (`--context-shift`); returns how many tokens were dropped."""
+        m = shift_plan(slot.n_past, keep, n_prompt, n_ctx, add_bos)
+        self.engine.move(slot.id, m.src, m.n, m.dst)
+        slot.cached = slot.cached[: m.dst] + slot.cached[m.src :]
+        slot.n_past = len(slot.cached)
+        slot.shifted += m.src - m.dst
+        slot.drafts = []
+        return m.src - m.dst
 
     def release(self, slot: Slot, keep_cache: bool) -> None:
         if not keep_cache:

@@ -119,6 +119,8 @@ class RequestSpec:
     timings_per_token: bool = False
     prompt_param: str = "prompt"  # the field that holds the prompt, named when it overflows
     lora: tuple[tuple[int, float], ...] | None = None  # (id, scale); None: the global scales
+    n_keep: int = 0  # prompt tokens a context shift keeps (-1: all)
+    n_cache_reuse: int | None = None  # None: the server's `--cache-reuse`
 
     def __post_init__(self) -> None:
         if isinstance(self.input, str):  # a text is a sequence too: one prompt per letter

@@ -107,9 +107,10 @@ def test_cors_allows_only_the_configured_origin(locked: RunningServer) -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_cors_is_off_by_default(server: RunningServer) -> None:
+def test_cors_reflects_any_origin_by_default_as_llama_server(server: RunningServer) -> None:
     r = httpx.get(f"{server.url}/health", headers={"Origin": "http://app.example"}, timeout=10)
-    assert "access-control-allow-origin" not in r.headers
+    assert r.headers["access-control-allow-origin"] == "http://app.example"
+    assert r.headers["access-control-allow-credentials"] == "true"
 
 
 @pytest.mark.parametrize(

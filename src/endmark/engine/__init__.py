@@ -188,6 +188,15 @@ class Engine(Protocol):
         (`([], 0)` and an empty sequence on failure)."""
         ...
 
+    def can_shift(self) -> bool:
+        """Whether cached positions can be moved (`move`): not in every model's cache."""
+        ...
+
+    def move(self, seq_id: int, src: int, n: int, dst: int) -> None:
+        """Move a sequence's cached positions `[src, src + n)` down to start at `dst` (<=
+        `src`), forgetting `[dst, src)`: cache reuse and context shift."""
+        ...
+
     def embedder(self, pooling: str = "auto") -> Embedder:
         """The embedding context on these weights, made on first use."""
         ...

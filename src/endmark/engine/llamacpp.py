@@ -340,6 +340,14 @@ class LlamaCppEngine:
             L.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         return tokens, n_read
 
+    def can_shift(self) -> bool:
+        return bool(L.llama_memory_can_shift(self._mem))
+
+    def move(self, seq_id: int, src: int, n: int, dst: int) -> None:
+        # as llama-server's cache reuse and context shift: remove the gap, shift what follows
+        L.llama_memory_seq_rm(self._mem, seq_id, dst, src)
+        L.llama_memory_seq_add(self._mem, seq_id, src, src + n, dst - src)
+
     def embedder(self, pooling: str = "auto") -> LlamaCppEmbedder:
         """The embedding context on these weights, made on first use (most servers never
         embed, and it costs its own cache)."""

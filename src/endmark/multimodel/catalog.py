@@ -21,6 +21,7 @@ SERVER_WIDE = frozenset(
     | {"models_dir", "models_file", "models_max", "models_memory", "models_autoload"}
     | {"default_model", "keep_alive", "shutdown_grace", "max_body_bytes"}
     | {"replicas", "ray_address"}
+    | {"cors_methods", "cors_headers", "cors_credentials", "api_prefix"}
 )
 # Settings a models file may give one model: how its worker loads and serves it.
 PER_MODEL = frozenset(f.name for f in fields(Settings)) - SERVER_WIDE

@@ -41,7 +41,9 @@ async def forward(
                 await _settle(worker)
                 continue
             raise ApiError(502, stopped_message(worker)) from None
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    # the router answers CORS itself: the worker's own CORS headers would be duplicates
+    dropped = lambda k: k.lower() in HOP_BY_HOP or k.lower().startswith("access-control-")  # noqa: E731
+    headers = {k: v for k, v in upstream.headers.items() if not dropped(k)}
     headers["x-endmark-model"] = worker.entry.id
     done = False
 

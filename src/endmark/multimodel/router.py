@@ -38,6 +38,7 @@ from endmark.multimodel.pool import (
     worker_environment,
 )
 from endmark.server.http import dialect
+from endmark.server.http.cors import CorsPolicy
 from endmark.server.http.errors import ApiError, install_error_handlers
 from endmark.server.http.metrics import labelled
 from endmark.server.http.relay import METHODS
@@ -79,7 +80,9 @@ def create_router_app(
     app.state.settings = settings
     app.state.pool = pool
     install_error_handlers(app)
-    install_security(app, keys, settings.max_body_bytes, settings.cors)
+    install_security(
+        app, keys, settings.max_body_bytes, CorsPolicy.of(settings), settings.api_prefix
+    )
 
     def named(name: str | None) -> Worker:
         if not name:

@@ -18,6 +18,7 @@ from endmark.runtime import Runtime
 from endmark.server.dialects.registry import DIALECTS
 from endmark.server.dialects.responses import ResponseStore
 from endmark.server.http import dialect, metrics
+from endmark.server.http.cors import CorsPolicy
 from endmark.server.http.errors import install_error_handlers
 from endmark.server.http.security import install_security
 from endmark.server.http.state import LoadingState
@@ -70,7 +71,13 @@ def create_app(
     app.state.settings = settings
     app.state.responses = ResponseStore()
     install_error_handlers(app)
-    install_security(app, settings.api_keys(), settings.max_body_bytes, settings.cors)
+    install_security(
+        app,
+        settings.api_keys(),
+        settings.max_body_bytes,
+        CorsPolicy.of(settings),
+        settings.api_prefix,
+    )
     for spoken in DIALECTS:
         for module in spoken.routes:
             app.include_router(importlib.import_module(module).router)

@@ -14,6 +14,11 @@ from endmark.server.http.dialect import SSE, Dialect, FinishWords, Problem, Prom
 from endmark.spec import ChatInput, RequestSpec
 from endmark.tools import Tool, ToolRequest
 
+# llama-server's words for an image sent to a model without a vision projector
+NO_IMAGES = (
+    "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+)
+
 # Anthropic's defaults for the knobs it has not (the ones it has are the model's defaults).
 ANTHROPIC_SAMPLING = SamplingParams(min_p=0.0, repeat_penalty=1.0)
 
@@ -48,8 +53,9 @@ class Message(StrictModel):
         """One message, or several: each tool result is a `tool` message of its own."""
         if isinstance(self.content, str):
             return [{"role": self.role, "content": self.content}]
-        if any(b.type == "image" for b in self.content):
-            raise ValueError("image blocks are not supported: this model reads text only")
+        nested = [c for b in self.content if isinstance(b.content, list) for c in b.content]
+        if any(b.type == "image" for b in [*self.content, *nested]):  # in a tool result too
+            raise ValueError(NO_IMAGES)
         out: list[dict[str, Any]] = [
             {"role": "tool", "tool_call_id": b.tool_use_id, "content": b.plain()}
             for b in self.content
@@ -89,7 +95,7 @@ class Thinking(StrictModel):
 class MessagesRequest(LoraFields):
     model: str = ""
     max_tokens: Annotated[int, Field(ge=1)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: list[Message]  # empty: accepted, as llama-server accepts it
     system: str | list[Block] | None = None
     stop_sequences: Annotated[list[str], Field(max_length=16)] = Field(default_factory=list)
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
@@ -151,7 +157,7 @@ class MessagesRequest(LoraFields):
 
 class CountTokensRequest(StrictModel):
     model: str = ""
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: list[Message]  # empty: accepted, as llama-server accepts it
     system: str | list[Block] | None = None
     tools: list[ToolIn] | None = None
     tool_choice: ToolChoice | None = None

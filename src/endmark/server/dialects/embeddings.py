@@ -21,7 +21,28 @@ from endmark.server.http.state import runtime_of
 
 router = APIRouter()
 
-Input = str | list[str] | list[int] | list[list[int]]
+# a text, token ids, or a list of texts, token-id lists and `{"content": [parts]}` objects
+Input = str | list[int] | list[str | list[int] | dict[str, Any]]
+MEDIA = {"image_url": "image", "input_audio": "audio", "input_video": "video"}
+
+
+def content_text(item: dict[str, Any]) -> str:
+    """An input given as `{"content": [parts]}` (llama-server's, for multimodal models): its
+    text parts, as one text; media is refused as llama-server refuses it without a projector."""
+    parts = item.get("content")
+    if set(item) != {"content"} or not isinstance(parts, list) or not parts:
+        raise ApiError(400, 'an input object must be {"content": [parts]}', "input")
+    texts = []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in MEDIA:
+            message = f"{MEDIA[kind]} input is not supported - hint: if this is unexpected, " \
+                "you may need to provide the mmproj"  # fmt: skip
+            raise ApiError(400, message, "input")
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"unsupported content part type: {kind!r}", "input")
+        texts.append(part["text"])
+    return "".join(texts)
 
 
 class EmbeddingsRequest(StrictModel):
@@ -40,7 +61,7 @@ class EmbeddingsRequest(StrictModel):
             return [value]
         if value and all(isinstance(x, int) for x in value):
             return [value]  # type: ignore[list-item]
-        return list(value)  # type: ignore[arg-type]
+        return [content_text(x) if isinstance(x, dict) else x for x in value]  # type: ignore[misc]
 
 
 async def vectors(rt: Runtime, req: EmbeddingsRequest) -> tuple[list[np.ndarray], int]:

@@ -81,6 +81,8 @@ def params_json(gen: GenerationRequest, stream: bool) -> dict[str, Any]:
         "post_sampling_probs": s.post_sampling_probs,
         "timings_per_token": gen.timings_per_token,
         "cache_prompt": gen.cache_prompt,
+        "n_keep": gen.n_keep,
+        "n_cache_reuse": gen.cache_reuse,
         "t_max_predict_ms": policy.time_limit_ms if policy is not None else 0,
         "grammar_constrained": gen.constraint is not None,
         "lora": [{"id": i, "scale": scale} for i, scale in gen.adapters],
@@ -261,7 +263,22 @@ async def props(request: Request) -> dict[str, Any]:
         "tool_call_format": rt.tool_call_format(),
         "chat_template_error": rt.learned.template_error,
         "build_info": "endmark",
+        "endpoint_slots": rt.settings.slots_endpoint,
+        "endpoint_props": rt.settings.props,
+        "endpoint_metrics": rt.settings.metrics,
     }
+
+
+@router.post("/props")
+async def change_props(request: Request) -> dict[str, Any]:
+    """llama-server's: refused without `--props`; with it, there is nothing to change yet."""
+    rt = runtime_of(request)
+    if not rt.settings.props:
+        raise ApiError(
+            501,
+            "This server does not support changing global properties. Start it with `--props`",
+        )
+    return {"success": True}
 
 
 @router.get("/slots")

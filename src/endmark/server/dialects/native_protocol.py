@@ -68,8 +68,8 @@ class CompletionRequest(SamplingFields, DraftFields, LoraFields):
     prompt: str | dict[str, Any] | list[Any]
     n_predict: Annotated[int, Field(ge=-1)] = -1
     max_tokens: Annotated[int, Field(ge=-1)] | None = None  # llama-server takes either
-    # accepted and checked, no effect: endmark never discards prompt tokens (no context shift)
-    n_keep: Annotated[int, Field(ge=-1)] = 0
+    n_keep: Annotated[int, Field(ge=-1)] = 0  # what a context shift keeps (--context-shift)
+    n_cache_reuse: Annotated[int, Field(ge=0)] | None = None  # None: --cache-reuse
     timings_per_token: bool = False
     return_progress: bool = False
     response_fields: list[str] = Field(default_factory=list)
@@ -113,6 +113,8 @@ class CompletionRequest(SamplingFields, DraftFields, LoraFields):
             report_progress=self.return_progress and self.stream,
             timings_per_token=self.timings_per_token,
             lora=self.lora_scales(),
+            n_keep=self.n_keep,
+            n_cache_reuse=self.n_cache_reuse,
         )
 
     @property

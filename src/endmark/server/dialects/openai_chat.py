@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 
 from endmark.delta import Delta
 from endmark.generation import Done, Progress, TokenEvent
@@ -23,7 +24,7 @@ from endmark.server.dialects.openai_shared import (
 )
 from endmark.server.dialects.results import Answer, collect
 from endmark.server.http.disconnect import unless_disconnected
-from endmark.server.http.errors import parse_body
+from endmark.server.http.errors import ApiError, parse_body
 from endmark.server.http.state import runtime_of
 from endmark.server.http.stream import event_stream
 
@@ -50,6 +51,9 @@ async def chat_completions(request: Request) -> Any:
     top_n = (req.top_logprobs or 0) if req.logprobs else 0
     requests = await rt.prepare_async(req.to_spec())
     head = base("chat.completion.chunk", rt, "chatcmpl")
+    if req.reasoning_control:  # the id the stream sends names it to the control route
+        for one in requests:
+            one.control_id = head["id"]
 
     trackers = [BlockTracker() for _ in requests]
 
@@ -79,7 +83,7 @@ async def chat_completions(request: Request) -> Any:
         return event_stream(chunks)
     choices = await unless_disconnected(request, collect(events, req.n))
     response = whole_response(
-        base("chat.completion", rt, "chatcmpl"),
+        {**base("chat.completion", rt, "chatcmpl"), "id": head["id"]},
         choices,
         requests,
         req.n,
@@ -131,3 +135,26 @@ async def chat_input_tokens(request: Request) -> dict[str, Any]:
     req = await parse_body(request, ChatCompletionRequest)
     spec = replace(req.to_spec(), n=1)
     return {"input_tokens": len((await rt.prepare_async(spec, counting=True))[0].prompt)}
+
+
+class ControlRequest(BaseModel):
+    id: str = ""
+    action: str = ""
+    model: str | None = None  # routes it in router mode; ignored here
+
+
+@router.post("/v1/chat/completions/control")
+@router.post("/chat/completions/control")
+async def control(request: Request) -> dict[str, Any]:
+    """llama-server's control of a running completion: `reasoning_end` closes its thinking
+    (the completion must have asked for `reasoning_control`)."""
+    rt = runtime_of(request)
+    req = await parse_body(request, ControlRequest)
+    if not req.id:
+        raise ApiError(400, "missing completion id", "id")
+    if req.action != "reasoning_end":
+        raise ApiError(400, "unknown control action", "action")
+    ended = await rt.end_reasoning(req.id)
+    if ended is None:
+        return {"success": False, "message": "no active completion for this id"}
+    return {"success": True}

@@ -126,6 +126,8 @@ class OpenAIFields(DraftFields, LoraFields):
     timings_per_token: bool = False
     return_progress: bool = False
     cache_prompt: bool | None = None  # llama.cpp's: reuse a slot's cached prefix
+    n_cache_reuse: Annotated[int, Field(ge=0)] | None = None  # llama.cpp's --cache-reuse
+    n_keep: Annotated[int, Field(ge=-1)] = 0  # llama.cpp's: what a context shift keeps
     post_sampling_probs: bool = False
     verbose: bool = False  # llama-server: add `__verbose` (the prompt, the raw result)
 
@@ -176,6 +178,8 @@ class OpenAIFields(DraftFields, LoraFields):
             time_limit_ms=self.t_max_predict_ms,
             constraint=self.constraint(),
             cache_prompt=self.cache_prompt,
+            n_cache_reuse=self.n_cache_reuse,
+            n_keep=self.n_keep,
             draft_max=self.speculative_n_max,
             draft_min=self.speculative_n_min,
             report_progress=self.return_progress and self.stream,
@@ -261,6 +265,7 @@ class ChatCompletionRequest(OpenAIFields, ToolFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     reasoning_format: Literal["none", "deepseek", "auto"] | None = None
     reasoning_budget: Annotated[int, Field(ge=-1)] | None = None
+    reasoning_control: bool = False  # `/v1/chat/completions/control` may end its thinking
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool = False

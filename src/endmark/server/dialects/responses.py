@@ -312,6 +312,17 @@ async def create(request: Request) -> Any:
     return resp.take(answer.done, answer.done.delta)[-1][1]["response"]
 
 
+@router.post("/v1/responses/input_tokens")
+async def input_tokens(request: Request) -> dict[str, Any]:
+    """OpenAI's input-token count: the request prepared as `/v1/responses` prepares it, its
+    prompt counted, nothing generated."""
+    rt = runtime_of(request)
+    req = await parse_body(request, ResponsesRequest)
+    resp = Response(rt, req, store_of(request))
+    (prepared,) = await rt.prepare_async(req.to_spec(resp.history), counting=True)
+    return {"object": "response.input_tokens", "input_tokens": len(prepared.prompt)}
+
+
 @router.get("/v1/responses/{response_id}")
 async def retrieve(request: Request, response_id: str) -> dict[str, Any]:
     return store_of(request).get(response_id).body

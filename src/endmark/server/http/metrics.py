@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from endmark.runtime import Runtime
 from endmark.server.http.errors import ApiError
+from endmark.server.http.llamacpp_metrics import llamacpp_metrics
 from endmark.server.http.state import runtime_of
 
 router = APIRouter()
@@ -91,7 +92,9 @@ async def metrics(request: Request) -> Response:
         registry = CollectorRegistry()
         registry.register(RuntimeCollector(rt))
         request.app.state.metrics_registry = registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # llama-server's own metrics first, endmark's beside them
+    text = llamacpp_metrics(rt.activity()).encode() + generate_latest(registry)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def labelled(texts: dict[str, str], label: str) -> Iterator[Metric]:

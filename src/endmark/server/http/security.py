@@ -10,10 +10,10 @@ import logging
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from endmark.server.http.cors import ApiPrefix, Cors, CorsPolicy
 from endmark.server.http.errors import error_body
 
 log = logging.getLogger("endmark.server")
@@ -130,15 +130,14 @@ class BodyLimit:
         return f"the request body is larger than the limit of {self.limit} bytes"
 
 
-def install_security(app: FastAPI, keys: Sequence[str], max_body: int, cors: str | None) -> None:
-    """Order matters: CORS outermost (preflights need no key), then keys, then the size cap."""
+def install_security(
+    app: FastAPI, keys: Sequence[str], max_body: int, cors: CorsPolicy, api_prefix: str = ""
+) -> None:
+    """Order matters: CORS outermost (preflights need no key), then the API prefix, then
+    keys, then the size cap."""
     app.add_middleware(BodyLimit, limit=max_body)
     if keys:
         app.add_middleware(ApiKeyAuth, keys=keys)
-    if cors:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=[o.strip() for o in cors.split(",") if o.strip()],
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
+    if api_prefix.strip("/"):
+        app.add_middleware(ApiPrefix, prefix=api_prefix)
+    app.add_middleware(Cors, policy=cors)
