@@ -67,7 +67,7 @@ class StateEngine:
 
 
 def ticket(prompt: list[int]) -> Ticket:
-    request = SimpleNamespace(prompt=prompt, cache_prompt=True, adapters=())
+    request = SimpleNamespace(prompt=prompt, cache_prompt=True, adapters=(), cache_reuse=0)
     return Ticket(SimpleNamespace(request=request), lambda event: None)  # type: ignore[arg-type]
 
 
