@@ -105,7 +105,7 @@ def test_responses_input_tokens_counts_what_a_response_would_read(srv: RunningSe
 def stream_reasoning(srv: RunningServer, control: bool) -> tuple[str, str, Any]:
     """A thinking answer, streamed; with `control`, its thinking is ended after the first
     reasoning piece."""
-    body = {"messages": HI, "max_tokens": 24, "temperature": 0, "stream": True,
+    body = {"messages": HI, "max_tokens": 400, "temperature": 0, "stream": True,
             "cache_prompt": False, "reasoning_control": True, "ignore_eos": True}  # fmt: skip
     reasoning, content, answer = [], [], None
     with httpx.stream("POST", f"{srv.url}/api/v1/chat/completions", json=body, timeout=120) as r:

@@ -35,6 +35,14 @@ def api(capped: RunningServer) -> Any:
 schema = schemathesis.pytest.from_fixture("api")
 
 
+def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
+    """No 5xx, but llama-server's documented 501 for a feature the server was started
+    without (`POST /props` without `--props`, slot files without `--slot-save-path`)."""
+    if response.status_code == 501 and "not_supported_error" in response.text:
+        return None
+    return schemathesis.checks.not_a_server_error(ctx, response, case)  # type: ignore[no-any-return]
+
+
 @schema.parametrize()
 @settings(
     max_examples=12,
@@ -45,7 +53,7 @@ schema = schemathesis.pytest.from_fixture("api")
 def test_no_5xx_and_answers_match_the_schema(case: Any) -> None:
     case.call_and_validate(
         checks=[
-            schemathesis.checks.not_a_server_error,
+            no_server_error,
             status_code_conformance,
             content_type_conformance,
             response_schema_conformance,

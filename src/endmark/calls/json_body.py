@@ -181,7 +181,8 @@ class JsonCalls(CallStrategy):
         end = literal(self.end, control) if self.end else ""
         extra = request.max_calls - 1
         # an array's brackets and commas as templates write them: `[{...}]`, or one call a line
-        items = f'"[" pad call_json ("," pad call_json){{0,{extra}}} pad "]"'
+        more_items = f' ("," pad call_json){{0,{extra}}}' if extra else ""  # {0,0}: refused
+        items = f'"[" pad call_json{more_items} pad "]"'
         json_part = items if self.array else "call_json"
         body = f"{NL} {json_part} {NL} {end}" if end else f"{NL} {json_part}"
         one = f"{start} {body}".strip()

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from endmark.server.dialects.embeddings import EmbeddingsRequest
 from endmark.server.dialects.infill import InfillRequest
 from endmark.server.dialects.rerank import RerankRequest
-from endmark.server.http.dialect import Dialect
+from endmark.server.http.dialect import SSE, Dialect
 
 # Endpoints that belong to no one dialect; every other body is named by its dialect's record.
 SHARED_BODIES: dict[str, type[BaseModel]] = {
@@ -52,13 +52,21 @@ ERRORS = {
 }
 
 
+# One server-sent event, as a reader of the stream gets it (OpenAPI 3.2's `itemSchema` shape).
+STREAM_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                   "id": {"type": "string"}, "retry": {"type": "integer"}},
+}  # fmt: skip
+
+
 def install_openapi(app: FastAPI, dialects: Iterable[Dialect]) -> None:
     bodies = dict(SHARED_BODIES)
     streams: dict[str, dict[str, Any]] = {}
     for dialect in dialects:
         bodies.update(dialect.request_bodies)
         for path, media in dialect.streams.items():
-            streams[path] = {media: {"schema": {"type": "string"}}}
+            streams[path] = {media: {"schema": STREAM_ITEM if media == SSE else {"type": "string"}}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
