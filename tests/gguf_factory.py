@@ -232,27 +232,7 @@ def build_gguf(
     if eos_token_ids:
         w.add_array("tokenizer.ggml.eos_token_ids", [tokens.index(t) for t in eos_token_ids])
 
-    rng = np.random.default_rng(seed)
-
-    def t(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
-
-    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    w.add_tensor("output.weight", t(n_vocab, n_embd))
-    for i in range(n_layer):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
-        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
-        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
-        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    _write_llama_weights(w, seed, n_vocab, n_embd, n_ff, n_layer)
     return path
 
 
@@ -318,27 +298,7 @@ def build_fim_gguf(path: Path, repo_level: bool = True, seed: int = 0) -> Path:
     _write_spm_vocab(w, tokens, types, scores)
     w.add_add_eos_token(False)
     _write_fim_ids(w, tokens, kinds)
-    rng = np.random.default_rng(seed)
-
-    def t(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
-
-    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    w.add_tensor("output.weight", t(n_vocab, n_embd))
-    for i in range(n_layer):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
-        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
-        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
-        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    _write_llama_weights(w, seed, n_vocab, n_embd, n_ff, n_layer)
     return path
 
 
@@ -445,3 +405,30 @@ def build_lora_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def _write_llama_weights(
+    w: gguf.GGUFWriter, seed: int, n_vocab: int, n_embd: int, n_ff: int, n_layer: int
+) -> None:
+    """A tiny llama's random weights (one head size for q, k and v), then the file."""
+    rng = np.random.default_rng(seed)
+
+    def t(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("output.weight", t(n_vocab, n_embd))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", t(n_embd, n_embd))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(p + "ffn_gate.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", t(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", t(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
