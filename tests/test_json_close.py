@@ -51,6 +51,7 @@ ADD = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "
         ("{", '"a": '),
         ('{"a": 1, "note": "x"', ', "b": '),  # after a whole value
         ('{"a": 1, "b": 2', ', "note": '),
+        ('{"a": 1, "no', 'te": '),  # inside a key that begins a missing one: finished
     ],
 )
 def test_a_required_property_not_written_is_reached(text: str, reach: str | None) -> None:
@@ -65,7 +66,7 @@ def test_reach_names_every_missing_key_and_none_where_no_key_can_follow() -> Non
     found = json_reach('{"a": 1', ADD)
     assert found is not None and found.keys == ("b", "note")  # in the properties' order
     assert json_reach('{"a": ', ADD) is None  # the value has not begun
-    assert json_reach('{"a": 1, "no', ADD) is None  # inside a key
+    assert json_reach('{"a": 1, "zz', ADD) is None  # inside a key no missing one begins
     nested = {"type": "object", "properties": {"p": {"type": "object", "properties": {
         "q": {"type": "string"}}, "required": ["q"]}, "r": {"type": "integer"}},
         "required": ["p", "r"]}  # fmt: skip

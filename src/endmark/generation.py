@@ -258,7 +258,9 @@ class Generation:
         tokens = tokenize(reach.text, "")
         need = len(tokens) + len(tokenize(after.text, after.end)) + CLOSE_MARGIN + VALUE_ROOM
         value = len(tokenize("null", "")) + VALUE_ROOM
-        others = sum(len(tokenize(f', "{key}": ', "")) + value for key in reach.keys[1:])
+        others = sum(
+            len(tokenize(f', "{key}": ', "")) + value for key in reach.keys if key != reach.key
+        )
         room = self.policy.n_predict - len(self.tokens)
         if room > need + others or room < need:
             return []  # not yet, or no room left for a value: the call is closed as it stands

@@ -85,9 +85,11 @@ def json_closing(text: str, schema: Any = None) -> str | None:
 class Reach:
     """How to reach a required property the text has not: `text` finishes the value being
     written (and any container inside the object that lacks it) and writes the property's
-    key; `keys` are all the required properties still missing in the open objects."""
+    key; `key` is that property, `keys` all the required ones still missing in the open
+    objects."""
 
     text: str
+    key: str
     keys: tuple[str, ...]
 
 
@@ -95,15 +97,18 @@ def json_reach(text: str, schema: Any) -> Reach | None:
     """When a value runs long (a string that loops, a number without end), the budget may
     run out before a required property is written. This is the text that ends the value
     where it stands and names the innermost missing property, so that the model writes its
-    value while it still can. None: nothing is missing, or the text stands where no key can
-    follow yet (inside a key, before a value has begun)."""
+    value while it still can; a key cut where it begins a missing property is finished.
+    None: nothing is missing, or the text stands where no key can follow yet (inside another
+    key, before a value has begun)."""
     scan = _scan(text, schema)
-    if scan is None or (scan.cut_string is not None and scan.expect == "key"):
+    if scan is None:
         return None
     stack = scan.stack
     missing = [(i, k) for i, frame in enumerate(stack) for k in _unreached(frame)]
     if not missing:
         return None
+    if scan.cut_string is not None and scan.expect == "key":  # the model is naming one
+        return _key_reach(scan.cut_string, stack, missing)
     depth = missing[-1][0]  # the innermost object that lacks one: its first
     key = next(k for i, k in missing if i == depth)
     inner = stack[depth + 1 :]
@@ -119,11 +124,24 @@ def json_reach(text: str, schema: Any) -> Reach | None:
         finish = ""
     elif scan.expect == "key" and not inner:  # after `{` or a comma: the key comes next
         space = " " if text.endswith(",") else ""
-        return Reach(f"{space}{json.dumps(key)}: ", tuple(k for _, k in missing))
+        return Reach(f"{space}{json.dumps(key)}: ", key, tuple(k for _, k in missing))
     else:
         return None
     sep = ", " if stack[depth].keys else ""
-    return Reach(f"{finish}{_closers(inner)}{sep}{json.dumps(key)}: ", tuple(k for _, k in missing))
+    keys = tuple(k for _, k in missing)
+    return Reach(f"{finish}{_closers(inner)}{sep}{json.dumps(key)}: ", key, keys)
+
+
+def _key_reach(written: str, stack: list[_Frame], missing: list[tuple[int, str]]) -> Reach | None:
+    """A key cut where it begins a missing required property of the innermost object: the
+    rest of it, so that the model writes the value while it still can. None for any other
+    key (the closing names it)."""
+    depth = len(stack) - 1
+    for i, key in missing:
+        raw = json.dumps(key, ensure_ascii=False)[1:-1]
+        if i == depth and raw.startswith(written):
+            return Reach(f'{raw[len(written) :]}": ', key, tuple(k for _, k in missing))
+    return None
 
 
 def _unreached(frame: _Frame) -> list[str]:

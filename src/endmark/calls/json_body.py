@@ -138,8 +138,8 @@ class JsonCalls(CallStrategy):
             return None
         tool = self._named_tool(body, tools)[0]
         reach = json_reach(body, self._call_schema(tool))
-        heads = {json.dumps(k) + ": " for k in (self.name_key, self.args_key, tool.name) if k}
-        return None if reach is None or reach.text.endswith(tuple(heads)) else reach
+        heads = (self.name_key, self.args_key) if self.name_key else (tool.name,)
+        return None if reach is None or reach.key in heads else reach
 
     def _call_schema(self, tool: Tool) -> dict[str, Any]:
         """The schema of the call's JSON (one call object, or the array of them) with the
