@@ -167,8 +167,10 @@ def remove_cached(ref: ModelRef) -> list[Path]:
     model = find_cached(ref)
     if model is None:
         return []
+    others = [m for m in models_in(ref.repo, cached_files(ref.repo)) if m.path != model.path]
+    shared = model.mmproj is not None and any(m.mmproj == model.mmproj for m in others)
     removed = []
-    for path in (*model.files, *((model.mmproj,) if model.mmproj else ())):
+    for path in (*model.files, *((model.mmproj,) if model.mmproj and not shared else ())):
         blob = path.resolve()
         path.unlink(missing_ok=True)
         if blob != path and blob.exists():

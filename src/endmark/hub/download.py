@@ -34,6 +34,10 @@ class HubError(RuntimeError):
     """A model that cannot be fetched, and why, in words for the user."""
 
 
+class Unreachable(HubError):
+    """The hub did not answer (no network, or the wrong HF_ENDPOINT)."""
+
+
 class Cancelled(HubError):
     """The download was stopped; its partial file stays to resume."""
 
@@ -121,7 +125,7 @@ def plan(ref: ModelRef, token: str | None) -> Plan:
     except HfHubHTTPError as exc:
         raise HubError(f"{where} answered {ref.repo} with an error: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (the client's transport errors have no common base)
-        raise HubError(_unreachable(ref, where, exc)) from None
+        raise Unreachable(_unreachable(ref, where, exc)) from None
     siblings = info.siblings or []
     files = {s.rfilename: s for s in siblings}
     names = list(files)
@@ -172,27 +176,39 @@ def fetch(
     on_progress: OnProgress | None = None,
     cancel: threading.Event | None = None,
 ) -> CachedModel:
-    """The model a name means, from the cache if it is there (no network), else downloaded
-    and verified into it."""
+    """The model a name means: from the cache, with no network, when a tag or a file names
+    it; else the hub's choice (the cache's when the hub cannot be reached), downloaded and
+    verified into the cache unless it is there."""
     cached = find_cached(ref)
-    if cached is not None:
-        if on_progress is not None:
-            for path in cached.files:
-                size = path.stat().st_size
-                on_progress(Progress(ref.name(), path.name, str(path), size, size, "cached"))
-        return cached
+    if cached is not None and (ref.tag or ref.file or offline):
+        return _report_cached(cached, on_progress)
     if offline_mode() if offline is None else offline:
+        if cached is not None:
+            return _report_cached(cached, on_progress)
         raise HubError(
             f"{ref.name()} is not in the cache ({cache_dir()}), and downloads are "
             "off (offline mode)"
         )
     token = token_of(token)
-    found = plan(ref, token)
+    try:
+        found = plan(ref, token)
+    except Unreachable:
+        if cached is None:
+            raise
+        return _report_cached(cached, on_progress)
     for remote in found.files:
         download_file(found, remote, token, on_progress, cancel)
     model = find_cached(ModelRef(ref.repo, ref.tag, found.model))
     if model is None:  # the files are in, so this is a cache we cannot read back
         raise HubError(f"{ref.name()} was downloaded but is not found in {cache_dir()}")
+    return model
+
+
+def _report_cached(model: CachedModel, on_progress: OnProgress | None) -> CachedModel:
+    if on_progress is not None:
+        for path in model.files:
+            size = path.stat().st_size
+            on_progress(Progress(model.name, path.name, str(path), size, size, "cached"))
     return model
 
 
