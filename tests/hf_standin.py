@@ -10,7 +10,8 @@ It answers the calls `huggingface_hub` (and llama.cpp) make, with the hub's head
 Errors as the hub words them: an unknown repo is 401 with `X-Error-Code: RepoNotFound`; a gated
 repo without the right token is 401 with `X-Error-Code: GatedRepo`.
 
-Faults for tests: `drop_once[path] = n` cuts the first download of a file after n bytes;
+Faults for tests: `drop_once[path] = n` cuts the first download of a file after n bytes,
+`drop_every[path] = n` every download of it (a hub that dies mid-file, run after run);
 `corrupt.add(path)` serves bytes that do not match the sha256 announced.
 """
 
@@ -37,6 +38,7 @@ class RepoFiles:
 class HubStandin:
     repos: dict[str, RepoFiles] = field(default_factory=dict)
     drop_once: dict[str, int] = field(default_factory=dict)
+    drop_every: dict[str, int] = field(default_factory=dict)  # a server that dies mid-file
     corrupt: set[str] = field(default_factory=set)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, Range
     _server: ThreadingHTTPServer | None = None
@@ -220,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        cut = self.standin.drop_once.pop(path, None) if not head else None
+        cut = self.standin.drop_once.pop(path, None) or self.standin.drop_every.get(path)
         if cut is not None:
             self.wfile.write(body[:cut])
             self.wfile.flush()

@@ -26,6 +26,7 @@ from endmark.flags import (
     unsupported_flag,
 )
 from endmark.generation import Done, Failed, TokenEvent
+from endmark.hub.commands import add_hub_commands, hub_model
 from endmark.invalid import InvalidRequest
 from endmark.settings import Settings
 from endmark.spec import RequestSpec, SamplingSpec
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--temp", type=float, default=0.8)
     complete.add_argument("--seed", type=int, default=-1)
     complete.add_argument("--stop", action="append", default=[])
+    add_hub_commands(sub)
     return parser
 
 
@@ -127,6 +129,8 @@ def serve(args: argparse.Namespace) -> int:
     from endmark.models import check_gguf, resolve_model
     from endmark.server.app import create_app
 
+    if not hub_model(args, settings):
+        return 2
     try:
         path = resolve_model(settings.model)
         check_gguf(path)
@@ -298,6 +302,8 @@ def complete(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.parallel = 1
     setup_logging(settings.verbose)
+    if not hub_model(args, settings):
+        return 2
     rt = load_runtime(settings, ProgressBar())
     sampling = SamplingSpec(temperature=args.temp, seed=args.seed)
     spec = RequestSpec(
@@ -342,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "complete":
         return complete(args)
+    if args.command in ("pull", "list", "rm"):
+        from endmark.hub.commands import run
+
+        return run(args)
     if args.command == "probe":
         from endmark.probe import probe
 
