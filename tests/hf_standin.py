@@ -17,6 +17,7 @@ Faults for tests: `drop_once[path] = n` cuts the first download of a file after 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -79,7 +80,7 @@ class HubStandin:
     def sha_of(self, path: str) -> str:
         for repo in self.repos.values():
             if path in repo.files:
-                return hashlib.sha256(repo.files[path]).hexdigest()
+                return _sha(repo.files[path])
         raise KeyError(path)
 
 
@@ -125,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         siblings = []
         for path, data in repo.files.items():
-            sha = hashlib.sha256(data).hexdigest()
+            sha = _sha(data)
             siblings.append(
                 {
                     "rfilename": path,
@@ -162,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "size": len(d),
                     "path": p,
                     "lfs": {
-                        "oid": hashlib.sha256(d).hexdigest(),
+                        "oid": _sha(d),
                         "size": len(d),
                         "pointerSize": 134,
                     },
@@ -183,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self._json(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
             return
-        sha = hashlib.sha256(data).hexdigest()
+        sha = _sha(data)
         self.send_response(302)
         for k, v in {
             "Location": f"{self.standin.url}/cdn/{sha}",
@@ -201,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             (p, d)
             for r in self.standin.repos.values()
             for p, d in r.files.items()
-            if hashlib.sha256(d).hexdigest() == sha
+            if _sha(d) == sha
         ]
         if not found:
             self._json(404, {"error": "not found"})
@@ -242,5 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(raw)
 
 
+@functools.lru_cache(maxsize=64)
 def _git_oid(data: bytes) -> str:
     return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha(data: bytes) -> str:
+    """A file's sha256, worked out once (a bytes object keeps its own hash for the cache)."""
+    return hashlib.sha256(data).hexdigest()
