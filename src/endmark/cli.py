@@ -162,6 +162,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
         read_models_file,
         scan_folder,
     )
+    from endmark.multimodel.downloads import cached_entries
     from endmark.multimodel.router import create_router_app
     from endmark.server.dialects.registry import DIALECTS
 
@@ -171,6 +172,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
             entries += scan_folder(Path(settings.models_dir).expanduser())
         if settings.models_file:
             entries = read_models_file(Path(settings.models_file).expanduser(), entries)
+        entries += cached_entries({n for e in entries for n in e.names()})  # as llama-server
         check_catalog(entries)
         parse_duration(settings.keep_alive)
         if settings.models_memory:

@@ -207,8 +207,9 @@ def fetch(
 def _report_cached(model: CachedModel, on_progress: OnProgress | None) -> CachedModel:
     if on_progress is not None:
         for path in model.files:
-            size = path.stat().st_size
-            on_progress(Progress(model.name, path.name, str(path), size, size, "cached"))
+            size, blob = path.stat().st_size, path.resolve().name
+            sha = blob if _is_sha256(blob) else ""
+            on_progress(Progress(model.name, path.name, str(path), size, size, "cached", sha))
     return model
 
 
