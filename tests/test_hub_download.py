@@ -132,3 +132,19 @@ def test_the_hf_cache_is_searched_and_rm_removes_a_model(
     assert remove_cached(parse_ref("test/tiny-GGUF:Q4_K_M"))
     assert [m.name for m in list_cached()] == ["test/tiny-GGUF:Q8_0"]
     assert remove_cached(parse_ref("test/tiny-GGUF:Q4_K_M")) == []
+
+
+def test_no_room_on_disk_or_a_cancel_leaves_no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import threading
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(HubError, match="not enough disk space.*477184 bytes needed, 1000 free"):
+        fetch(parse_ref("test/tiny-GGUF"))
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(HubError, match="cancelled"):
+        fetch(parse_ref("test/tiny-GGUF"), cancel=cancel)
+    assert list_cached() == [] and len(partial_files("test/tiny-GGUF")) == 1  # it resumes

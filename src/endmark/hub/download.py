@@ -247,7 +247,9 @@ def download_file(
     blob.parent.mkdir(parents=True, exist_ok=True)
     partial = blob.with_name(blob.name + ".incomplete")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with FileLock(str(blob) + ".lock"):
+    locks = cache_dir() / ".locks" / folder.name  # where huggingface_hub keeps its locks
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{blob.name}.lock")):
         if not blob.is_file():
             _check_space(partial, total)
             _transfer(
