@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pty
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
 @pytest.fixture(autouse=True)
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> Path:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
     monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE"):
@@ -37,24 +37,18 @@ def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> 
     return tmp_path
 
 
-def test_pull_on_a_terminal_draws_a_progress_bar(caches: Path) -> None:
+def test_pull_on_a_terminal_draws_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     leader, follower = pty.openpty()
-    cmd = [sys.executable, "-m", "endmark", "pull", "test/tiny-GGUF:q8_0"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    proc = subprocess.run(cmd, stderr=follower, stdout=subprocess.PIPE, env=env, timeout=60)
-    os.close(follower)
-    drawn = b""
-    try:
-        while chunk := os.read(leader, 65536):
-            drawn += chunk
-    except OSError:  # the terminal's other end is closed: all read
-        pass
+    with os.fdopen(follower, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert main(["pull", "test/tiny-GGUF:q8_0"]) == 0
+    drawn = os.read(leader, 1 << 20).decode()
     os.close(leader)
-    assert proc.returncode == 0, drawn
-    text = drawn.decode()
-    assert "\rtiny-Q8_0.gguf [" in text and "MB/s" in text and "ETA" in text
-    assert "477.2 KB/477.2 KB" in text and "verifying sha256 ... ok" in text
-    assert proc.stdout.decode().startswith("test/tiny-GGUF:Q8_0\t")
+    assert "\rtiny-Q8_0.gguf [" in drawn and "MB/s" in drawn and "ETA" in drawn
+    assert "477.2 KB/477.2 KB" in drawn and "verifying sha256 ... ok" in drawn
+    assert capsys.readouterr().out.startswith("test/tiny-GGUF:Q8_0\t")
 
 
 def test_a_pull_cut_off_run_after_run_resumes_on_the_next_pull(

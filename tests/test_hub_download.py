@@ -37,6 +37,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
 @pytest.fixture(autouse=True)
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> Path:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
     monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):

@@ -27,6 +27,7 @@ from endmark.hub.cache import CachedModel, cache_dir, find_cached, repo_folder
 from endmark.hub.names import ModelRef, pick_mmproj, pick_model, shards_of, tags_of
 
 RETRIES = 2  # a dropped connection resumes this many times in one run, then the next run does
+RETRY_PAUSE = 0.2  # seconds before the first retry; the second waits twice as long
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
@@ -328,7 +329,7 @@ def _transfer(
                     f"the download of {url} stopped at {done} of {total} bytes "
                     f"({exc}); run it again to resume"
                 ) from None
-            time.sleep(0.2 * (attempt + 1))
+            time.sleep(RETRY_PAUSE * (attempt + 1))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise HubError(
