@@ -247,7 +247,9 @@ def download_file(
     blob = folder / "blobs" / (sha or meta.etag or remote.blob_id or remote.path.replace("/", "_"))
     blob.parent.mkdir(parents=True, exist_ok=True)
     partial = blob.with_name(blob.name + ".incomplete")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The token goes to the hub only; a redirect to a CDN carries its own signed URL.
+    same_host = httpx.URL(meta.location).host == httpx.URL(where).host
+    headers = {"Authorization": f"Bearer {token}"} if token and same_host else {}
     locks = cache_dir() / ".locks" / folder.name  # where huggingface_hub keeps its locks
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"{blob.name}.lock")):
