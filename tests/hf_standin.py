@@ -3,6 +3,7 @@
 It answers the calls `huggingface_hub` (and llama.cpp) make, with the hub's headers:
 - `GET /api/models/{repo}` (and `/revision/{rev}`), `?blobs=true`: the repo's `sha` and
   `siblings` with `size`, `blobId` and `lfs: {sha256, size, pointerSize}`;
+- `GET /api/models/{repo}/refs`: the `main` branch's `targetCommit` (llama.cpp asks);
 - `GET /api/models/{repo}/tree/{rev}`: the file list with `oid` and `lfs.oid`;
 - `HEAD|GET /{repo}/resolve/{rev}/{path}`: 302 to the CDN with `X-Repo-Commit`,
   `X-Linked-Etag` (the sha256), `X-Linked-Size`, `ETag`;
@@ -104,6 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.standin.log.append((self.command, path, self.headers.get("Range", "")))
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/[^/]+)?", path):
             return self._info(m.group(1))
+        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/refs", path):
+            return self._refs(m.group(1))
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/[^/]+(?:/.*)?", path):
             return self._tree(m.group(1))
         if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
@@ -151,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "siblings": siblings,
             },
         )
+
+    def _refs(self, name: str) -> None:
+        repo = self._repo(name)
+        if repo is not None:
+            main = {"name": "main", "ref": "refs/heads/main", "targetCommit": repo.commit}
+            self._json(200, {"branches": [main], "converts": [], "tags": []})
 
     def _tree(self, name: str) -> None:
         repo = self._repo(name)
