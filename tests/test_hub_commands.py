@@ -32,8 +32,8 @@ def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> 
     monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
     monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for name in ("HF_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # set, so that it is put back (--offline sets it)
     return tmp_path
 
 

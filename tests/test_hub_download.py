@@ -40,7 +40,8 @@ def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> 
     monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
     monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
     hub.drop_once.clear()
     hub.corrupt.clear()

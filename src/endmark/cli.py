@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import sys
 import threading
@@ -115,6 +116,8 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.verbose)
     log_no_effect(args)
+    if args.offline:  # the cache only, for -hf and for the router's downloads alike
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if settings.chat_parse_special:
         log.warning(
             "--chat-parse-special: control-token text in chat messages is read as control "
