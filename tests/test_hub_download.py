@@ -60,9 +60,14 @@ def test_default_tag_downloads_verifies_and_is_reused_without_network(
     done = [p.done for p in seen if p.file == "tiny-Q4_K_M.gguf" and p.status == "downloading"]
     assert done == sorted(done) and done[-1] == model.path.stat().st_size
     assert [p.status for p in seen if p.file == "tiny-Q4_K_M.gguf"][-2:] == ["verifying", "done"]
+    repo, downloads = hub.repos["test/tiny-GGUF"], len(hub.ranges("tiny-Q4_K_M.gguf"))
+    monkeypatch.setattr(repo, "commit", "f" * 40)  # a new commit, the same bytes: no download
+    newer = fetch(parse_ref("test/tiny-GGUF"))
+    assert newer.path.parent.name == "f" * 40 and newer.path.resolve() == model.path.resolve()
+    assert len(hub.ranges("tiny-Q4_K_M.gguf")) == downloads
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    assert fetch(parse_ref("hf.co/test/tiny-GGUF:q4_k_m")).path == model.path
-    assert fetch(parse_ref("test/tiny-GGUF")).path == model.path  # no hub: the cache's choice
+    assert fetch(parse_ref("hf.co/test/tiny-GGUF:q4_k_m")).path.resolve() == model.path.resolve()
+    assert fetch(parse_ref("test/tiny-GGUF")).path == newer.path  # no hub: the cache's choice
     assert [m.name for m in list_cached()] == ["test/tiny-GGUF:Q4_K_M"]
 
 

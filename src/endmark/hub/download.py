@@ -230,6 +230,9 @@ def download_file(
     link = folder / "snapshots" / found.commit / remote.path
     url = hf_hub_url(ref.repo, remote.path, revision=found.commit, endpoint=where)
     report = on_progress or (lambda _p: None)
+    known = folder / "blobs" / remote.sha256 if remote.sha256 else None
+    if known is not None and known.is_file() and not link.is_file():
+        _link(folder, found.commit, link, known)  # the same bytes at a newer commit
     if link.is_file():
         size = link.stat().st_size
         report(Progress(ref.name(), remote.path, url, size, size, "cached", remote.sha256 or ""))
@@ -268,13 +271,18 @@ def download_file(
             report(Progress(ref.name(), remote.path, url, total, total, "verifying", sha or ""))
             _verify(partial, remote, sha)
             os.replace(partial, blob)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-        (folder / "refs").mkdir(exist_ok=True)
-        (folder / "refs" / "main").write_text(found.commit)
+        _link(folder, found.commit, link, blob)
     report(Progress(ref.name(), remote.path, url, total, total, "done", sha or ""))
     return link
+
+
+def _link(folder: Path, commit: str, link: Path, blob: Path) -> None:
+    """The snapshot's name for a verified blob, and `refs/main` at that commit."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
 
 
 def _is_sha256(text: str | None) -> bool:
