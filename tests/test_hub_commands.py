@@ -82,5 +82,7 @@ def test_bad_names_and_flags_are_clear_errors(capsys: pytest.CaptureFixture[str]
     assert "--hf-file needs --hf-repo" in capsys.readouterr().err
     assert main(["serve", "-hf", "test/tiny-GGUF", "-m", "x.gguf"]) == 2
     assert "not both" in capsys.readouterr().err
+    assert main(["serve", "-hf", "test/tiny-GGUF", "--models-dir", "."]) == 2
+    assert "-hf serves one model" in capsys.readouterr().err
     assert main(["serve", "-hf", "test/tiny-GGUF", "--offline"]) == 2
     assert "downloads are off (offline mode)" in capsys.readouterr().err

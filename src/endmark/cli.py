@@ -124,6 +124,10 @@ def serve(args: argparse.Namespace) -> int:
             "tokens, so a message can end its turn and write others' (prompt injection)"
         )
     if is_router(args, settings):
+        if args.hf_repo:
+            print("endmark: -hf serves one model; with several, cached models join the "
+                  "catalog and POST /models downloads more", file=sys.stderr)  # fmt: skip
+            return 2
         if settings.replicas:
             print("endmark: --replicas serves one model; it does not combine with several",
                   file=sys.stderr)  # fmt: skip
