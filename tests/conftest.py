@@ -27,6 +27,18 @@ MARKERS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
 CAPITAL = "What is the capital of France? Answer in one word."
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite neither sees nor fills the user's model cache (`-hf`, Ollama's /api/tags and
+    the router's catalog list what is in it): an empty one of its own."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("model-cache")
+    patch.setenv("LLAMA_CACHE", str(folder / "llama"))
+    patch.setenv("HF_HOME", str(folder / "hf"))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     return bundled_model_path()

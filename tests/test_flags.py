@@ -55,7 +55,7 @@ def test_underscores_read_as_dashes_as_llama_server_does() -> None:
 
 
 def test_flags_that_cannot_apply_are_accepted_and_noted() -> None:
-    args = build_parser().parse_args(["serve", "-ngl", "99", "--offline", "-bs", "--fit"])
+    args = build_parser().parse_args(["serve", "-ngl", "99", "--no-warmup", "-bs", "--fit"])
     notes = args.no_effect
     assert len(notes) == 4 and all("no effect on this build" in n for n in notes)
     assert notes[0].startswith("-ngl: ") and "CPU" in notes[0]

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import sys
 import threading
@@ -26,6 +27,7 @@ from endmark.flags import (
     unsupported_flag,
 )
 from endmark.generation import Done, Failed, TokenEvent
+from endmark.hub.commands import add_hub_commands, hub_model
 from endmark.invalid import InvalidRequest
 from endmark.settings import Settings
 from endmark.spec import RequestSpec, SamplingSpec
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--temp", type=float, default=0.8)
     complete.add_argument("--seed", type=int, default=-1)
     complete.add_argument("--stop", action="append", default=[])
+    add_hub_commands(sub)
     return parser
 
 
@@ -113,12 +116,18 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.verbose)
     log_no_effect(args)
+    if args.offline:  # the cache only, for -hf and for the router's downloads alike
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if settings.chat_parse_special:
         log.warning(
             "--chat-parse-special: control-token text in chat messages is read as control "
             "tokens, so a message can end its turn and write others' (prompt injection)"
         )
     if is_router(args, settings):
+        if args.hf_repo:
+            print("endmark: -hf serves one model; with several, cached models join the "
+                  "catalog and POST /models downloads more", file=sys.stderr)  # fmt: skip
+            return 2
         if settings.replicas:
             print("endmark: --replicas serves one model; it does not combine with several",
                   file=sys.stderr)  # fmt: skip
@@ -127,6 +136,8 @@ def serve(args: argparse.Namespace) -> int:
     from endmark.models import check_gguf, resolve_model
     from endmark.server.app import create_app
 
+    if not hub_model(args, settings):
+        return 2
     try:
         path = resolve_model(settings.model)
         check_gguf(path)
@@ -158,6 +169,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
         read_models_file,
         scan_folder,
     )
+    from endmark.multimodel.downloads import cached_entries
     from endmark.multimodel.router import create_router_app
     from endmark.server.dialects.registry import DIALECTS
 
@@ -167,6 +179,7 @@ def serve_models(args: argparse.Namespace, settings: Settings) -> int:
             entries += scan_folder(Path(settings.models_dir).expanduser())
         if settings.models_file:
             entries = read_models_file(Path(settings.models_file).expanduser(), entries)
+        entries += cached_entries({n for e in entries for n in e.names()})  # as llama-server
         check_catalog(entries)
         parse_duration(settings.keep_alive)
         if settings.models_memory:
@@ -298,6 +311,8 @@ def complete(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.parallel = 1
     setup_logging(settings.verbose)
+    if not hub_model(args, settings):
+        return 2
     rt = load_runtime(settings, ProgressBar())
     sampling = SamplingSpec(temperature=args.temp, seed=args.seed)
     spec = RequestSpec(
@@ -342,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "complete":
         return complete(args)
+    if args.command in ("pull", "list", "rm"):
+        from endmark.hub.commands import run
+
+        return run(args)
     if args.command == "probe":
         from endmark.probe import probe
 

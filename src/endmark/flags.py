@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from endmark.adapters import AdapterFile, format_adapter_files, parse_adapter_files
+from endmark.hub.commands import add_hub_flags
 
 log = logging.getLogger("endmark")
 
@@ -116,7 +117,6 @@ NO_EFFECT: tuple[tuple[tuple[str, ...], str | int, str], ...] = (
     (("--log-colors",), "?", "endmark's log has no colours"),
     (("--log-prefix", "--no-log-prefix"), 0, "endmark's log format is fixed"),
     (("--log-timestamps", "--no-log-timestamps"), 0, "endmark's log format is fixed"),
-    (("--offline",), 0, "endmark never downloads a model"),
     (("--ui-mcp-proxy", "--webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
     (("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), 0, "endmark has no MCP proxy"),
 )
@@ -223,6 +223,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", help="a built-in template name, a file, or Jinja source")
     p.add_argument("--chat-template-file", help="a Jinja chat template file")
     _bool_pair(p, ["--jinja"], ["--no-jinja"], "jinja", "Jinja templates (default on)")
+    add_hub_flags(p)
 
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")

@@ -3,6 +3,7 @@ answers that match the declared statuses, content types and schemas."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,15 @@ from tests.conftest import RunningServer, start_server, stop_server
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # --n-predict-cap caps every generation, so that generated n_predict values stay quick.
     folder = tmp_path_factory.mktemp("fuzz")
-    srv = start_server(folder, "--n-predict-cap", "4", "-np", "2", "-c", "2048", "--metrics")
+    # Generated /api/pull names must not download anything: the cache only, in a tmp folder.
+    hub_env = {"HF_HUB_OFFLINE": "1", "LLAMA_CACHE": str(folder / "hub-cache")}
+    saved = {k: os.environ.get(k) for k in hub_env}
+    os.environ.update(hub_env)
+    try:
+        srv = start_server(folder, "--n-predict-cap", "4", "-np", "2", "-c", "2048", "--metrics")
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     yield srv
     stop_server(srv)
 

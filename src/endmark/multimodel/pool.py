@@ -110,6 +110,7 @@ class WorkerPool:
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.listeners: list[Callable[[], None]] = []  # told when a worker's status may change
 
     # -- names ------------------------------------------------------------------------------
 
@@ -119,6 +120,29 @@ class WorkerPool:
             if candidate in self._names:
                 return self.workers[self._names[candidate]]
         raise UnknownModel(name)
+
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down (streams that never end on their own should end)."""
+        return self._closing
+
+    def add(self, entry: ModelEntry) -> Worker:
+        """A model that joins the catalog while serving (one pulled from Hugging Face); its
+        names that another model has already are left out."""
+        worker = self.workers.get(entry.id)
+        if worker is None:
+            worker = self.workers[entry.id] = Worker(entry)
+        for name in entry.names():
+            self._names.setdefault(name, entry.id)
+        return worker
+
+    async def remove(self, worker: Worker) -> None:
+        """Take a model out of the catalog: its worker stops now, busy or not."""
+        self.workers.pop(worker.entry.id, None)
+        self._names = {n: i for n, i in self._names.items() if i != worker.entry.id}
+        worker.status = UNLOADED
+        await self._kill(worker)
+        self._notify()
 
     def loaded(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.status in (LOADING, LOADED)]
@@ -145,6 +169,8 @@ class WorkerPool:
                 self._changed.notify_all()
 
         self._spawn(notify())
+        for listener in self.listeners:
+            listener()
 
     async def _after_use(self, worker: Worker, keep_alive: float | None | str) -> None:
         seconds = self.limits.keep_alive if keep_alive == "default" else keep_alive
@@ -203,6 +229,8 @@ class WorkerPool:
         worker.ready = asyncio.get_running_loop().create_future()
         worker.ready.add_done_callback(lambda f: f.exception())  # nobody may be waiting
         self._spawn(self._load(worker))
+        for listener in self.listeners:
+            listener()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from endmark.multimodel.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
+from endmark.multimodel.downloads import install_downloads
 from endmark.multimodel.forward import forward
 from endmark.multimodel.pool import (
     LOADED,
@@ -79,6 +80,7 @@ def create_router_app(
                   redoc_url=None)  # fmt: skip
     app.state.settings = settings
     app.state.pool = pool
+    downloads = install_downloads(app, pool)  # POST/DELETE /models, /models/sse
     install_error_handlers(app)
     install_security(
         app, keys, settings.max_body_bytes, CorsPolicy.of(settings), settings.api_prefix
@@ -100,8 +102,9 @@ def create_router_app(
     @app.get("/models")
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card(w, w is default)
-                                           for w in pool.workers.values()]}  # fmt: skip
+        return {"object": "list", "data": [*(model_card(w, w is default)
+                                             for w in pool.workers.values()),
+                                           *downloads.cards()]}  # fmt: skip
 
     @app.post("/models/load")
     async def load(request: Request) -> dict[str, Any]:

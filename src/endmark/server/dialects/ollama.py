@@ -34,6 +34,7 @@ from endmark.server.dialects.ollama_protocol import (
     file_listing,
     now_iso,
 )
+from endmark.server.dialects.ollama_pull import pulled_listing
 from endmark.server.dialects.results import Answer, Events, Follow, collect, cut_detail
 from endmark.server.http.disconnect import unless_disconnected
 from endmark.server.http.errors import ApiError, parse_body
@@ -69,7 +70,8 @@ async def version() -> dict[str, str]:
 
 @router.get("/api/tags")
 async def tags(request: Request) -> dict[str, Any]:
-    return {"models": [listing(runtime_of(request))]}
+    rt = runtime_of(request)  # the model served, then those pulled (they wait in the cache)
+    return {"models": [listing(rt), *pulled_listing(skip=str(rt.model_path))]}
 
 
 @router.get("/api/ps")

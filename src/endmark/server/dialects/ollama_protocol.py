@@ -188,6 +188,24 @@ class ShowRequest(StrictModel):
     verbose: bool = False
 
 
+class PullRequest(BaseModel):
+    """`/api/pull`: a Hugging Face model, `hf.co/user/repo[:tag]` (or `user/repo[:tag]`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    name: str = ""  # older clients
+    insecure: bool = False
+    stream: bool = True
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    name: str = ""
+
+
 # -- the dialect's facts for the plumbing: errors, streams cut short, OpenAPI, routing --
 
 
@@ -229,7 +247,10 @@ def ollama_failure(model: str, message: str) -> bytes:
 
 def model_routes(served: Callable[[], list[ServedModel]]) -> APIRouter:
     """The model routes router mode answers itself: every model of its catalog, the loaded."""
+    from endmark.server.dialects.ollama_pull import router as pulls  # pull and delete
+
     router = APIRouter()
+    router.include_router(pulls)
 
     @router.get("/api/version")
     async def version() -> dict[str, str]:
@@ -261,12 +282,12 @@ def unload_reply(path: str, body: Mapping[str, Any], model: str) -> dict[str, An
 OLLAMA = Dialect(
     "ollama", ("/api/",),
     FinishWords(eos="stop", word="stop", limit="length", calls="stop"),  # Ollama's done_reason
-    routes=("endmark.server.dialects.ollama",),
+    routes=("endmark.server.dialects.ollama", "endmark.server.dialects.ollama_pull"),
     error_body=ollama_error, failure=ollama_failure,
     request_bodies={"/api/chat": ChatRequest, "/api/generate": GenerateRequest,
                     "/api/embed": EmbedRequest, "/api/embeddings": LegacyEmbeddingsRequest,
-                    "/api/show": ShowRequest},
-    streams=dict.fromkeys(("/api/chat", "/api/generate"), NDJSON),
+                    "/api/show": ShowRequest, "/api/pull": PullRequest},
+    streams=dict.fromkeys(("/api/chat", "/api/generate", "/api/pull"), NDJSON),
     routing_text=PromptText(heads=("system",), messages=("messages",), texts=("prompt", "input")),
     model_routes=model_routes, unload_reply=unload_reply,
 )  # fmt: skip
