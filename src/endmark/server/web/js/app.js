@@ -23,6 +23,7 @@ const SETTINGS = [
   ["schema", "schema", "text", ""],
   ["grammar", "grammar", "text", ""],
   ["use-tools", "use_tools", "bool", true],
+  ["parallel-calls", "parallel_calls", "bool", false],
   ["tool-choice", "tool_choice", "text", "auto"],
   ["max-steps", "max_steps", "number", "5"],
   ["api-key", "api_key", "text", ""],
@@ -180,6 +181,8 @@ function requestBody(toolChoice, continuing) {
     // A constraint and tools do not combine: the constraint wins.
     body.tools = tools.map((t) => t.definition);
     body.tool_choice = toolChoice;
+    // One call per step unless asked: a small model otherwise repeats its call to the limit.
+    body.parallel_tool_calls = !!setting("parallel_calls");
   }
   if (continuing) {
     body.add_generation_prompt = false;
