@@ -81,7 +81,7 @@ def test_tools_are_listed_called_failed_timed_out_and_respawned() -> None:
     missing = McpServerConfig("gone", str(SUM_SERVER.parent / "no-such-server"))
 
     async def scenario() -> list[object]:
-        tools = McpTools([sums(timeout_ms=1000), missing])
+        tools = McpTools([sums(timeout_ms=2000), missing])
         await tools.discover()
         try:
             cards = tools.cards()
@@ -106,5 +106,5 @@ def test_tools_are_listed_called_failed_timed_out_and_respawned() -> None:
     assert added == {"plain_text_response": "42"}
     assert fixture == {"plain_text_response": "The lighthouse keeper's cat is called Biscuit.\n"}
     assert "this tool always fails" in failed["error"]  # type: ignore[index]
-    assert napped == {"error": "the tool sums_nap timed out after 1000 ms"}
+    assert napped == {"error": "the tool sums_nap timed out after 2000 ms"}
     assert again == {"plain_text_response": "2"}
