@@ -1,7 +1,7 @@
 // What the server offers: its models (a picker with each one's status in router mode) and
 // its MCP tools.
 
-import { listModels, listTools } from "./api.js";
+import { listModels, listTools, watchModels } from "./api.js";
 import { setting } from "./settings.js";
 import { $, state } from "./state.js";
 
@@ -19,9 +19,33 @@ export async function refreshServerInfo() {
   $("tools-settings").classList.toggle("none", !state.tools.length);
 }
 
+// Download progress (router mode, with the hub's downloads): while a card says a model is
+// downloading, GET /models/sse is followed; each event's `model` (or `id`) gets its
+// `progress` (0..1, or `downloaded` / `total`). Where no card says so, it is never asked.
+let watching = false;
+function followDownloads() {
+  const downloading = state.models.some((m) => /download/.test(modelStatusValue(m)));
+  if (!downloading || watching) return;
+  watching = true;
+  watchModels(setting("api_key"), (event) => {
+    const m = state.models.find((x) => x.id === (event.model || event.id));
+    if (!m) return;
+    const progress = event.progress ?? (event.total ? event.downloaded / event.total : undefined);
+    if (progress !== undefined) m.progress = progress;
+    if (event.status) m.status = event.status;
+    drawModels();
+  }).finally(() => {
+    watching = false;
+  });
+}
+
+function modelStatusValue(m) {
+  return !m.status ? "" : typeof m.status === "string" ? m.status : m.status.value || "";
+}
+
 function modelStatus(m) {
   if (!m.status) return "";
-  const s = typeof m.status === "string" ? m.status : m.status.value;
+  const s = modelStatusValue(m);
   const progress = m.status.progress ?? m.progress; // download progress, where the hub gives it
   return progress !== undefined ? `${s} ${Math.round(progress * 100)}%` : s;
 }
@@ -45,4 +69,5 @@ export function drawModels() {
   const current = models.find((m) => m.id === picker.value);
   $("model-status").textContent = current ? modelStatus(current) : "";
   $("model").textContent = router ? "" : chosen || "";
+  followDownloads();
 }
