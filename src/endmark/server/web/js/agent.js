@@ -157,6 +157,7 @@ export async function agentLoop(continuing = false) {
   let choice = setting("tool_choice") || "auto";
   const steps = Math.max(1, Number(setting("max_steps")) || 5);
   for (let step = 0; step < steps; step++) {
+    if (step === steps - 1 && step > 0) choice = "none"; // the last step answers, no tools
     const message = await generate(choice, continuing && step === 0);
     if (!message || state.stopped || !(message.tool_calls && message.tool_calls.length)) break;
     const turn = state.turns[state.conversation.messages.indexOf(message)];
