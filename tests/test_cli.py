@@ -99,3 +99,12 @@ def test_replica_counts() -> None:
     for bad in ("0", "3..2", "two"):
         with pytest.raises(ValueError):
             parse_replicas(bad)
+
+
+def test_a_bad_mcp_config_ends_the_server_at_once(capsys) -> None:  # type: ignore[no-untyped-def]
+    from endmark.cli import main
+
+    assert main(["serve", "--mcp-servers-json", '{"mcpServers": 3}']) == 2
+    assert 'needs an object "mcpServers"' in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--mcp-servers-config", "m.json"])
+    assert args.mcp_servers_config == "m.json"

@@ -123,6 +123,13 @@ def serve(args: argparse.Namespace) -> int:
             "--chat-parse-special: control-token text in chat messages is read as control "
             "tokens, so a message can end its turn and write others' (prompt injection)"
         )
+    from endmark.mcp_tools import McpConfigError, read_mcp_servers
+
+    try:  # a bad MCP config stops the start, as llama-server's does
+        read_mcp_servers(settings.mcp_servers_config, settings.mcp_servers_json)
+    except McpConfigError as exc:
+        print(f"endmark: {exc}", file=sys.stderr)
+        return 2
     if is_router(args, settings):
         if args.hf_repo:
             print("endmark: -hf serves one model; with several, cached models join the "

@@ -276,6 +276,11 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     _bool_pair(p, ["--slots"], ["--no-slots"], "slots_endpoint", "GET /slots (default on)")
     p.add_argument("--metrics", action="store_true", default=None, help="GET /metrics")
     _bool_pair(p, ["--ui", "--webui"], ["--no-ui", "--no-webui"], "ui", "the chat page at /")
+    p.add_argument(
+        "--mcp-servers-config", metavar="FILE",
+        help="MCP servers whose tools GET /tools offers (Cursor's JSON; CORS then localhost)",
+    )  # fmt: skip
+    p.add_argument("--mcp-servers-json", metavar="JSON", help="the same, inline")
     _bool_pair(
         p, ["-kvu", "--kv-unified"], ["-no-kvu", "--no-kv-unified"], "kv_unified",
         "slots share one cache",

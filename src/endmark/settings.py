@@ -57,6 +57,9 @@ class Settings:
     cache_reuse: int = 0  # min chunk reused from a slot's cache by shifting it; 0: off
     context_shift: bool = False  # a full context drops half of what follows n_keep, goes on
     ui: bool = True
+    # MCP servers whose tools GET/POST /tools offer (Cursor's JSON format): a file, inline
+    mcp_servers_config: str | None = None
+    mcp_servers_json: str | None = None
     kv_unified: bool = False  # True: slots share one cache of ctx_size tokens
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
@@ -109,6 +112,9 @@ class Settings:
             with open(self.api_key_file, encoding="utf-8") as f:
                 keys += [line.strip() for line in f]
         return tuple(k for k in keys if k and not k.startswith("#"))
+
+    def has_mcp(self) -> bool:
+        return bool(self.mcp_servers_config or self.mcp_servers_json)
 
     def hosts(self) -> list[str]:
         return [h.strip() for h in self.host.split(",") if h.strip()]

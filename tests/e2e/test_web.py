@@ -63,6 +63,7 @@ def test_a_streamed_answer_its_stop_reason_and_token_details(
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+    page.locator(".turn.assistant .show-tokens").click()  # the answer's tokens, not its markdown
     page.locator(".turn.assistant .tok").nth(1).hover()
     tooltip = page.locator("#tooltip")
     tooltip.wait_for(state="visible", timeout=5_000)
@@ -78,7 +79,7 @@ def test_the_stop_button_cancels_the_request(browser, server: RunningServer) -> 
     page.fill("#system", "")
     page.fill("#message", "Write a very long story about a lighthouse keeper.")
     page.press("#message", "Enter")
-    page.locator(".turn.assistant .tok").nth(5).wait_for(timeout=60_000)
+    page.locator(".turn.assistant .tok").nth(5).wait_for(state="attached", timeout=60_000)
     page.click("#stop")
     reason = page.locator(".turn.assistant .stop-reason").first
     reason.wait_for(timeout=10_000)

@@ -22,6 +22,7 @@ SERVER_WIDE = frozenset(
     | {"default_model", "keep_alive", "shutdown_grace", "max_body_bytes"}
     | {"replicas", "ray_address"}
     | {"cors_methods", "cors_headers", "cors_credentials", "api_prefix"}
+    | {"mcp_servers_config", "mcp_servers_json"}  # the router alone runs the MCP servers
 )
 # Settings a models file may give one model: how its worker loads and serves it.
 PER_MODEL = frozenset(f.name for f in fields(Settings)) - SERVER_WIDE

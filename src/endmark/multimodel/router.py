@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from endmark.mcp_tools import McpTools, read_mcp_servers
 from endmark.multimodel.catalog import SERVER_WIDE, ModelEntry, parse_bytes, parse_duration
 from endmark.multimodel.downloads import install_downloads
 from endmark.multimodel.forward import forward
@@ -44,6 +45,7 @@ from endmark.server.http.errors import ApiError, install_error_handlers
 from endmark.server.http.metrics import labelled
 from endmark.server.http.relay import METHODS
 from endmark.server.http.security import install_security
+from endmark.server.tool_routes import router as tool_routes
 from endmark.settings import Settings
 
 
@@ -68,11 +70,15 @@ def create_router_app(
     default = default or pool.workers[entries[0].id]
     # No timeout: a request that waits for its model to load is not a timeout.
     client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
+    mcp = McpTools(read_mcp_servers(settings.mcp_servers_config, settings.mcp_servers_json))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pool.start()
+        if mcp:
+            await mcp.discover()
         yield
+        await mcp.aclose()
         await pool.close()
         await client.aclose()
 
@@ -81,6 +87,7 @@ def create_router_app(
     app.state.settings = settings
     app.state.pool = pool
     downloads = install_downloads(app, pool)  # POST/DELETE /models, /models/sse
+    app.state.mcp = mcp
     install_error_handlers(app)
     install_security(
         app, keys, settings.max_body_bytes, CorsPolicy.of(settings), settings.api_prefix
@@ -143,6 +150,8 @@ def create_router_app(
                         pass
             registry.register(PerModelCollector(pool, texts))
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(tool_routes)  # before the catch-all: the router runs MCP, not workers
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
     async def route(request: Request, path: str) -> Response:

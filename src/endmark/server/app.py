@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from endmark.loading import load_runtime
+from endmark.mcp_tools import McpTools, read_mcp_servers
 from endmark.runtime import Runtime
 from endmark.server.dialects.registry import DIALECTS
 from endmark.server.dialects.responses import ResponseStore
@@ -23,6 +24,7 @@ from endmark.server.http.errors import install_error_handlers
 from endmark.server.http.security import install_security
 from endmark.server.http.state import LoadingState
 from endmark.server.openapi import install_openapi
+from endmark.server.tool_routes import router as tool_routes
 from endmark.settings import Settings
 
 log = logging.getLogger("endmark")
@@ -39,6 +41,7 @@ def create_app(
     to serve, so the CLI ends the process non-zero, as llama-server does. `load` makes the
     runtime (a test serves a scripted one)."""
     state = LoadingState()
+    mcp = McpTools(read_mcp_servers(settings.mcp_servers_config, settings.mcp_servers_json))
 
     def progress(value: float) -> None:
         state.progress = value
@@ -60,7 +63,10 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=load_in_background, name="endmark-load", daemon=True)
         loader.start()
+        if mcp:
+            await mcp.discover()
         yield
+        await mcp.aclose()
         loader.join()
         if state.runtime is not None:
             state.runtime.close()
@@ -70,6 +76,7 @@ def create_app(
     app.state.loading = state
     app.state.settings = settings
     app.state.responses = ResponseStore()
+    app.state.mcp = mcp
     install_error_handlers(app)
     install_security(
         app,
@@ -82,6 +89,7 @@ def create_app(
         for module in spoken.routes:
             app.include_router(importlib.import_module(module).router)
     app.include_router(metrics.router)
+    app.include_router(tool_routes)
     install_openapi(app, DIALECTS)
     if settings.ui:  # llama-server's --no-ui turns the page off
         app.mount("/static", StaticFiles(directory=WEB), name="static")

@@ -37,8 +37,10 @@ class CorsPolicy:
 
     @classmethod
     def of(cls, settings: Settings) -> CorsPolicy:
+        # Tools from MCP servers run commands: only localhost pages by default (llama-server).
+        default = "localhost" if settings.has_mcp() else "*"
         return cls(
-            settings.cors or "*",
+            settings.cors or default,
             settings.cors_methods,
             settings.cors_headers,
             settings.cors_credentials,
