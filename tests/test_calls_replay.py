@@ -56,9 +56,6 @@ FREE_VALUES = ("Paris", "UTC")  # free text inside a call: a model writes it in 
 # formats not learned yet: the template writes calls, endmark prompts and parses its own
 NOT_LEARNED = {
     "Kimi-K3": "Kimi-K3's tagged calls with typed arguments",
-    "LFM2.5-8B-A1B": "LFM2.5's pythonic calls",
-    "google-gemma-4-31B-it": "gemma-4's call:name{key:value}",
-    "google-gemma-4-31B-it-interleaved": "gemma-4's call:name{key:value}",
     "meetkai-functionary-medium-v3.2": "functionary v3.2's >>>name",
     "muse-glimmer": "muse-glimmer's recipient header around tagged calls",
 }

@@ -18,6 +18,7 @@ from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_named import NamedJson
 from endmark.calls.json_tags import HERMES, JsonInTags
 from endmark.calls.lark import MAX_STRING, closed
+from endmark.calls.literal_args import LiteralArgs
 from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
@@ -26,7 +27,7 @@ log = logging.getLogger("endmark")
 
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (
-    JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls,
+    JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls, LiteralArgs,
 )  # fmt: skip
 
 
@@ -68,6 +69,7 @@ __all__ = [
     "JsonArray",
     "JsonCalls",
     "JsonInTags",
+    "LiteralArgs",
     "MalformedCall",
     "NamedJson",
     "Reasoning",
