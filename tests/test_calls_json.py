@@ -233,3 +233,20 @@ def test_a_history_round_trips_through_the_templates() -> None:
     assert history[-1] == turn  # written by the template: its own format, or the generic one
     chatml = ChatTemplate(BUILTIN_TEMPLATES["chatml"], "chatml")
     assert f"<tool_call>{body}</tool_call>" in chatml.render(history, False)
+
+
+def test_a_pretty_printed_format_takes_its_templates_indents_but_no_runaway_blanks() -> None:
+    """Command R+ writes its calls with `tojson(indent=4)`: its grammar takes a line break and
+    an indent between tokens, where a compact format's takes none."""
+    from tests.scripted_engine import ScriptedEngine
+
+    vocab = Vocab(ScriptedEngine())
+    pretty = JsonInTags("learned", "<tool_call>", "</tool_call>", pretty=True)
+    forced = ToolRequest(TOOLS, "required")
+    text = ('<tool_call>{\n    "name": "get_weather",\n    "arguments": {\n        "city": '
+            '"Paris"\n    }\n}</tool_call>')  # fmt: skip
+    assert vocab.accepts(vocab.matcher(pretty, forced), text)
+    runaway = text.replace("{\n", "{\n" + " " * 40, 1)
+    assert not vocab.accepts(vocab.matcher(pretty, forced), runaway)
+    compact = JsonInTags("learned", "<tool_call>", "</tool_call>")
+    assert not vocab.accepts(vocab.matcher(compact, forced), text)

@@ -62,8 +62,6 @@ NOT_LEARNED = {
 
 # learned, but the template's own call does not come back (each a case still open)
 NOT_REPLAYED = {
-    "CohereForAI-c4ai-command-r-plus-tool_use": "its calls are pretty-printed JSON (indent 4): "
-    "the call grammar forces compact JSON (constraints.JSON_OPTIONS), so the replay diverges",
     "MiniMax-M1": "several JSON calls in one <tool_calls> section do not parse",
 }
 

@@ -21,6 +21,12 @@ KEY_NAME = re.compile(r'"\s*:\s*"((?:[^"\\]|\\.)*)(")?')  # after a name key of 
 NAME_AS_KEY = re.compile(r'\{\s*"((?:[^"\\]|\\.)*)(")?')  # `{"get_w`: the name is the key
 
 
+# JSON over lines, as a template writes it with `tojson(indent=...)`: blanks between tokens,
+# a line break and an indent at most
+PRETTY_JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": True,
+                                       "whitespace_pattern": "[ ]{0,1}|\\n[ ]{0,32}"}  # fmt: skip
+
+
 class NumberText(str):
     """A JSON number as the model wrote it: read as a float, `1e999` would come back out as
     `Infinity`, which is not JSON; read as an int, 5000 digits would not read at all."""
@@ -75,6 +81,7 @@ class JsonCalls(CallStrategy):
     short_ids: bool = False  # call ids of 9 letters and digits, which Mistral's templates demand
     name_key: str = "name"  # "": the name is the key, its value the arguments (Apertus)
     keys: tuple[str, ...] = ()  # the keys in the template's order (the id's too); () as above
+    pretty: bool = False  # written over lines, as the template writes it (Command R+)
 
     array: ClassVar[bool] = False
 
@@ -176,7 +183,8 @@ class JsonCalls(CallStrategy):
         """A forced call in a bare format (Llama 3.x) is written as its template writes one:
         without the start marker."""
         one_of = [call_schema(t, self.args_key, self.name_key, self.keys) for t in request.callable]
-        schema: dict[str, Any] = {"anyOf": one_of, "x-guidance": JSON_OPTIONS}  # no runaway blanks
+        options = PRETTY_JSON_OPTIONS if self.pretty else JSON_OPTIONS  # no runaway blanks
+        schema: dict[str, Any] = {"anyOf": one_of, "x-guidance": options}
         start = literal(self.start, control) if self.start and not self.bare else ""
         end = literal(self.end, control) if self.end else ""
         extra = request.max_calls - 1
@@ -193,7 +201,7 @@ class JsonCalls(CallStrategy):
         return f"{GRAMMAR_HEAD}start: {first}{more}\n{rules}"
 
     def describe(self) -> dict[str, Any]:
-        keys = {"name_key": self.name_key, "keys": list(self.keys)}
+        keys = {"name_key": self.name_key, "keys": list(self.keys), "pretty": self.pretty}
         return {**super().describe(), "array": self.array, "arguments_key": self.args_key, **keys}
 
 

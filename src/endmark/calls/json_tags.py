@@ -25,7 +25,7 @@ class JsonInTags(JsonCalls):
             return None
         known = (probe.before, probe.end) == (HERMES.start, HERMES.end)
         return cls("hermes" if known else "learned", probe.before, probe.end, probe.args_key,
-                   probe.short_ids, probe.keys.name, probe.keys.order)  # fmt: skip
+                   probe.short_ids, probe.keys.name, probe.keys.order, probe.pretty)  # fmt: skip
 
 
 HERMES = JsonInTags("hermes", "<tool_call>", "</tool_call>")
