@@ -60,11 +60,6 @@ NOT_LEARNED = {
     "muse-glimmer": "muse-glimmer's recipient header around tagged calls",
 }
 
-# learned, but the template's own call does not come back (each a case still open)
-NOT_REPLAYED = {
-    "MiniMax-M1": "several JSON calls in one <tool_calls> section do not parse",
-}
-
 
 @dataclass(frozen=True)
 class Replay:
@@ -145,8 +140,7 @@ def writes_calls(name: str) -> bool:
 
 
 def params() -> list[Any]:
-    known = {**NOT_LEARNED, **NOT_REPLAYED}
-    marks = {n: pytest.mark.xfail(reason=why, strict=True) for n, why in known.items()}
+    marks = {n: pytest.mark.xfail(reason=why, strict=True) for n, why in NOT_LEARNED.items()}
     return [pytest.param(n, marks=marks[n]) if n in marks else n for n in NAMES]
 
 

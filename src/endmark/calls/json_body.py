@@ -32,6 +32,9 @@ class NumberText(str):
     `Infinity`, which is not JSON; read as an int, 5000 digits would not read at all."""
 
 
+_DECODER = json.JSONDecoder(parse_float=NumberText, parse_int=NumberText)
+
+
 def json_text(value: Any) -> str:
     """`value` as JSON, its numbers exactly as they were written."""
     if isinstance(value, NumberText):
@@ -82,6 +85,7 @@ class JsonCalls(CallStrategy):
     name_key: str = "name"  # "": the name is the key, its value the arguments (Apertus)
     keys: tuple[str, ...] = ()  # the keys in the template's order (the id's too); () as above
     pretty: bool = False  # written over lines, as the template writes it (Command R+)
+    lines: bool = False  # the turn's calls one after another in one `start ... end` (MiniMax-M1)
 
     array: ClassVar[bool] = False
 
@@ -91,24 +95,47 @@ class JsonCalls(CallStrategy):
         return not self.start
 
     def inside_value(self, body: str) -> bool:
-        return bool(json_closing(body.strip()))
+        whole, rest = self._open_part(body)
+        return not (whole and not rest.strip()) and bool(json_closing(rest.strip()))
+
+    def _open_part(self, body: str) -> tuple[list[Any], str]:
+        """With `lines`, the whole calls a body begins with and the text after them (the
+        call being written); else none, and the body."""
+        if not self.lines:
+            return [], body
+        values: list[Any] = []
+        at = 0
+        while True:
+            rest = body[at:]
+            stripped = rest.lstrip()
+            if not stripped:
+                return values, ""
+            try:
+                value, length = _DECODER.raw_decode(stripped)
+            except json.JSONDecodeError:
+                return values, rest
+            values.append(value)
+            at = len(body) - len(stripped) + length
 
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         """The calls in one call body: `{"name", "arguments" | "parameters"}`, or a list."""
+        if self.lines:
+            items, rest = self._open_part(body)
+            if rest.strip() or not items:
+                raise MalformedCall(f"a {self.name} tool call is not JSON: {rest.strip()[:40]!r}")
+            return [self._call(item) for item in items]
         try:
             data = loads_exact(body)
         except json.JSONDecodeError as exc:
             raise MalformedCall(f"a {self.name} tool call is not JSON: {exc.msg}") from None
-        items = data if isinstance(data, list) else [data]
-        calls = []
-        for item in items:
-            name, args = self._name_and_args(item)
-            if not isinstance(name, str) or isinstance(name, NumberText):
-                raise MalformedCall(f"a {self.name} tool call has no name")
-            plain_text = isinstance(args, str) and not isinstance(args, NumberText)
-            text = args if plain_text else json_text(args)
-            calls.append(ToolCall(name, text, self._call_id(item)))
-        return calls
+        return [self._call(item) for item in (data if isinstance(data, list) else [data])]
+
+    def _call(self, item: Any) -> ToolCall:
+        name, args = self._name_and_args(item)
+        if not isinstance(name, str) or isinstance(name, NumberText):
+            raise MalformedCall(f"a {self.name} tool call has no name")
+        plain_text = isinstance(args, str) and not isinstance(args, NumberText)
+        return ToolCall(name, args if plain_text else json_text(args), self._call_id(item))
 
     def _name_and_args(self, item: Any) -> tuple[Any, Any]:
         if not isinstance(item, dict):
@@ -131,6 +158,9 @@ class JsonCalls(CallStrategy):
         arguments' own cut string, value or object finished; then the end marker."""
         if not tools:
             return None
+        whole, body = self._open_part(body)
+        if whole and not body.strip():
+            return CallClose("", self.end, boundary=True)
         tool, guessed = self._named_tool(body, tools)
         text = json_closing(body, self._call_schema(tool))
         if text is None:
@@ -143,6 +173,7 @@ class JsonCalls(CallStrategy):
         stands (`{}`), where naming them would leave the model no room to write them."""
         if not tools:
             return None
+        body = self._open_part(body)[1]
         tool = self._named_tool(body, tools)[0]
         reach = json_reach(body, self._call_schema(tool))
         heads = {json.dumps(k) + ": " for k in (self.name_key, self.args_key, tool.name) if k}
@@ -191,17 +222,20 @@ class JsonCalls(CallStrategy):
         # an array's brackets and commas as templates write them: `[{...}]`, or one call a line
         more_items = f' ("," pad call_json){{0,{extra}}}' if extra else ""  # {0,0}: refused
         items = f'"[" pad call_json{more_items} pad "]"'
-        json_part = items if self.array else "call_json"
+        lines = f' ("\\n" call_json){{0,{extra}}}' if self.lines and extra else ""
+        json_part = items if self.array else f"call_json{lines}"
         body = f"{NL} {json_part} {NL} {end}" if end else f"{NL} {json_part}"
         one = f"{start} {body}".strip()
         first = body if lazy else one
-        more = "" if self.array or not extra or not end else f" ({NL} {one}){{0,{extra}}}"
+        repeat = not (self.array or self.lines) and extra and end
+        more = f" ({NL} {one}){{0,{extra}}}" if repeat else ""
         rules = f"call_json: %json {json.dumps(schema)}\n"
         rules += "pad: /[ \\n]{0,8}/\n" if self.array else ""
         return f"{GRAMMAR_HEAD}start: {first}{more}\n{rules}"
 
     def describe(self) -> dict[str, Any]:
-        keys = {"name_key": self.name_key, "keys": list(self.keys), "pretty": self.pretty}
+        keys = {"name_key": self.name_key, "keys": list(self.keys), "pretty": self.pretty,
+                "lines": self.lines}  # fmt: skip
         return {**super().describe(), "array": self.array, "arguments_key": self.args_key, **keys}
 
 
