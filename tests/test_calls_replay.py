@@ -6,7 +6,8 @@ random pieces; the `required` grammar takes it.
 The call text is the template's own render of an assistant turn of calls (where it parts from
 the generation prompt, up to where it ends as a turn without calls ends), so a new template in
 the folder is covered as it comes. Each kind's finer cases (cut calls, markup in values, ids,
-keys) have their own tests: `test_calls_families.py`, `test_calls_xml_families.py`.
+keys) have their own tests: `test_calls_families.py`, `test_calls_xml_families.py`,
+`test_calls_literal.py`, `test_calls_json.py`.
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ TOOLS = (FORECAST, TIME)
 ONE = (("forecast", {"city": "Paris", "days": 3, "unit": "celsius"}),)
 TWO = (*ONE, ("get_time", {"zone": "UTC"}))
 FREE_VALUES = ("Paris", "UTC")  # free text inside a call: a model writes it in any tokens
-# formats not learned yet: the template writes calls, endmark prompts and parses its own
+# formats not learned yet: each needs the splitter to read a header at the answer's start
+# that says content or a call (functionary's `all\n` or `NAME\n`, muse-glimmer's ` to=user`
+# or ` to=NAME`), and Kimi-K3 its think and response blocks (`<|open|>think<|sep|>`)
 NOT_LEARNED = {
-    "Kimi-K3": "Kimi-K3's tagged calls with typed arguments",
-    "meetkai-functionary-medium-v3.2": "functionary v3.2's >>>name",
-    "muse-glimmer": "muse-glimmer's recipient header around tagged calls",
+    "Kimi-K3": "Kimi-K3's <|open|>tools<|sep|> calls inside its response blocks",
+    "meetkai-functionary-medium-v3.2": "functionary v3.2's first call has no marker (>>>NAME)",
+    "muse-glimmer": "muse-glimmer's recipient header ( to=NAME<|message|>) around tagged calls",
 }
 
 
