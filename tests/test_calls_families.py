@@ -284,3 +284,28 @@ def test_a_mistral_small_call_keeps_the_id_the_model_wrote(learned: Any) -> None
     _, fmt = learned["Mistral-Small-3.2-24B-Instruct-2506"]
     (call,) = fmt.parse('get_weather[CALL_ID]a1b2c3d4e[ARGS]{"city": "Paris"}', TOOLS)
     assert call.id == "a1b2c3d4e"
+
+
+def test_functionary_v3_2s_first_call_comes_without_the_marker_its_prompt_ends_in(
+    vocab: Vocab,
+) -> None:
+    """The prompt ends in `>>>`: an answer is `NAME\\n{json}` (more calls after `>>>`) or
+    text after `all\\n`. The splitter holds the answer's start until it tells which."""
+    family = Family("meetkai-functionary-medium-v3.2", ("<|eot_id|>",), NamedJson, "learned")
+    fmt = learn_call_strategy(template(family), family.ends)
+    assert isinstance(fmt, NamedJson)
+    assert (fmt.start, fmt.name_close, fmt.opened, fmt.content_head) == (">>>", "\n", True, "all\n")
+    text = 'get_weather\n{"city": "Paris", "days": 3}>>>add\n{"a": 1.5}'
+    for chunks in ([text], list(text)):
+        assert split(fmt, chunks) == ("", TWO)
+    assert split(fmt, list("all\nSunny.")) == ("all\nSunny.", [])
+    call = '>>>get_weather\n{"city": "Paris", "days": 3}'
+    assert split(fmt, ["all\nLet me see.", call]) == ("all\nLet me see.", ONE)
+    splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS)
+    pieces = splitter.push('get_weather\n{"city": "Pa') + splitter.finish(cut=True)
+    assert [(p.call.name, json.loads(p.call.arguments)) for p in pieces if p.call] == [
+        ("get_weather", {"city": "Pa"})
+    ]
+    forced = ToolRequest(TOOLS, "required")
+    assert vocab.accepts(vocab.matcher(fmt, forced), text)
+    assert not vocab.accepts(vocab.matcher(fmt, forced), "Sure. " + text)

@@ -59,7 +59,6 @@ FREE_VALUES = ("Paris", "UTC")  # free text inside a call: a model writes it in 
 # or ` to=NAME`), and Kimi-K3 its think and response blocks (`<|open|>think<|sep|>`)
 NOT_LEARNED = {
     "Kimi-K3": "Kimi-K3's <|open|>tools<|sep|> calls inside its response blocks",
-    "meetkai-functionary-medium-v3.2": "functionary v3.2's first call has no marker (>>>NAME)",
     "muse-glimmer": "muse-glimmer's recipient header ( to=NAME<|message|>) around tagged calls",
 }
 
@@ -161,7 +160,8 @@ def planned(replay: Replay, rng: random.Random) -> Plan:
     places; the markup the grammar forces left whole, to be tokenized as the vocabulary does,
     since llguidance takes a forced text in those tokens only (a real model writes those)."""
     text, fmt = replay.answer, replay.fmt
-    starts = [text.find(s) + len(s) for s in fmt.starts if s and s in text]
+    bare = fmt.opens_bare(text)  # a call without its marker: the grammar from the start
+    starts = [text.find(s) + len(s) for s in fmt.starts if s and s in text and not bare]
     free = [text[: min(starts)]] if starts else []
     runs: Plan = []
     at = 0
