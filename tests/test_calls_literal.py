@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from endmark.calls import LiteralArgs, learn_call_strategy
-from endmark.calls.literal_args import Syntax
+from endmark.calls.literal_values import Syntax
 from endmark.channels import ChannelSplitter
 from endmark.chat import ChatTemplate
 from endmark.tools import Tool, ToolRequest

@@ -15,8 +15,6 @@ read the one scan of a body (`_scan`).
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,45 +24,20 @@ from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall,
 from endmark.calls.json_body import json_text
 from endmark.calls.lark import GRAMMAR_HEAD, MAX_STRING, regex_text
 from endmark.calls.lark_marks import marked
+from endmark.calls.literal_values import (
+    Cut,
+    Syntax,
+    closers,
+    in_string,
+    read_key,
+    read_value,
+    skip,
+)
 from endmark.chat import ChatTemplate
 from endmark.tools import Tool, ToolRequest
 
 _NAME = re.compile(r"\s*([A-Za-z_][\w.\-]*)")
-_KEY = re.compile(r"\s*([A-Za-z_][\w\-]*)")
-_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
 _MAX_PROPERTIES = 24  # a grammar's pairs grow with the square of a tool's optional ones
-
-
-class Cut(Exception):
-    """The text ends inside what is being read."""
-
-
-@dataclass(frozen=True)
-class Syntax:
-    """How a template writes a call's arguments: around them, between a key and its value,
-    between pairs, around a string; its words for true, false and null; keys sorted or not."""
-
-    args_open: str
-    args_close: str
-    key_sep: str
-    pair_sep: str
-    quote: str
-    words: tuple[str, str, str] = ("true", "false", "null")
-    sorted_keys: bool = False
-
-    def word_values(self) -> dict[str, Any]:
-        true, false, null = self.words
-        common = {"true": True, "false": False, "null": None, "True": True, "False": False,
-                  "None": None}  # fmt: skip
-        return {**common, true: True, false: False, null: None}
-
-    def written(self, value: Any) -> str:
-        """A value as the template writes it (a top-level one; containers as JSON)."""
-        if isinstance(value, str):
-            return f"{self.quote}{value}{self.quote}"
-        if isinstance(value, bool) or value is None:
-            return self.words[0 if value is True else 1 if value is False else 2]
-        return json.dumps(value)
 
 
 @dataclass
@@ -102,71 +75,6 @@ class LiteralArgs(CallStrategy):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _value(self, text: str, at: int) -> tuple[Any, int]:
-        """The value written at `at` (after blanks), and where it ends. Raises Cut where the
-        text ends inside it, MalformedCall where it is none."""
-        while at < len(text) and text[at] in " \n\t":
-            at += 1
-        if at >= len(text):
-            raise Cut
-        quotes = (self.syntax.quote, '"', "'")
-        quote = next((q for q in quotes if text.startswith(q, at)), "")
-        if quote:
-            return _string(text, at, quote)
-        if any(q.startswith(text[at:]) for q in quotes):
-            raise Cut  # a quote cut short
-        if text[at] in "{[":
-            return self._container(text, at)
-        for word, value in sorted(self.syntax.word_values().items(), key=lambda w: -len(w[0])):
-            if text.startswith(word, at):
-                return value, at + len(word)
-            if word.startswith(text[at:]):
-                raise Cut
-        number = _NUMBER.match(text, at)
-        if number is None:
-            raise MalformedCall(f"a {self.name} tool call has a value that is none: {text[at:]!r}")
-        if number.end() == len(text):
-            raise Cut  # more digits may come
-        raw = number.group(0)
-        return (float(raw) if number.group(1) or number.group(2) else int(raw)), number.end()
-
-    def _container(self, text: str, at: int) -> tuple[Any, int]:
-        """An object (keys bare or quoted, `:` or `=` before a value) or a list."""
-        is_object, close = text[at] == "{", "}" if text[at] == "{" else "]"
-        items: list[Any] = []
-        pairs: dict[str, Any] = {}
-        at += 1
-        while True:
-            at = _skip(text, at, " \n\t,")
-            if at >= len(text):
-                raise Cut
-            if text[at] == close:
-                return (pairs if is_object else items), at + 1
-            if not is_object:
-                value, at = self._value(text, at)
-                items.append(value)
-                continue
-            key, at = self._key(text, at)
-            at = _skip(text, at, " \n\t")
-            if at >= len(text):
-                raise Cut
-            if text[at] not in ":=":
-                raise MalformedCall(f"a {self.name} tool call has a key without a value")
-            pairs[key], at = self._value(text, at + 1)
-
-    def _key(self, text: str, at: int) -> tuple[str, int]:
-        at = _skip(text, at, " \n\t")
-        quote = next((q for q in (self.syntax.quote, '"', "'") if text.startswith(q, at)), "")
-        if quote:
-            key, at = _string(text, at, quote)
-            return str(key), at
-        found = _KEY.match(text, at)
-        if found is None:
-            raise Cut if at >= len(text) else MalformedCall(f"a {self.name} call has no key")
-        if found.end() == len(text):
-            raise Cut
-        return found.group(1), found.end()
-
     def _scan(self, body: str) -> Scan:
         calls: list[tuple[str, dict[str, Any]]] = []
         syntax, at = self.syntax, 0
@@ -190,27 +98,27 @@ class LiteralArgs(CallStrategy):
             at += len(syntax.args_open)
             args: dict[str, Any] = {}
             while True:
-                at = _skip(body, at, " \n\t")
+                at = skip(body, at, " \n\t")
                 if body.startswith(syntax.args_close, at):
                     at += len(syntax.args_close)
                     break
                 if at >= len(body):
                     return Scan(calls, "key", "", name, args)
                 try:
-                    key, key_end = self._key(body, at)
+                    key, key_end = read_key(self.syntax, body, at)
                 except Cut:
                     return Scan(calls, "key", body[at:], name, args)
-                sep = _skip(body, key_end, " ")
+                sep = skip(body, key_end, " ")
                 if not body.startswith(syntax.key_sep.strip(), sep):
                     if syntax.key_sep.strip().startswith(body[sep:]):
                         return Scan(calls, "key", body[at:], name, args)
                     raise MalformedCall(f"a {self.name} tool call has a key without a value")
                 value_at = sep + len(syntax.key_sep.strip())
                 try:
-                    args[key], at = self._value(body, value_at)
+                    args[key], at = read_value(self.syntax, body, value_at)
                 except Cut:
                     return Scan(calls, "value", body[value_at:], name, args, key)
-                at = _skip(body, at, " \n\t")
+                at = skip(body, at, " \n\t")
                 pair_sep = syntax.pair_sep.strip()
                 if pair_sep and body.startswith(pair_sep, at):
                     at += len(pair_sep)
@@ -244,7 +152,7 @@ class LiteralArgs(CallStrategy):
             scan = self._scan(body)
         except (MalformedCall, Cut):
             return False
-        return scan.state == "value" and _in_string(scan.rest, self.syntax.quote)
+        return scan.state == "value" and in_string(scan.rest, self.syntax.quote)
 
     def closing(self, body: str, tools: Sequence[Tool]) -> CallClose | None:
         """The open call finished: a cut name as the tool it begins, a cut string closed, a
@@ -306,7 +214,7 @@ class LiteralArgs(CallStrategy):
             if word.startswith(text):
                 return word[len(text) :]
         if text[0] in "{[":
-            return _closers(text)
+            return closers(text)
         if re.fullmatch(r"-?\d*\.?\d*([eE][-+]?)?", text):
             return "0" if text[-1] in "-.eE+" else ""
         return None
@@ -425,63 +333,3 @@ def _required(tool: Tool) -> list[str]:
     params = tool.parameters if isinstance(tool.parameters, Mapping) else {}
     required = params.get("required")
     return [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
-
-
-def _skip(text: str, at: int, chars: str) -> int:
-    while at < len(text) and text[at] in chars:
-        at += 1
-    return at
-
-
-def _string(text: str, at: int, quote: str) -> tuple[str, int]:
-    """A string opened by `quote` at `at`: JSON's and Python's with their escapes, any other
-    quote (gemma's `<|"|>`) as it is written up to the next one."""
-    start = at + len(quote)
-    if quote in ('"', "'"):
-        i = start
-        while i < len(text):
-            if text[i] == "\\":
-                i += 2
-                continue
-            if text[i] == quote:
-                raw = text[at : i + 1]
-                try:
-                    value = json.loads(raw) if quote == '"' else ast.literal_eval(raw)
-                except (ValueError, SyntaxError):
-                    raise MalformedCall(f"a string that does not read: {raw!r}") from None
-                return str(value), i + 1
-            i += 1
-        raise Cut
-    end = text.find(quote, start)
-    if end < 0:
-        raise Cut
-    return text[start:end], end + len(quote)
-
-
-def _in_string(rest: str, quote: str) -> bool:
-    """Whether a cut top-level value `rest` ends inside its string."""
-    text = rest.lstrip()
-    return any(text.startswith(q) and len(text) >= len(q) for q in (quote, '"', "'"))
-
-
-def _closers(text: str) -> str:
-    """What closes the containers (and a string) open at the end of `text`."""
-    stack: list[str] = []
-    in_string = ""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if in_string:
-            if c == "\\":
-                i += 1
-            elif c == in_string:
-                in_string = ""
-        elif c in "\"'":
-            in_string = c
-        elif c in "{[":
-            stack.append("}" if c == "{" else "]")
-        elif c in "}]" and stack:
-            stack.pop()
-        i += 1
-    fill = "null" if text.rstrip().endswith((":", "=")) else ""
-    return in_string + fill + "".join(reversed(stack))
