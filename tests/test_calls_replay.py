@@ -54,12 +54,10 @@ TOOLS = (FORECAST, TIME)
 ONE = (("forecast", {"city": "Paris", "days": 3, "unit": "celsius"}),)
 TWO = (*ONE, ("get_time", {"zone": "UTC"}))
 FREE_VALUES = ("Paris", "UTC")  # free text inside a call: a model writes it in any tokens
-# formats not learned yet: each needs the splitter to read a header at the answer's start
-# that says content or a call (functionary's `all\n` or `NAME\n`, muse-glimmer's ` to=user`
-# or ` to=NAME`), and Kimi-K3 its think and response blocks (`<|open|>think<|sep|>`)
+# formats not learned yet: Kimi-K3 writes its calls inside blocks its thinking and text are
+# in too (`<|open|>think<|sep|>`, `<|open|>response<|sep|>`), which no think format reads yet
 NOT_LEARNED = {
     "Kimi-K3": "Kimi-K3's <|open|>tools<|sep|> calls inside its response blocks",
-    "muse-glimmer": "muse-glimmer's recipient header ( to=NAME<|message|>) around tagged calls",
 }
 
 

@@ -191,9 +191,12 @@ class ChannelSplitter:
         was cut short; the start of a marker that the limit cut off (`cut`) is no content
         (kept in `cut_call`). A turn that must call and made none gets one here."""
         out: list[Piece] = []
-        if self._head:  # the answer ended before it told: as far as it went
+        if self._head:  # the answer ended before it told: text, or a call's start cut off
             head, self._head = self._head, ""
-            out += self._push(head)
+            if cut:
+                self.cut_call = head
+            else:
+                out += self._push(head)
         if self._state == "call":
             out += self._finish_call()
         else:

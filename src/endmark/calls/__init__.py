@@ -13,6 +13,7 @@ from endmark.calls.bare_json import LLAMA3, BareJson
 from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
 from endmark.calls.harmony import HARMONY, HarmonyCalls
+from endmark.calls.headed import HeadedCalls
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_named import NamedJson
@@ -28,6 +29,7 @@ log = logging.getLogger("endmark")
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (
     JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls, LiteralArgs,
+    HeadedCalls,
 )  # fmt: skip
 
 
@@ -66,6 +68,7 @@ __all__ = [
     "CallStrategy",
     "Generic",
     "HarmonyCalls",
+    "HeadedCalls",
     "JsonArray",
     "JsonCalls",
     "JsonInTags",
