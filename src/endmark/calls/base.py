@@ -97,7 +97,7 @@ class CallStrategy(ABC):
 
     def undecided_head(self, text: str) -> bool:
         """Whether an answer that begins with `text` may still turn out to open a call
-        without a marker or not (functionary v3.2's `get_weather\n{`, against content): the
+        without a marker or not (functionary v3.2's `get_weather\\n{`, against content): the
         splitter holds such a beginning back until it can tell."""
         return False
 
