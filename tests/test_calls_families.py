@@ -4,16 +4,14 @@ functionary v3.1, Solar Open), the name as the key (Apertus), keys learned by di
 (command-r7b's `tool_call_id`, `tool_name`, `parameters`), JSON arrays and tags behind a
 prompt that opens thinking, and the JSON kinds learned before (Hermes, Llama 3.x, Mistral
 Nemo, ...), now through the diffing probe. For each template: the kind and its pieces; a
-call as a plain Jinja render writes it, parsed back whole and in random pieces, and served
-by the scripted engine, whole and streamed; `required`'s grammar takes that text; a call cut
-anywhere closes to a call."""
+call as a plain Jinja render writes it, parsed back whole and in random pieces (served by the
+scripted engine in `test_calls_replay.py`, as every template's); `required`'s grammar takes
+that text; a call cut anywhere closes to a call."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,8 @@ from endmark.calls import (
 from endmark.calls.diff import marker_start, without_empty_blocks
 from endmark.calls.probe import up_to_turn_end
 from endmark.channels import ChannelSplitter
-from endmark.chat import ChatTemplate, TemplateRenderError
+from endmark.chat import ChatTemplate
 from endmark.tools import Tool, ToolRequest
-from tests.dialect_readers import chat_stream, chat_whole
-from tests.scripted_app import scripted_app
 from tests.scripted_engine import ScriptedEngine
 from tests.test_calls_json import Vocab
 
@@ -52,9 +48,6 @@ ONE = [("get_weather", {"city": "Paris", "days": 3})]
 TWO = [*ONE, ("add", {"a": 1.5})]
 # a value with markup in it: the call's own text, not its end
 TRICKY = [("get_weather", {"city": "Rome </function> [ARGS] <｜tool▁call▁end｜>]}"})]
-# as TRICKY, in ASCII: R1's template writes arguments with `json.dumps`, which escapes the rest
-# as `\uXXXX`, and a grammar's JSON strings escape control characters only
-TRICKY_ASCII = {"city": "Rome </function> [ARGS] <|tool_call_end|>]}", "days": 3}
 
 
 @dataclass(frozen=True)
@@ -74,11 +67,6 @@ class Family:
     def two(self) -> list[tuple[str, dict[str, Any]]]:
         """Two calls, where the template writes two."""
         return ONE if self.one_call else TWO
-
-    @property
-    def served(self) -> list[tuple[str, dict[str, Any]]]:
-        """The calls the scripted engine writes: `two`, the first with markup in its value."""
-        return [("get_weather", TRICKY_ASCII), *self.two[1:]]
 
 
 FAMILIES = [
@@ -154,17 +142,6 @@ class WithRendererVariables(ChatTemplate):
         extra.setdefault("functions", json.dumps([t["function"] for t in tools], indent=2))
         extra.setdefault("datetime", "December 01 2026")
         return super().render(messages, add_generation_prompt, **extra)
-
-
-def serves_plainly(family: Family) -> bool:
-    """Whether the template renders a turn with tools as endmark serves it (firefunction v2
-    does once the renderer provides llama.cpp's variables)."""
-    plain = ChatTemplate((TEMPLATES / f"{family.file}.jinja").read_text(), family.file)
-    try:
-        plain.render([{"role": "user", "content": "Hi"}], True, tools=[WEATHER.as_openai()])
-    except TemplateRenderError:
-        return False
-    return True
 
 
 def template(family: Family) -> ChatTemplate:
@@ -290,54 +267,6 @@ def test_the_required_grammar_takes_the_templates_calls(
     assert wrong == one or not vocab.accepts(vocab.matcher(fmt, forced), wrong)
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
-def test_the_scripted_engine_streams_the_call_as_its_whole_answer(
-    family: Family, learned: Any
-) -> None:
-    """The template served by the scripted engine, whose vocabulary is ChatML's control
-    tokens, a few words and the bytes: each answer is the template's own call text, its
-    markers plain text, streamed token by token (mostly a byte each, the finest cut there
-    is) and asked whole. Random pieces of any size would not do: under the call grammar,
-    llguidance takes only the vocabulary's own tokenization of the text the grammar forces
-    (a real model writes that); the splitter takes random pieces in the test above."""
-    if family.variables and not serves_plainly(family):
-        pytest.skip("firefunction v2 needs the renderer's variables (the fam-render part)")
-    tmpl, _ = learned[family.file]
-    by_key: dict[str, str] = {}
-    engine = ScriptedEngine(
-        respond=lambda p: by_key[re.findall(r"case \d+", engine.text(p))[-1]],
-        chat_template=tmpl.source, n_seq_max=6, n_ctx=6 * 16384,
-    )  # fmt: skip
-    with scripted_app(engine=engine) as app:
-        # learned with the scripted vocabulary's end tokens: its end marker may differ
-        fmt, think = app.runtime.learned.call_format, app.runtime.learned.think_format
-        assert fmt is not None
-        opened = think.end if think is not None and think.open else ""  # thinking, closed
-        answers = [(calls, opened + as_the_model_writes(written_by_template(
-            tmpl, family.ends, calls), fmt)) for calls in [family.served]]  # fmt: skip
-        by_key.update({f"case {i}": text for i, (_, text) in enumerate(answers)})
-
-        async def ask(key: str, stream: bool) -> Any:
-            body = {"model": "any", "stream": stream, "max_tokens": 400, "tools":
-                    [t.as_openai() for t in TOOLS],
-                    "messages": [{"role": "user", "content": f"Weather? {key}"}]}  # fmt: skip
-            async with app.client() as client:
-                r = await client.post("/v1/chat/completions", json=body)
-            assert r.status_code == 200, r.text
-            return chat_stream(r.text) if stream else chat_whole(r.json())
-
-        async def everything() -> list[Any]:
-            jobs = [ask(k, s) for k in by_key for s in (False, True)]
-            return list(await asyncio.gather(*jobs))
-
-        readings = asyncio.run(everything())
-    for i, (calls, *_) in enumerate(answers):
-        whole, streamed = readings[2 * i], readings[2 * i + 1]
-        assert whole == streamed, (family.file, i)
-        assert list(whole.calls) == [(n, a) for n, a in calls], (family.file, whole)
-        assert whole.text.strip() == "" and whole.finish["finish_reason"] == "tool_calls"
-
-
 def test_learning_the_json_kinds_never_takes_the_name_for_the_arguments(learned: Any) -> None:
     """Failure 5: keys are learned by diffing renders, never by their place."""
     _, r7b = learned["CohereForAI-c4ai-command-r7b-12-2024-tool_use"]
@@ -355,3 +284,28 @@ def test_a_mistral_small_call_keeps_the_id_the_model_wrote(learned: Any) -> None
     _, fmt = learned["Mistral-Small-3.2-24B-Instruct-2506"]
     (call,) = fmt.parse('get_weather[CALL_ID]a1b2c3d4e[ARGS]{"city": "Paris"}', TOOLS)
     assert call.id == "a1b2c3d4e"
+
+
+def test_functionary_v3_2s_first_call_comes_without_the_marker_its_prompt_ends_in(
+    vocab: Vocab,
+) -> None:
+    """The prompt ends in `>>>`: an answer is `NAME\\n{json}` (more calls after `>>>`) or
+    text after `all\\n`. The splitter holds the answer's start until it tells which."""
+    family = Family("meetkai-functionary-medium-v3.2", ("<|eot_id|>",), NamedJson, "learned")
+    fmt = learn_call_strategy(template(family), family.ends)
+    assert isinstance(fmt, NamedJson)
+    assert (fmt.start, fmt.name_close, fmt.opened, fmt.content_head) == (">>>", "\n", True, "all\n")
+    text = 'get_weather\n{"city": "Paris", "days": 3}>>>add\n{"a": 1.5}'
+    for chunks in ([text], list(text)):
+        assert split(fmt, chunks) == ("", TWO)
+    assert split(fmt, list("all\nSunny.")) == ("all\nSunny.", [])
+    call = '>>>get_weather\n{"city": "Paris", "days": 3}'
+    assert split(fmt, ["all\nLet me see.", call]) == ("all\nLet me see.", ONE)
+    splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS)
+    pieces = splitter.push('get_weather\n{"city": "Pa') + splitter.finish(cut=True)
+    assert [(p.call.name, json.loads(p.call.arguments)) for p in pieces if p.call] == [
+        ("get_weather", {"city": "Pa"})
+    ]
+    forced = ToolRequest(TOOLS, "required")
+    assert vocab.accepts(vocab.matcher(fmt, forced), text)
+    assert not vocab.accepts(vocab.matcher(fmt, forced), "Sure. " + text)

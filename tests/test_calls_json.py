@@ -233,3 +233,38 @@ def test_a_history_round_trips_through_the_templates() -> None:
     assert history[-1] == turn  # written by the template: its own format, or the generic one
     chatml = ChatTemplate(BUILTIN_TEMPLATES["chatml"], "chatml")
     assert f"<tool_call>{body}</tool_call>" in chatml.render(history, False)
+
+
+def test_a_pretty_printed_format_takes_its_templates_indents_but_no_runaway_blanks() -> None:
+    """Command R+ writes its calls with `tojson(indent=4)`: its grammar takes a line break and
+    an indent between tokens, where a compact format's takes none."""
+    from tests.scripted_engine import ScriptedEngine
+
+    vocab = Vocab(ScriptedEngine())
+    pretty = JsonInTags("learned", "<tool_call>", "</tool_call>", pretty=True)
+    forced = ToolRequest(TOOLS, "required")
+    text = ('<tool_call>{\n    "name": "get_weather",\n    "arguments": {\n        "city": '
+            '"Paris"\n    }\n}</tool_call>')  # fmt: skip
+    assert vocab.accepts(vocab.matcher(pretty, forced), text)
+    runaway = text.replace("{\n", "{\n" + " " * 40, 1)
+    assert not vocab.accepts(vocab.matcher(pretty, forced), runaway)
+    compact = JsonInTags("learned", "<tool_call>", "</tool_call>")
+    assert not vocab.accepts(vocab.matcher(compact, forced), text)
+
+
+def test_minimax_m1_writes_a_turns_calls_one_a_line_in_one_section() -> None:
+    """Learned from its template: parsed whole, and closed to calls when cut anywhere."""
+    from endmark.channels import ChannelSplitter
+    from tests.gguf_factory import TEMPLATES
+
+    source = (TEMPLATES / "MiniMax-M1.jinja").read_text()
+    fmt = learn_call_strategy(ChatTemplate(source, "MiniMax-M1"), ())
+    assert isinstance(fmt, JsonInTags) and fmt.lines and fmt.start == "<tool_calls>"
+    text = ('<tool_calls>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+            '{"name": "add", "arguments": {"a": 2}}\n</tool_calls>')  # fmt: skip
+    for cut in range(len(fmt.start), len(text) + 1):
+        splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS)
+        pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
+        calls = [(p.call.name, json.loads(p.call.arguments)) for p in pieces if p.call]
+        assert calls and calls[0][0] == "get_weather", text[:cut]
+    assert calls == [("get_weather", {"city": "Paris"}), ("add", {"a": 2})]

@@ -235,29 +235,6 @@ def ask(app: ScriptedApp, plan: Plan, stream: bool, choice: str = "auto") -> Any
     return chat_stream(response.text) if stream else chat_whole(response.json())
 
 
-@pytest.mark.parametrize("family", TAGGED, ids=[f.template for f in TAGGED])
-def test_a_scripted_model_writes_the_call_streamed_and_whole(family: Family) -> None:
-    """The family's call, replayed by the scripted engine in random token pieces (markers cut
-    anywhere), comes back as the same call, streamed and whole."""
-    fmt = learned(family)
-    text = written_by_template(family, fmt, [("forecast", ARGS)])
-    think = learn_think_format(template_of(family), ())
-    if think is not None and think.open:  # the prompt opened thinking: the model closes it
-        text = f"Hmm.{think.end}{text}"
-    free = [text[: text.index(fmt.start) + len(fmt.start)], "Paris"]
-    rng = random.Random(family.template)
-    plans = [planned(text, free, rng) for _ in range(2)]
-    app = scripted(family.template, plans)
-    try:
-        assert app.runtime.learned.call_format == fmt
-        for plan, stream in zip(plans, (True, False), strict=True):
-            reading = ask(app, plan, stream)
-            assert (reading.text.strip(), reading.calls) == ("", (("forecast", ARGS),))
-            assert reading.finish["finish_reason"] == "tool_calls"
-    finally:
-        app.close()
-
-
 # -- gpt-oss: harmony channels ---------------------------------------------------------------
 
 GPT_OSS = next(f for f in FAMILIES if f.name == "harmony")

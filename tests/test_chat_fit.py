@@ -50,6 +50,15 @@ def test_functionary_v3_2_takes_arguments_as_text_and_loads() -> None:
     check_plain_render(t)
 
 
+@pytest.mark.parametrize("name", ["Apriel-1.6-15b-Thinker-fixed", "unsloth-Apriel-1.5"])
+def test_apriel_takes_arguments_as_an_object_though_it_lists_tools_as_python(name: str) -> None:
+    """Its tools are written as Python's repr (`'city'`); its calls' arguments as JSON."""
+    t = real(name)
+    assert t.caps.object_arguments
+    prompt = t.render(conversation(arguments=json.dumps({"city": "Lyon"})), True, tools=[WEATHER])
+    assert '"arguments": {"city": "Lyon"}' in prompt
+
+
 def test_firefunction_v2_gets_functions_and_datetime() -> None:
     """Failure 2: `functions` and `datetime` are the renderer's, as llama.cpp gives them."""
     t = real("fireworks-ai-llama-3-firefunction-v2")

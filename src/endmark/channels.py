@@ -70,6 +70,7 @@ class ChannelSplitter:
         self._body: list[str] = []
         self.cut_call = ""
         self._at_start = True  # nothing but whitespace written in the content channel yet
+        self._head = ""  # the answer's beginning, held while it may open a bare call or not
         self.closed_by_endmark = False  # a call was cut short, and closed here
         self._closing: CallClose | None = None  # the close being written for the open call
 
@@ -94,6 +95,16 @@ class ChannelSplitter:
         return StopMatcher(self._content_markers(self.think, self.calls_format))
 
     def push(self, text: str) -> list[Piece]:
+        fmt = self.calls_format
+        if self._state == "content" and self._at_start and fmt is not None:
+            head = self._head + text
+            self._head = head if fmt.undecided_head(head) else ""
+            if self._head:
+                return []  # a call without a marker, or content: not told yet
+            text = head
+        return self._push(text)
+
+    def _push(self, text: str) -> list[Piece]:
         out: list[Piece] = []
         while text:
             if self._state == "content" and self._bare_call(text):
@@ -120,8 +131,8 @@ class ChannelSplitter:
 
     @property
     def held(self) -> str:
-        """The text held back for now (it may begin a marker)."""
-        return self._matcher.held
+        """The text held back for now (it may begin a marker, or a call without one)."""
+        return self._head + self._matcher.held
 
     def peek_copy(self) -> ChannelSplitter:
         """A copy to push text into and see where it would lead, this one left as it is."""
@@ -180,6 +191,12 @@ class ChannelSplitter:
         was cut short; the start of a marker that the limit cut off (`cut`) is no content
         (kept in `cut_call`). A turn that must call and made none gets one here."""
         out: list[Piece] = []
+        if self._head:  # the answer ended before it told: text, or a call's start cut off
+            head, self._head = self._head, ""
+            if cut:
+                self.cut_call = head
+            else:
+                out += self._push(head)
         if self._state == "call":
             out += self._finish_call()
         else:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateError as JinjaError
 from jinja2.exceptions import SecurityError
 
@@ -74,6 +75,16 @@ class TemplateRefused(ValueError):
     """A template endmark will not run: it reaches for Python internals or does not compile."""
 
 
+@lru_cache(maxsize=128)
+def compiled(source: str) -> tuple[tuple[str, ...], JinjaTemplate]:
+    """A template's source parsed and compiled once however often it is loaded (a router's
+    models, tests of every real template): the private names it reaches for (then it is
+    never run), and the compiled template. Raises jinja2's TemplateError."""
+    env = environment()
+    tree = env.parse(source)
+    return tuple(sorted(set(private_names(tree)))), env.from_string(tree)
+
+
 class ChatTemplate:
     """A compiled, checked template and the special-token texts it may refer to."""
 
@@ -82,19 +93,16 @@ class ChatTemplate:
         self.name = name
         self.bos_token = bos_token
         self.eos_token = eos_token
-        env = environment()
         try:
-            tree = env.parse(source)
+            private, self._template = compiled(source)
         except JinjaError as exc:
             raise TemplateRefused(f"the chat template ({name}) does not compile: {exc}") from None
-        private = sorted(set(private_names(tree)))
         if private:
             raise TemplateRefused(
                 f"the chat template ({name}) tries to reach Python internals "
                 f"({', '.join(private)}); it was refused and runs no code. "
                 "Start endmark with --chat-template NAME|FILE to use another one."
             )
-        self._template = env.from_string(source)
 
     @cached_property
     def caps(self) -> TemplateCaps:

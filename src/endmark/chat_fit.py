@@ -97,10 +97,13 @@ def _failure(render: Render, messages: list[dict[str, Any]], **variables: Any) -
 
 def _writes_arguments(text: str | None) -> bool:
     """Whether a render wrote the probe call's arguments as JSON (not as an escaped string,
-    nor as Python's repr of a dict)."""
+    nor as Python's repr of a dict). Only the call is read: the tools a template lists may
+    be written as Python's repr (Apriel), the call's arguments as JSON all the same."""
     if text is None or FIT_ARG_VALUE not in text:
         return False
-    return f'\\"{FIT_ARG_KEY}\\"' not in text and f"'{FIT_ARG_KEY}'" not in text
+    key = text[: text.index(FIT_ARG_VALUE)].rfind(FIT_ARG_KEY)
+    written = text[max(key - 2, 0) : key + len(FIT_ARG_KEY) + 2] if key >= 0 else ""
+    return f'\\"{FIT_ARG_KEY}\\"' not in written and f"'{FIT_ARG_KEY}'" not in written
 
 
 def learn_caps(render: Render, name: str = "") -> TemplateCaps:

@@ -13,11 +13,13 @@ from endmark.calls.bare_json import LLAMA3, BareJson
 from endmark.calls.base import CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.generic import GENERIC, Generic, generic_system_prompt, with_system_text
 from endmark.calls.harmony import HARMONY, HarmonyCalls
+from endmark.calls.headed import HeadedCalls
 from endmark.calls.json_array import MISTRAL, JsonArray
 from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_named import NamedJson
 from endmark.calls.json_tags import HERMES, JsonInTags
 from endmark.calls.lark import MAX_STRING, closed
+from endmark.calls.literal_args import LiteralArgs
 from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
 from endmark.chat import ChatTemplate, Template
@@ -26,7 +28,8 @@ log = logging.getLogger("endmark")
 
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (
-    JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls,
+    JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls, LiteralArgs,
+    HeadedCalls,
 )  # fmt: skip
 
 
@@ -65,9 +68,11 @@ __all__ = [
     "CallStrategy",
     "Generic",
     "HarmonyCalls",
+    "HeadedCalls",
     "JsonArray",
     "JsonCalls",
     "JsonInTags",
+    "LiteralArgs",
     "MalformedCall",
     "NamedJson",
     "Reasoning",

@@ -95,6 +95,12 @@ class CallStrategy(ABC):
         came (Llama 3.x writes a call as bare JSON)."""
         return False
 
+    def undecided_head(self, text: str) -> bool:
+        """Whether an answer that begins with `text` may still turn out to open a call
+        without a marker or not (functionary v3.2's `get_weather\\n{`, against content): the
+        splitter holds such a beginning back until it can tell."""
+        return False
+
     def inside_value(self, body: str) -> bool:
         """Whether the open call's `body` so far ends inside an argument's value, where an
         `end` marker is the value's text, not the end of the call."""

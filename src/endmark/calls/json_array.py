@@ -27,7 +27,7 @@ class JsonArray(JsonCalls):
             return None
         known = (probe.before, probe.end) == (MISTRAL.start, MISTRAL.end)
         return cls("mistral" if known else "learned", probe.before, probe.end, probe.args_key,
-                   probe.short_ids, probe.keys.name, probe.keys.order)  # fmt: skip
+                   probe.short_ids, probe.keys.name, probe.keys.order, probe.pretty)  # fmt: skip
 
 
 MISTRAL = JsonArray("mistral", "[TOOL_CALLS]", short_ids=True)

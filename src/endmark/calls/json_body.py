@@ -21,9 +21,18 @@ KEY_NAME = re.compile(r'"\s*:\s*"((?:[^"\\]|\\.)*)(")?')  # after a name key of 
 NAME_AS_KEY = re.compile(r'\{\s*"((?:[^"\\]|\\.)*)(")?')  # `{"get_w`: the name is the key
 
 
+# JSON over lines, as a template writes it with `tojson(indent=...)`: blanks between tokens,
+# a line break and an indent at most
+PRETTY_JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": True,
+                                       "whitespace_pattern": "[ ]{0,1}|\\n[ ]{0,32}"}  # fmt: skip
+
+
 class NumberText(str):
     """A JSON number as the model wrote it: read as a float, `1e999` would come back out as
     `Infinity`, which is not JSON; read as an int, 5000 digits would not read at all."""
+
+
+_DECODER = json.JSONDecoder(parse_float=NumberText, parse_int=NumberText)
 
 
 def json_text(value: Any) -> str:
@@ -75,6 +84,8 @@ class JsonCalls(CallStrategy):
     short_ids: bool = False  # call ids of 9 letters and digits, which Mistral's templates demand
     name_key: str = "name"  # "": the name is the key, its value the arguments (Apertus)
     keys: tuple[str, ...] = ()  # the keys in the template's order (the id's too); () as above
+    pretty: bool = False  # written over lines, as the template writes it (Command R+)
+    lines: bool = False  # the turn's calls one after another in one `start ... end` (MiniMax-M1)
 
     array: ClassVar[bool] = False
 
@@ -84,24 +95,47 @@ class JsonCalls(CallStrategy):
         return not self.start
 
     def inside_value(self, body: str) -> bool:
-        return bool(json_closing(body.strip()))
+        whole, rest = self._open_part(body)
+        return not (whole and not rest.strip()) and bool(json_closing(rest.strip()))
+
+    def _open_part(self, body: str) -> tuple[list[Any], str]:
+        """With `lines`, the whole calls a body begins with and the text after them (the
+        call being written); else none, and the body."""
+        if not self.lines:
+            return [], body
+        values: list[Any] = []
+        at = 0
+        while True:
+            rest = body[at:]
+            stripped = rest.lstrip()
+            if not stripped:
+                return values, ""
+            try:
+                value, length = _DECODER.raw_decode(stripped)
+            except json.JSONDecodeError:
+                return values, rest
+            values.append(value)
+            at = len(body) - len(stripped) + length
 
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         """The calls in one call body: `{"name", "arguments" | "parameters"}`, or a list."""
+        if self.lines:
+            items, rest = self._open_part(body)
+            if rest.strip() or not items:
+                raise MalformedCall(f"a {self.name} tool call is not JSON: {rest.strip()[:40]!r}")
+            return [self._call(item) for item in items]
         try:
             data = loads_exact(body)
         except json.JSONDecodeError as exc:
             raise MalformedCall(f"a {self.name} tool call is not JSON: {exc.msg}") from None
-        items = data if isinstance(data, list) else [data]
-        calls = []
-        for item in items:
-            name, args = self._name_and_args(item)
-            if not isinstance(name, str) or isinstance(name, NumberText):
-                raise MalformedCall(f"a {self.name} tool call has no name")
-            plain_text = isinstance(args, str) and not isinstance(args, NumberText)
-            text = args if plain_text else json_text(args)
-            calls.append(ToolCall(name, text, self._call_id(item)))
-        return calls
+        return [self._call(item) for item in (data if isinstance(data, list) else [data])]
+
+    def _call(self, item: Any) -> ToolCall:
+        name, args = self._name_and_args(item)
+        if not isinstance(name, str) or isinstance(name, NumberText):
+            raise MalformedCall(f"a {self.name} tool call has no name")
+        plain_text = isinstance(args, str) and not isinstance(args, NumberText)
+        return ToolCall(name, args if plain_text else json_text(args), self._call_id(item))
 
     def _name_and_args(self, item: Any) -> tuple[Any, Any]:
         if not isinstance(item, dict):
@@ -124,6 +158,9 @@ class JsonCalls(CallStrategy):
         arguments' own cut string, value or object finished; then the end marker."""
         if not tools:
             return None
+        whole, body = self._open_part(body)
+        if whole and not body.strip():
+            return CallClose("", self.end, boundary=True)
         tool, guessed = self._named_tool(body, tools)
         text = json_closing(body, self._call_schema(tool))
         if text is None:
@@ -136,6 +173,7 @@ class JsonCalls(CallStrategy):
         stands (`{}`), where naming them would leave the model no room to write them."""
         if not tools:
             return None
+        body = self._open_part(body)[1]
         tool = self._named_tool(body, tools)[0]
         reach = json_reach(body, self._call_schema(tool))
         heads = (self.name_key, self.args_key) if self.name_key else (tool.name,)
@@ -176,24 +214,28 @@ class JsonCalls(CallStrategy):
         """A forced call in a bare format (Llama 3.x) is written as its template writes one:
         without the start marker."""
         one_of = [call_schema(t, self.args_key, self.name_key, self.keys) for t in request.callable]
-        schema: dict[str, Any] = {"anyOf": one_of, "x-guidance": JSON_OPTIONS}  # no runaway blanks
+        options = PRETTY_JSON_OPTIONS if self.pretty else JSON_OPTIONS  # no runaway blanks
+        schema: dict[str, Any] = {"anyOf": one_of, "x-guidance": options}
         start = literal(self.start, control) if self.start and not self.bare else ""
         end = literal(self.end, control) if self.end else ""
         extra = request.max_calls - 1
         # an array's brackets and commas as templates write them: `[{...}]`, or one call a line
         more_items = f' ("," pad call_json){{0,{extra}}}' if extra else ""  # {0,0}: refused
         items = f'"[" pad call_json{more_items} pad "]"'
-        json_part = items if self.array else "call_json"
+        lines = f' ("\\n" call_json){{0,{extra}}}' if self.lines and extra else ""
+        json_part = items if self.array else f"call_json{lines}"
         body = f"{NL} {json_part} {NL} {end}" if end else f"{NL} {json_part}"
         one = f"{start} {body}".strip()
         first = body if lazy else one
-        more = "" if self.array or not extra or not end else f" ({NL} {one}){{0,{extra}}}"
+        repeat = not (self.array or self.lines) and extra and end
+        more = f" ({NL} {one}){{0,{extra}}}" if repeat else ""
         rules = f"call_json: %json {json.dumps(schema)}\n"
         rules += "pad: /[ \\n]{0,8}/\n" if self.array else ""
         return f"{GRAMMAR_HEAD}start: {first}{more}\n{rules}"
 
     def describe(self) -> dict[str, Any]:
-        keys = {"name_key": self.name_key, "keys": list(self.keys)}
+        keys = {"name_key": self.name_key, "keys": list(self.keys), "pretty": self.pretty,
+                "lines": self.lines}  # fmt: skip
         return {**super().describe(), "array": self.array, "arguments_key": self.args_key, **keys}
 
 

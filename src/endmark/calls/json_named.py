@@ -22,12 +22,13 @@ import functools
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.diff import (
     ARGS,
+    CONTENT,
     IDS,
     NAMES,
     Call,
@@ -40,7 +41,7 @@ from endmark.calls.diff import (
 from endmark.calls.json_body import NumberText, json_text
 from endmark.calls.json_probe import PROBE_ARGS, PROBE_TOOL
 from endmark.calls.lark import GRAMMAR_HEAD, closed, literal
-from endmark.calls.probe import takes_long_ids
+from endmark.calls.probe import PROBE_USER, takes_long_ids
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.json_close import FILL, Reach, json_closing, json_reach
@@ -76,6 +77,10 @@ class NamedJson(CallStrategy):
     between: str = ""
     ids: str = ""  # "": none written; "id": the call's id; "index": its place in the turn
     short_ids: bool = False  # ids of 9 letters and digits, which Mistral's templates demand
+    # the generation prompt ends in `start`: the answer's first call comes without it
+    # (functionary v3.2's `>>>`)
+    opened: bool = False
+    content_head: str = ""  # with `opened`, what the prompt's marker is followed by for text
 
     kind: ClassVar[str] = "named_json"
 
@@ -87,9 +92,31 @@ class NamedJson(CallStrategy):
         if one is None:
             return None
         two = call_section(template, (Call(), Call(1, 1, 1)), end_texts)
-        return learned_from(one, two, not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS))
+        learned = learned_from(one, two, not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS))
+        if learned is not None and learned.opened:
+            return replace(learned, content_head=_content_head(template))
+        return learned
 
     # -- reading ----------------------------------------------------------------------------
+
+    def opens_bare(self, text: str) -> bool:
+        """With `opened`, an answer that begins with a name, the markup after it and the
+        JSON's `{` (and not with the header its plain text has: functionary's `all\\n`)."""
+        if not self.opened or text.lstrip().startswith(self.content_head or "\0"):
+            return False
+        return (
+            re.match(r"\s*[A-Za-z_][\w.\-]*" + re.escape(self.name_close) + "{", text) is not None
+        )
+
+    def undecided_head(self, text: str) -> bool:
+        """With `opened`, an answer that may still be a start of a call's markup."""
+        if not self.opened or len(text) > 80 or self.opens_bare(text):
+            return False
+        if self.content_head and text.lstrip().startswith(self.content_head):
+            return False
+        name = re.match(r"\s*[A-Za-z_][\w.\-]*", text)
+        rest = text[name.end() :] if name else ""
+        return name is not None and (self.name_close + "{").startswith(rest)
 
     def _scan(self, body: str) -> Scan:
         calls: list[tuple[str, str, Any]] = []
@@ -214,7 +241,7 @@ class NamedJson(CallStrategy):
         extra = request.max_calls - 1
         more = f" ({self._lark(self.between, control)} call){{0,{extra}}}" if extra else ""
         end = f" {self._lark(self.end, control)}" if self.end else ""
-        start = "" if lazy else f"{self._lark(self.start, control)} "
+        start = "" if lazy or self.opened else f"{self._lark(self.start, control)} "
         id_rule = {"": "", "index": "/[0-9]{1,2}/", "id": "/[a-zA-Z0-9_\\-]{1,40}/"}[self.ids]
         if self.ids and self.short_ids:
             id_rule = "/[a-zA-Z0-9]{9}/"
@@ -236,7 +263,7 @@ class NamedJson(CallStrategy):
         return " ".join("call_id" if p == ID else literal(p, control) for p in parts)
 
     def describe(self) -> dict[str, Any]:
-        pieces = ("call_open", "name_close", "call_close", "between", "ids")
+        pieces = ("call_open", "name_close", "call_close", "between", "ids", "opened")
         return {**super().describe(), **{p: getattr(self, p) for p in pieces}}
 
 
@@ -255,7 +282,8 @@ def learned_from(one: str, two: str | None, short_ids: bool) -> NamedJson | None
     before, name_close = head[:named], head[named + len(NAMES[0]) :]
     start = first_marker(before) or before
     call_open = before[len(start) :]
-    if not start.startswith(("<", "[")) or not name_close:
+    opened = not before  # the call starts the answer: the prompt wrote its marker
+    if not name_close or not (opened or start.startswith(("<", "["))):
         return None
     ids = "id" if ID in call_open + name_close else ""
     call_close, between, last_tail = "", "", tail
@@ -277,9 +305,13 @@ def learned_from(one: str, two: str | None, short_ids: bool) -> NamedJson | None
                 shared = marker_start(both, common_prefix(both, last_tail))
                 call_close, between = both[:shared], both[shared:]
     end = last_tail[len(call_close) :].strip()
+    if opened:  # the marker between two calls is the one the prompt ended in
+        if not between.strip() or end or name_close.strip():
+            return None
+        start = between
     known = KNOWN.get((start, end, call_open, name_close, call_close, between, ids))
     return NamedJson(known or "learned", start, end, call_open, name_close, call_close, between,
-                     ids, short_ids)  # fmt: skip
+                     ids, short_ids, opened)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
@@ -290,11 +322,26 @@ def _head(call_open: str, name_close: str, ids: str) -> re.Pattern[str]:
         parts = re.split(f"({re.escape(ID)})", text)
         return "".join(f"(?P<id>{id_pattern})" if p == ID else _loose(p) for p in parts)
 
-    name = r"(?P<name>[^\s{}\[\]<>\"]+?)"
+    # a blank name close (functionary v3.2's `\n`) ends nothing: the name runs as far as it can
+    lazy = "?" if name_close.strip() else ""
+    name = rf"(?P<name>[^\s{{}}\[\]<>\"]+{lazy})"
     pattern = (
         pieces(call_open, ID_CHARS[ids] + "+?") + name + pieces(name_close, ID_CHARS[ids] + "+")
     )
     return re.compile(r"\s*" + pattern + r"\s*")
+
+
+def _content_head(template: ChatTemplate) -> str:
+    """What a plain answer begins with after the generation prompt (functionary's `all\n`)."""
+    turn = {"role": "assistant", "content": CONTENT}
+    try:
+        prompt = template.render(PROBE_USER, True)
+        full = template.render([*PROBE_USER, turn], False)
+    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+        return ""
+    if not full.startswith(prompt) or CONTENT not in full[len(prompt) :]:
+        return ""
+    return full[len(prompt) : full.index(CONTENT, len(prompt))].lstrip()
 
 
 def _loose(text: str) -> str:

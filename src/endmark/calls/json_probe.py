@@ -49,6 +49,7 @@ class JsonProbe:
     args_key: str
     short_ids: bool
     keys: JsonKeys = JsonKeys()
+    pretty: bool = False  # the JSON is written over several lines (`tojson(indent=4)`)
 
 
 def probe_json(template: ChatTemplate, end_texts: Collection[str]) -> JsonProbe | None:
@@ -77,7 +78,8 @@ def probe_json(template: ChatTemplate, end_texts: Collection[str]) -> JsonProbe 
         before, after = before[:-1].strip(), after.lstrip().removeprefix("]")
     end = up_to_turn_end(after, end_texts).strip()
     short_ids = not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS)
-    return JsonProbe(before, end, array, keys.args, short_ids, keys)
+    pretty = "\n" in body[at : at + length]
+    return JsonProbe(before, end, array, keys.args, short_ids, keys, pretty)
 
 
 def learn_keys(

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
+from endmark.calls.diff import NAMES, Call, call_section
 from endmark.calls.json_body import JsonCalls
 from endmark.calls.json_probe import probe_json
 from endmark.chat import ChatTemplate
@@ -24,8 +25,12 @@ class JsonInTags(JsonCalls):
         if probe is None or probe.array or probe.before in BARE_STARTS:
             return None
         known = (probe.before, probe.end) == (HERMES.start, HERMES.end)
+        # two calls in one `start ... end`, one after the other (MiniMax-M1)
+        two = call_section(template, (Call(), Call(1, 1, 1)), end_texts) or ""
+        lines = two.count(probe.before) == 1 and all(n in two for n in NAMES)
         return cls("hermes" if known else "learned", probe.before, probe.end, probe.args_key,
-                   probe.short_ids, probe.keys.name, probe.keys.order)  # fmt: skip
+                   probe.short_ids, probe.keys.name, probe.keys.order, probe.pretty,
+                   lines)  # fmt: skip
 
 
 HERMES = JsonInTags("hermes", "<tool_call>", "</tool_call>")
