@@ -130,6 +130,29 @@ def measure(
     return figures
 
 
+def markdown(figures: dict[str, list[float]], model: str) -> str:
+    """The section of docs/benchmarks.md."""
+    rows = [
+        ("scheduler thread, its decode left out", "scheduler_us"),
+        ("event loop, its idle ticks left out", "loop_us"),
+        ("endmark's own work per token (both)", "host_us"),
+    ]
+    lines = [
+        "## Host CPU per generated token",
+        "",
+        f"`python -m benchmarks.host_cpu` (one greedy stream on `{Path(model).name}`): "
+        "microseconds of CPU per generated token, per thread, from /proc; median (min-max).",
+        "",
+        "| thread | us per token |",
+        "|---|---|",
+    ]
+    for label, key in rows:
+        v = figures.get(key, [])
+        cell = f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})" if v else "-"
+        lines.append(f"| {label} | {cell} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.host_cpu")
     parser.add_argument("-m", "--model", default=str(bundled_model_path()))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.__main__ import SIX_RECORDS, STORY, long_prompt
 from benchmarks.clients import aggregate_rate, answer_rate, prompt_rate, stream_rate
 from benchmarks.llama_server import binary_path
 from benchmarks.servers import Server, endmark, llama_server
@@ -75,6 +74,8 @@ def read_bandwidth_gbs(mib: int = 1024, repeats: int = 5) -> float:
 
 
 def measure(server: Server, n_predict: int, round_: int, f: dict[str, list[float]]) -> None:
+    from benchmarks.__main__ import SIX_RECORDS, STORY, long_prompt  # the same workloads
+
     body = {"prompt": STORY, "max_tokens": n_predict, "temperature": 0, "ignore_eos": True}
     r = stream_rate(server.url, "/v1/completions", body)
     f["decode"].append(r["tokens_per_second"])
@@ -95,6 +96,8 @@ def measure(server: Server, n_predict: int, round_: int, f: dict[str, list[float
 
 
 def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, rounds: int) -> dict:
+    from benchmarks.__main__ import STORY
+
     bandwidth = read_bandwidth_gbs()
     figures: Figures = defaultdict(lambda: defaultdict(list))
     sizes: dict[str, int] = {}
@@ -127,10 +130,64 @@ def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, round
     return result
 
 
+ROWS = [
+    ("one stream, decode tok/s", "decode"),
+    ("4 clients, aggregate tok/s", "clients_4"),
+    ("time to first token, ms", "ttft_ms"),
+    ("prompt processing tok/s (~1,000 tokens)", "prompt"),
+    ("six JSON records, decode tok/s (server's timings)", "records"),
+    ("six JSON records, tok/s of the whole request", "records_wall"),
+    ("resident memory MiB", "memory_mib"),
+    ("one stream as a share of the bandwidth ceiling", "ceiling_share"),
+]
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    fmt = ".2f" if med < 10 else ".1f"
+    return f"{med:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def markdown(result: dict) -> str:
+    """The ladder's section of docs/benchmarks.md: a table per rung, endmark / llama-server."""
+    out = [
+        "## The ladder",
+        "",
+        f"Memory read bandwidth, measured in this run: {result['bandwidth_gbs']:.1f} GB/s "
+        "(a numpy sum over 1 GiB, one core). The ceiling of a one-stream decode is that "
+        "bandwidth over the bytes read per token (the weights; the KV cache of a short "
+        "stream is small beside them).",
+        *[f"- {n}" for n in result["notes"]],
+    ]
+    rungs = sorted({" ".join(k.split(" ", 2)[:2]) for k in result["figures"]})
+    for rung in rungs:
+        servers = [k.split(" ", 2)[2] for k in result["figures"] if k.startswith(rung + " ")]
+        mib = result["sizes"][rung] / 2**20
+        out += ["", f"### {rung} ({mib:.0f} MiB)", ""]
+        out.append("| measure | " + " | ".join(servers) + " | endmark / llama-server |")
+        out.append("|---" * (len(servers) + 2) + "|")
+        for label, key in ROWS:
+            values = [result["figures"][f"{rung} {s}"].get(key, []) for s in servers]
+            ours = dict(zip(servers, values, strict=True)).get("endmark", [])
+            theirs = dict(zip(servers, values, strict=True)).get("llama-server (C++)", [])
+            ratio = (
+                f"{statistics.median(ours) / statistics.median(theirs):.2f}x"
+                if ours and theirs and statistics.median(theirs)
+                else "n/a"
+            )
+            out.append(f"| {label} | " + " | ".join(map(cell, values)) + f" | {ratio} |")
+    return "\n".join(out) + "\n"
+
+
 def chart(result: dict, path: Path) -> None:
     """tok/s (one stream) against model size, each server, with the bandwidth ceiling."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # the extra `endmark[bench]` brings it
+        print("matplotlib is not installed: no ladder chart", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -166,6 +223,7 @@ def main() -> int:
     result = run(args.rungs.split(","), args.quants.split(","), args.threads, args.n_predict,
                  args.rounds)  # fmt: skip
     print(json.dumps(result, indent=1))
+    print(markdown(result))
     if args.chart is not None:
         chart(result, args.chart)
     return 0
