@@ -18,7 +18,7 @@ from datetime import date
 from importlib.util import find_spec
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import host_cpu, ladder, report
 from benchmarks.clients import (
     aggregate_rate,
     answer_rate,
@@ -237,6 +237,7 @@ def main() -> int:
     parser.add_argument("-r", "--repeats", type=int, default=5)
     parser.add_argument("--skip-llama-server", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print, leave the docs alone")
+    parser.add_argument("--ladder", default="0.5B,1.5B", help="rungs; '': no ladder")
     args = parser.parse_args()
 
     notes: list[str] = []
@@ -298,13 +299,22 @@ def main() -> int:
     else:
         notes.append("the replicas rows were skipped: `pip install -e '.[ray]'` adds Ray Serve.")
 
+    host = host_cpu.measure(args.model, args.threads, args.n_predict, args.repeats)
+    rungs = ladder.run(args.ladder.split(","), list(ladder.QUANTS), args.threads,
+                       args.n_predict, max(4, args.repeats)) if args.ladder else None  # fmt: skip
+
     stamp = f"Made by `python -m benchmarks` on {date.today().isoformat()}"
     text = report.markdown(figures, memory, args, notes, stamp, CLIENTS)
+    text += "\n" + host_cpu.markdown(host, args.model)
+    if rungs is not None:
+        text += "\n" + ladder.markdown(rungs) + "\n![ladder](ladder.png)\n"
     print(text)
     if not args.no_write:
         DOCS.mkdir(parents=True, exist_ok=True)
         (DOCS / "benchmarks.md").write_text(text)
         report.chart(figures, memory, CLIENTS, DOCS / "benchmarks.png")
+        if rungs is not None:
+            ladder.chart(rungs, DOCS / "ladder.png")
     return 0
 
 

@@ -537,3 +537,70 @@ def _gguf_key(key: str) -> bytes:
 def _gguf_kv_strings(key: str, values: list[str]) -> bytes:
     head = _gguf_key(key) + struct.pack("<IIQ", _ARRAY, _STRING, len(values))
     return head + b"".join(_gguf_bytes(v) for v in values)
+
+
+# -- benchmark shapes: a real model's size and tokenizer, random weights -------------------------
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """A Llama-architecture model's size (grouped-query attention: `n_head_kv` <= `n_head`)."""
+
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+
+
+def build_shaped_gguf(path: Path, shape: LlamaShape, tokenizer_from: Path, seed: int = 0) -> Path:
+    """A Llama of `shape` in F16 with random weights and the tokenizer (and chat template) of
+    the GGUF `tokenizer_from`: random weights decode at the speed of trained ones. Tensors are
+    written one at a time, so a 1.5B model never sits whole in memory."""
+    reader = gguf.GGUFReader(str(tokenizer_from))
+    fields = {name: f for name, f in reader.fields.items() if name.startswith("tokenizer.")}
+    n_vocab = len(fields["tokenizer.ggml.tokens"].data)
+    e, kv, ff = shape.n_embd, shape.n_embd // shape.n_head * shape.n_head_kv, shape.n_ff
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("endmark benchmark model")
+    w.add_context_length(8192)
+    w.add_embedding_length(e)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_rope_dimension_count(e // shape.n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for name, f in fields.items():
+        vtype = f.types[0]
+        sub = f.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(name, f.contents(), vtype, sub)
+    shapes: list[tuple[str, tuple[int, ...]]] = [
+        ("token_embd.weight", (n_vocab, e)), ("output_norm.weight", (e,)),
+        ("output.weight", (n_vocab, e)),
+    ]  # fmt: skip
+    for i in range(shape.n_layer):
+        p = f"blk.{i}."
+        shapes += [
+            (p + "attn_norm.weight", (e,)), (p + "attn_q.weight", (e, e)),
+            (p + "attn_k.weight", (kv, e)), (p + "attn_v.weight", (kv, e)),
+            (p + "attn_output.weight", (e, e)), (p + "ffn_norm.weight", (e,)),
+            (p + "ffn_gate.weight", (ff, e)), (p + "ffn_up.weight", (ff, e)),
+            (p + "ffn_down.weight", (e, ff)),
+        ]  # fmt: skip
+    for name, dims in shapes:  # norms stay F32, as converters write them
+        dtype = np.float32 if len(dims) == 1 else np.float16
+        nbytes = int(np.prod(dims)) * np.dtype(dtype).itemsize
+        w.add_tensor_info(name, dims, np.dtype(dtype), nbytes)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    rng = np.random.default_rng(seed)
+    for _, dims in shapes:
+        if len(dims) == 1:
+            w.write_tensor_data(np.ones(dims, dtype=np.float32))
+        else:
+            w.write_tensor_data((rng.standard_normal(dims, np.float32) * 0.02).astype(np.float16))
+    w.close()
+    return path

@@ -148,6 +148,7 @@ class ScriptedEngine:
         self.n_batch = n_batch
         self.kv_unified = kv_unified
         self.model_path = model_path
+        self.compute_cpu_seconds = 0.0  # no backend compute: all of a step is host work
         self._n_swa = n_swa
         self._template = chat_template
         self.lexicon = Lexicon(words)

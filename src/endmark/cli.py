@@ -31,6 +31,7 @@ from endmark.hub.commands import add_hub_commands, hub_model
 from endmark.invalid import InvalidRequest
 from endmark.settings import Settings
 from endmark.spec import RequestSpec, SamplingSpec
+from endmark.thread_names import EVENT_LOOP, name_this_thread
 
 if TYPE_CHECKING:
     from endmark.runtime import Runtime
@@ -246,6 +247,7 @@ def run_server(
     except OSError as exc:
         print(f"endmark: cannot bind: {exc}", file=sys.stderr)
         return 1
+    name_this_thread(EVENT_LOOP)  # uvicorn runs the event loop on this thread
     server.run(sockets=sockets)
     return server.exit_code
 

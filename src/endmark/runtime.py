@@ -25,6 +25,7 @@ from endmark.engine import Engine
 from endmark.generation import Done, Event, Failed, GenerationRequest
 from endmark.infill import InfillLimits, InfillParts, infill_tokens
 from endmark.invalid import InvalidRequest
+from endmark.loop_inbox import inbox_of
 from endmark.prepare import Learned, Preparer
 from endmark.rerank import RERANK_TEMPLATE_KEY, rerank_tokens, reranking_problem
 from endmark.scheduler import Scheduler, Stats
@@ -122,14 +123,14 @@ class Runtime:
     ) -> AsyncGenerator[tuple[int, Event], None]:
         """Submit now (so a refusal is raised here, before any response starts) and return
         `(index, event)` pairs as the worker produces them; closing early cancels the rest."""
-        loop = asyncio.get_running_loop()
+        inbox = inbox_of(asyncio.get_running_loop())
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         tickets = []
         try:
             for i, request in enumerate(requests):
 
                 def sink(event: Event, i: int = i) -> None:
-                    loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+                    inbox.put(queue, (i, event))
 
                 tickets.append(self.scheduler.submit(request, sink))
         except Exception:

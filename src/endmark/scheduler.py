@@ -27,6 +27,7 @@ from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.request import GenerationRequest
 from endmark.slot_states import SlotStates
 from endmark.slots import Sink, Slot, SlotTable, Ticket, common_prefix
+from endmark.thread_names import SCHEDULER, name_this_thread
 
 __all__ = ["QueueFull", "Scheduler", "Sink", "Stats", "Ticket"]
 
@@ -61,6 +62,8 @@ class Stats:
     draft_accepted: int = 0
     draft_checks: int = 0
     accepted_per_position: list[int] = field(default_factory=list)
+    # the worker thread's CPU inside the backend's compute: the rest of its CPU is endmark's
+    decode_cpu_seconds: float = 0.0
 
     def checked(self, n_drafted: int, n_accepted: int) -> None:
         """A guess of `n_drafted` tokens was checked; its first `n_accepted` were kept."""
@@ -187,6 +190,7 @@ class Scheduler:
     # -- the worker -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_this_thread(SCHEDULER)
         while True:
             with self._cond:
                 while not (self._stopping or self._queue or self._chores or self.table.busy()):
@@ -254,6 +258,7 @@ class Scheduler:
                 logits = self.engine.decode(group)
             except DecodeError as exc:
                 raise RuntimeError(str(exc)) from exc
+            self.stats.decode_cpu_seconds = self.engine.compute_cpu_seconds
             self.stats.decodes += 1
             self.stats.busy_slots += len(group)
             now = time.perf_counter()

@@ -96,6 +96,9 @@ class Engine(Protocol):
     n_ctx_train: int
     n_seq_max: int
     model_path: str
+    # CPU time the decoding thread spent inside the backend's compute, in all: what the
+    # thread spends beside it is the server's own work (the benchmark's host cost per token)
+    compute_cpu_seconds: float
 
     # -- text and tokens --------------------------------------------------------------------
 

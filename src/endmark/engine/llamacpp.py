@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -97,6 +98,8 @@ class LlamaCppEngine:
         self.n_batch = n_batch
         self.n_threads = threads
         self._batch_cap = n_batch
+        self.compute_cpu_seconds = 0.0
+        self._views: dict[int, np.ndarray] = {}  # logits rows by address (`_row`)
         self._batch = L.llama_batch_init(self._batch_cap, 0, n_seq_max)
         self._piece_buf = ctypes.create_string_buffer(256)
         self.vocab = self._read_vocab()
@@ -271,20 +274,32 @@ class LlamaCppEngine:
                     rows.setdefault(item.seq_id, []).append(k)
                 k += 1
         b.n_tokens = k
+        cpu = time.thread_time()
         rc = L.llama_decode(self._ctx, b)
+        self.compute_cpu_seconds += time.thread_time() - cpu
         if rc == 1:
             raise DecodeError("the context size has been exceeded: the shared cache is full")
         if rc != 0:
             raise DecodeError(f"llama_decode returned {rc} for a batch of {k} tokens")
-        n_vocab = self.vocab.n_vocab
         out: dict[int, np.ndarray] = {}
         for seq_id, ks in rows.items():
-            views = [
-                np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, k), shape=(1, n_vocab))
-                for k in ks
-            ]
+            views = [self._row(k) for k in ks]
             out[seq_id] = views[0] if len(views) == 1 else np.concatenate(views)
         return out
+
+    def _row(self, k: int) -> np.ndarray:
+        """The logits of batch entry `k`: a view of llama.cpp's output buffer, made once per
+        address (the buffer moves only when llama.cpp grows it; a view of an address it hands
+        out again is a view of its rows again)."""
+        pointer = L.llama_get_logits_ith(self._ctx, k)
+        address = ctypes.addressof(pointer.contents)
+        view = self._views.get(address)
+        if view is None:
+            if len(self._views) >= 4096:  # a bound, never reached in practice
+                self._views.clear()
+            shape = (1, self.vocab.n_vocab)
+            view = self._views[address] = np.ctypeslib.as_array(pointer, shape=shape)
+        return view
 
     def set_adapters(self, config: AdapterScales) -> None:
         """Decode from now on under this LoRA configuration (the context's, for every
@@ -361,6 +376,7 @@ class LlamaCppEngine:
         if getattr(self, "_ctx", None):
             if self._embedder is not None:
                 self._embedder.close()
+            self._views.clear()
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)

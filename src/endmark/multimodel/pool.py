@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from endmark.multimodel.catalog import ModelEntry
+from endmark.multimodel.spare import SpareWorker
 
 log = logging.getLogger("endmark.multimodel.pool")
 
@@ -100,8 +101,12 @@ class WorkerPool:
         command: WorkerCommand,
         limits: PoolLimits,
         headers: dict[str, str] | None = None,
+        spare: bool = False,
     ) -> None:
+        """`spare`: keep one worker process started ahead (`spare.py`), so that a cold model
+        pays only its load."""
         self.workers = {e.id: Worker(e) for e in entries}
+        self.spare = SpareWorker(worker_environment({})) if spare else None
         self._names = {name: e.id for e in entries for name in e.names()}
         self._command = command
         self.limits = limits
@@ -244,9 +249,14 @@ class WorkerPool:
         try:
             worker.port = free_port()
             argv, env = self._command(worker.entry, worker.port)
-            worker.process = await asyncio.create_subprocess_exec(
+            taken = await self.spare.take(argv, env) if self.spare is not None else None
+            worker.process = taken or await asyncio.create_subprocess_exec(
                 *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
             )
+            if taken is not None:
+                assert self.spare is not None
+                log.info("model %s: the spare worker took it", worker.entry.id)
+                self._spawn(self.spare.refill())
             worker.log_tail = []
             self._spawn(self._pump_log(worker, worker.process))
             await self._wait_healthy(worker)
@@ -338,6 +348,8 @@ class WorkerPool:
 
     def start(self) -> None:
         self._reaper = asyncio.ensure_future(self._reap())
+        if self.spare is not None:
+            self._spawn(self.spare.refill())
 
     async def _reap(self) -> None:
         while True:
@@ -360,6 +372,8 @@ class WorkerPool:
         self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.spare is not None:
+            await self.spare.close()
         await asyncio.gather(*(self._kill(w) for w in self.workers.values()))
         for task in list(self._tasks):
             task.cancel()

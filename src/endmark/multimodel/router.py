@@ -65,7 +65,8 @@ def create_router_app(
         keep_alive=parse_duration(settings.keep_alive),
         stop_grace=settings.shutdown_grace,
     )
-    pool = WorkerPool(entries, lambda e, port: worker_command(settings, e, port), limits, headers)
+    command = lambda e, port: worker_command(settings, e, port)  # noqa: E731
+    pool = WorkerPool(entries, command, limits, headers, spare=True)
     default = pool.find(settings.default_model) if settings.default_model else None
     default = default or pool.workers[entries[0].id]
     # No timeout: a request that waits for its model to load is not a timeout.

@@ -53,6 +53,12 @@ class RuntimeCollector(Collector):
             "Generated tokens per second of generation time, per request, since start",
             st.generated_tokens / st.generation_seconds if st.generation_seconds else 0.0,
         )
+        yield CounterMetricFamily(
+            "endmark_decode_cpu_seconds",
+            "CPU time of the scheduler's thread inside the engine's decode (the rest of its "
+            "CPU is endmark's own work)",
+            st.decode_cpu_seconds,
+        )
         yield from prompt_cache_metrics(self.rt.prompt_cache())
 
 
