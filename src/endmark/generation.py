@@ -56,6 +56,7 @@ CLOSE_WINDOW = 64  # tokens before the limit from which JSON or a call checks it
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
 VALUE_ROOM = 1  # tokens the model writes of a required argument's value that endmark names
 ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
+CALL_ROOM = 8  # tokens a forced call's values get beyond the smallest call, after thinking
 
 
 class Generation:
@@ -133,7 +134,7 @@ class Generation:
             self.timings.prompt_ms = (self._now - self.t_start) * 1000.0
             if self.finish_before_start():
                 return []
-        if self._over_budget():
+        if self._over_budget() or self._call_due():
             self._forced = list(self.request.think_close)
         if self._forced:  # the close of thinking, forced: no sampling
             return self._accept(self._forced.pop(0), None, ())
@@ -179,6 +180,21 @@ class Generation:
         waits = self._after_thinking is not None and bool(self.request.think_close)
         thinking = channels is not None and channels.in_reasoning
         return waits and thinking and token in self.policy.eog and not self._forced
+
+    def _call_due(self) -> bool:
+        """Thinking, with a forced call waiting for its end: once the tokens left are down to
+        the close of thinking, the smallest call and room for its values, the thinking closes
+        (as a spent reasoning budget closes it), so that the call is written within the
+        limit rather than cut before it began."""
+        channels, close = self.channels, self.request.think_close
+        if channels is None or not channels.in_reasoning or self._forced or not close:
+            return False
+        if self._after_thinking is None or not channels.required or self.policy.n_predict < 0:
+            return False
+        if channels.calls_format is None or not channels.callable or not self.request.close_call:
+            return False
+        need = len(close) + self._smallest_call() + CALL_ROOM
+        return self.policy.n_predict - len(self.tokens) <= need
 
     def _constraint_failed(self, exc: ConstraintFailure) -> list[TokenEvent]:
         """Before any token, the request's constraint is at fault (a 4xx, as at prepare
