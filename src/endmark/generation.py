@@ -156,7 +156,10 @@ class Generation:
         if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
             self._forced = list(self.request.think_close)
             return self._accept(self._forced.pop(0), None, ())
-        if self._no_room_for_another_call(picked.token):
+        end = self._no_room_in_section(picked.token)
+        if end:  # the grammar allows it there; what follows is the model's
+            return [e for token in end for e in self._accept(token, None, ())]
+        if end is not None or self._no_room_for_another_call(picked.token):
             self._end(Finish("limit", detail="n_predict: no room for another tool call"))
             return []
         events = self._accept(picked.token, picked.logprob, picked.top)
@@ -281,6 +284,30 @@ class Generation:
         if constraint.valid_prefix(tokens) < len(tokens):
             return []
         return tokens
+
+    def _no_room_in_section(self, token: int) -> list[int] | None:
+        """Between whole calls of a section that holds several (Kimi's, Mistral's), once the
+        tokens left cannot hold another smallest call, a token that would go on to another
+        call is not kept: the rest of the section's end marker is written instead ([] where
+        the section runs to the end of the turn, which ends there). Without it the model
+        starts a call that the limit cuts before its arguments (`{}`); this is
+        `_no_room_for_another_call` inside a section. None: `token` is kept."""
+        channels, tokenize = self.channels, self.request.close_call
+        if channels is None or tokenize is None or not channels.in_call:
+            return None
+        fmt = channels.calls_format
+        if fmt is None or not self._near_json_limit() or token in self.policy.eog:
+            return None
+        close = channels.closing()
+        if close is None or close.text or not channels.call_text.strip():
+            return None  # not between whole calls
+        if self.policy.n_predict - len(self.tokens) >= self._smallest_call():
+            return None
+        text = self.vocab.text(token) if token in self.vocab.control else self._detok.peek(token)
+        pending = (channels.held + text).lstrip()
+        if not pending or (fmt.end and fmt.end.startswith(pending)):
+            return None  # space, or the model writes the end marker itself
+        return tokenize("", close.end) if close.end else []
 
     def _no_room_for_another_call(self, token: int) -> bool:
         """Between whole calls, once the budget left cannot hold even the smallest call (a
