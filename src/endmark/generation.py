@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from endmark.call_room import section_end, thinking_must_close
 from endmark.channels import ToolCall
 from endmark.constraints import ConstraintFailure
 from endmark.delta import Delta
@@ -56,7 +57,6 @@ CLOSE_WINDOW = 64  # tokens before the limit from which JSON or a call checks it
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
 VALUE_ROOM = 1  # tokens the model writes of a required argument's value that endmark names
 ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
-CALL_ROOM = 8  # tokens a forced call's values get beyond the smallest call, after thinking
 
 
 class Generation:
@@ -185,19 +185,12 @@ class Generation:
         return waits and thinking and token in self.policy.eog and not self._forced
 
     def _call_due(self) -> bool:
-        """Thinking, with a forced call waiting for its end: once the tokens left are down to
-        the close of thinking, the smallest call and room for its values, the thinking closes
-        (as a spent reasoning budget closes it), so that the call is written within the
-        limit rather than cut before it began."""
-        channels, close = self.channels, self.request.think_close
-        if channels is None or not channels.in_reasoning or self._forced or not close:
+        """Thinking closes while a forced call still fits (`call_room`)."""
+        if self._forced or self.request.close_call is None:
             return False
-        if self._after_thinking is None or not channels.required or self.policy.n_predict < 0:
-            return False
-        if channels.calls_format is None or not channels.callable or not self.request.close_call:
-            return False
-        need = len(close) + self._smallest_call() + CALL_ROOM
-        return self.policy.n_predict - len(self.tokens) <= need
+        waits, left = self._after_thinking is not None, self._tokens_left()
+        return thinking_must_close(self.channels, self.request.think_close, waits, left,
+                                   self._smallest_call)  # fmt: skip
 
     def _constraint_failed(self, exc: ConstraintFailure) -> list[TokenEvent]:
         """Before any token, the request's constraint is at fault (a 4xx, as at prepare
@@ -286,28 +279,20 @@ class Generation:
         return tokens
 
     def _no_room_in_section(self, token: int) -> list[int] | None:
-        """Between whole calls of a section that holds several (Kimi's, Mistral's), once the
-        tokens left cannot hold another smallest call, a token that would go on to another
-        call is not kept: the rest of the section's end marker is written instead ([] where
-        the section runs to the end of the turn, which ends there). Without it the model
-        starts a call that the limit cuts before its arguments (`{}`); this is
-        `_no_room_for_another_call` inside a section. None: `token` is kept."""
+        """What a section of several calls writes instead of `token`, near the limit, when
+        another call cannot fit (`call_room.section_end`); None: `token` is kept."""
         channels, tokenize = self.channels, self.request.close_call
         if channels is None or tokenize is None or not channels.in_call:
             return None
-        fmt = channels.calls_format
-        if fmt is None or not self._near_json_limit() or token in self.policy.eog:
-            return None
-        close = channels.closing()
-        if close is None or close.text or not channels.call_text.strip():
-            return None  # not between whole calls
-        if self.policy.n_predict - len(self.tokens) >= self._smallest_call():
+        if not self._near_json_limit() or token in self.policy.eog:
             return None
         text = self.vocab.text(token) if token in self.vocab.control else self._detok.peek(token)
-        pending = (channels.held + text).lstrip()
-        if not pending or (fmt.end and fmt.end.startswith(pending)):
-            return None  # space, or the model writes the end marker itself
-        return tokenize("", close.end) if close.end else []
+        return section_end(channels, text, self._tokens_left(), self._smallest_call, tokenize)
+
+    def _tokens_left(self) -> int:
+        """Tokens before the limit; -1 without one."""
+        n_predict = self.policy.n_predict
+        return n_predict - len(self.tokens) if n_predict >= 0 else -1
 
     def _no_room_for_another_call(self, token: int) -> bool:
         """Between whole calls, once the budget left cannot hold even the smallest call (a
