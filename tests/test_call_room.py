@@ -31,9 +31,9 @@ def test_a_section_ends_rather_than_begin_a_call_that_cannot_fit() -> None:
     splitter.push("[TOOL_CALLS]" + f"[{CALL}]")
     hermes = ChannelSplitter(HERMES, None, [TOOL])
     hermes.push("<tool_call>" + CALL)
-    assert section_end(hermes, "\n", 5, lambda: 20, chars) is None  # space
-    assert section_end(hermes, "</", 5, lambda: 20, chars) is None  # its own end marker
-    assert section_end(hermes, "{", 30, lambda: 20, chars) is None  # room for another
-    assert section_end(hermes, "{", 5, lambda: 20, chars) == chars("", "</tool_call>")
+    assert section_end(hermes, b"\n", 5, lambda: 20, chars) is None  # space
+    assert section_end(hermes, b"</", 5, lambda: 20, chars) is None  # its own end marker
+    assert section_end(hermes, b"{", 30, lambda: 20, chars) is None  # room for another
+    assert section_end(hermes, b"{", 5, lambda: 20, chars) == chars("", "</tool_call>")
     # a section that runs to the end of the turn ends the turn there
-    assert section_end(splitter, "[", 5, lambda: 20, chars) == []
+    assert section_end(splitter, b"[", 5, lambda: 20, chars) == []

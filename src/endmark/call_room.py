@@ -36,13 +36,14 @@ def thinking_must_close(
 
 def section_end(
     channels: ChannelSplitter,
-    text: str,
+    written: bytes,
     left: int,
     smallest: Callable[[], int],
     tokenize: Callable[[str, str], list[int]],
 ) -> list[int] | None:
     """Between whole calls of a section, with `left` tokens that cannot hold another smallest
-    call, a token whose text (`text`) would go on to another call is not kept: the rest of
+    call, a token whose bytes (`written`, after those of an unfinished character) would go
+    on to another call is not kept: the rest of
     the section's end marker is written instead ([] where the section runs to the end of the
     turn, which ends there). None: the token is kept (not between whole calls, room enough,
     space, or the start of the end marker)."""
@@ -52,7 +53,8 @@ def section_end(
     close = channels.closing()
     if close is None or close.text or left >= smallest():
         return None
-    pending = (channels.held + text).lstrip()
-    if not pending or (fmt.end and fmt.end.startswith(pending)):
+    # in bytes: a marker's character may be cut between tokens (DeepSeek's `▁` on SmolLM2)
+    pending = (channels.held.encode() + written).lstrip()
+    if not pending or (fmt.end and fmt.end.encode().startswith(pending)):
         return None
     return tokenize("", close.end) if close.end else []

@@ -286,8 +286,13 @@ class Generation:
             return None
         if not self._near_json_limit() or token in self.policy.eog:
             return None
-        text = self.vocab.text(token) if token in self.vocab.control else self._detok.peek(token)
-        return section_end(channels, text, self._tokens_left(), self._smallest_call, tokenize)
+        control = token in self.vocab.control
+        written = self.vocab.text(token).encode() if control else self._detok.peek_bytes(token)
+        end = section_end(channels, written, self._tokens_left(), self._smallest_call, tokenize)
+        constraint = self.constraint
+        if end and constraint is not None and constraint.valid_prefix(end) < len(end):
+            return None  # the grammar is past where the end could begin: the token is kept
+        return end
 
     def _tokens_left(self) -> int:
         """Tokens before the limit; -1 without one."""
