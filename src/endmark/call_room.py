@@ -46,7 +46,7 @@ def section_end(
     on to another call is not kept: the rest of
     the section's end marker is written instead ([] where the section runs to the end of the
     turn, which ends there). None: the token is kept (not between whole calls, room enough,
-    space, or the start of the end marker)."""
+    or the start of the end marker)."""
     fmt = channels.calls_format
     if fmt is None or not channels.in_call or not channels.call_text.strip():
         return None
@@ -55,6 +55,6 @@ def section_end(
         return None
     # in bytes: a marker's character may be cut between tokens (DeepSeek's `▁` on SmolLM2)
     pending = (channels.held.encode() + written).lstrip()
-    if not pending or (fmt.end and fmt.end.encode().startswith(pending)):
-        return None
+    if pending and fmt.end and fmt.end.encode().startswith(pending):
+        return None  # (a space may be a format's own `between`: the grammar tells, not here)
     return tokenize("", close.end) if close.end else []

@@ -290,7 +290,11 @@ class Generation:
         written = self.vocab.text(token).encode() if control else self._detok.peek_bytes(token)
         end = section_end(channels, written, self._tokens_left(), self._smallest_call, tokenize)
         constraint = self.constraint
-        if end and constraint is not None and constraint.valid_prefix(end) < len(end):
+        if not end or constraint is None:
+            return end
+        if not written.strip() and constraint.valid_prefix([token, *end]) == len(end) + 1:
+            return None  # a space the end may follow (not R1's `\n` between two calls)
+        if constraint.valid_prefix(end) < len(end):
             return None  # the grammar is past where the end could begin: the token is kept
         return end
 
