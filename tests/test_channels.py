@@ -225,12 +225,20 @@ def test_only_the_markers_that_act_in_a_state_are_offered() -> None:
     pushed at all: the generation asks which markers act now."""
     think = ThinkFormat()
     splitter = ChannelSplitter(HERMES, think)
-    assert splitter.markers == {"<tool_call>", "<think>"}
+    assert splitter.markers == {"<tool_call>", "<think>", "</think>"}  # a stray close: markup
     splitter.push("<think>")
     assert splitter.markers == {"</think>"}
     splitter.push("hmm</think><tool_call>")
     assert splitter.markers == {"</tool_call>"}
     assert ChannelSplitter(MISTRAL).markers == {"[TOOL_CALLS]"}
+
+
+def test_a_close_of_thinking_with_nothing_open_is_no_content() -> None:
+    """A 135M model on DeepSeek V3.2's template closed its thinking twice: the second
+    `</think>`, written as text, came out as content."""
+    pieces = split(None, ThinkFormat(open=True), ["Sunny.</think>\n\n</thi", "nk>It is."])
+    content = "".join(p.text for p in pieces if p.channel == "content")
+    assert content.strip() == "It is." and "Sunny." in "".join(p.text for p in pieces)
 
 
 def test_mistral_calls_get_the_nine_character_ids_its_template_checks() -> None:

@@ -159,3 +159,21 @@ def test_a_call_written_inside_reasoning_is_reasoning() -> None:
     message = choice["message"]
     assert '"city": "Paris"' in message["reasoning_content"] and "tool_calls" not in message
     assert message["content"] == "\n\nNo call needed." and choice["finish_reason"] == "stop"
+
+
+def test_no_call_starts_inside_a_section_where_it_cannot_fit() -> None:
+    """Kimi K2 writes all its calls in one section: between two whole calls, with less room
+    than the smallest call, the section's end is written instead of a call that the limit
+    would cut before its arguments (which came back `{}`)."""
+    one = ("<|tool_call_begin|>functions.forecast:{i}<|tool_call_argument_begin|>"
+           '{{"city": "Paris", "days": 3}}<|tool_call_end|>')  # fmt: skip
+    begin, end = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
+    script = begin + one.format(i=0) + one.format(i=1) + end
+    settings = Settings(chat_template_file=str(TEMPLATES / "Kimi-K2-Instruct.jinja"))
+    with scripted_app(settings, ScriptedEngine(n_ctx=16384)) as scripted:
+        n = len(scripted.engine.tokenize(begin + one.format(i=0) + end, False, True))
+        for limit in (n + 6, n + 40):  # room for the first call, not the second
+            choice = ask(scripted, script, limit).json()["choices"][0]
+            calls = choice["message"]["tool_calls"]
+            assert "tool_call_errors" not in choice["endmark"] and len(calls) == 1, (limit, choice)
+            assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "days": 3}

@@ -29,3 +29,12 @@ def test_real_vocab_splits_emoji_and_detokenizer_joins_them(engine) -> None:  # 
 def test_piece_text_is_text_or_bytes() -> None:
     assert piece_text(b"abc") == "abc"
     assert piece_text(b"\xf0\x9f") == [0xF0, 0x9F]
+
+
+def test_peek_bytes_holds_an_unfinished_character_before_the_piece() -> None:
+    """`▁` cut between tokens: what the next token adds is known in bytes, not yet as text."""
+    detok = Detokenizer(["▁".encode()[:2], "▁".encode()[2:], b"s"])
+    detok.add_token(0)
+    assert detok.peek(1) == "▁" and detok.peek_bytes(1) == "▁".encode()
+    assert detok.peek_bytes(2) == "▁".encode()[:2] + b"s"
+    assert detok.add_token(1) == "▁"  # peeking changed nothing

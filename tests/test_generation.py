@@ -146,12 +146,24 @@ def test_under_auto_the_end_of_turn_while_thinking_ends_the_turn(thinker: Script
 
 def test_the_budget_closes_the_thinking_and_the_call_follows(thinker: ScriptedApp) -> None:
     """Two tokens of thought: the third is the forced `</think>`, then the call."""
-    body = {"messages": SAY, "tools": TOOLS, "tool_choice": "required", "max_tokens": 40,
+    body = {"messages": SAY, "tools": TOOLS, "tool_choice": "required", "max_tokens": 80,
             "reasoning_budget": 2}  # fmt: skip
     script = "Hello world the" + THINK_BODY
     choice = thinker.post("/v1/chat/completions", body, script).json()["choices"][0]
     assert choice["message"]["reasoning_content"] == "Hello world"
     assert len(choice["message"]["tool_calls"]) == 1 and choice["finish_reason"] == "tool_calls"
+
+
+def test_thinking_that_runs_on_closes_in_time_for_the_call(thinker: ScriptedApp) -> None:
+    """No end of thinking, no reasoning budget: near the limit the thinking closes, and the
+    call fits in what is left (not a call endmark wrote because none began)."""
+    body = {"messages": SAY, "tools": TOOLS, "tool_choice": "required", "max_tokens": 60}
+    answer = thinker.post("/v1/chat/completions", body, "Hello world " * 60).json()
+    choice = answer["choices"][0]
+    (call,) = choice["message"]["tool_calls"]
+    assert "city" in json.loads(call["function"]["arguments"]), answer
+    assert choice["message"]["reasoning_content"].startswith("Hello world Hello")
+    assert "began a call" not in json.dumps(choice.get("endmark", {}))
 
 
 def test_every_dialect_gets_the_call_after_the_thinking(thinker: ScriptedApp) -> None:

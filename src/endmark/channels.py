@@ -80,8 +80,9 @@ class ChannelSplitter:
 
     @staticmethod
     def _content_markers(think: ThinkFormat | None, calls: CallStrategy | None) -> list[str]:
-        """What acts in content: thinking's start and its markup, every start of a call."""
-        marks = [think.start, *think.markup] if think else []
+        """What acts in content: thinking's start and its markup (its end too: a close with
+        nothing open is markup all the same, never content), every start of a call."""
+        marks = [think.start, think.end, *think.markup] if think else []
         marks += calls.starts if calls else []
         return list(dict.fromkeys(m for m in marks if m))
 

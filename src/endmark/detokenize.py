@@ -26,6 +26,11 @@ class Detokenizer:
         self._decoder.setstate(state)
         return text
 
+    def peek_bytes(self, token: int) -> bytes:
+        """The bytes `add_token(token)` would add to the text: those of an unfinished
+        character waiting, then the token's piece."""
+        return self._decoder.getstate()[0] + self._pieces[token]
+
     def finalize(self) -> str:
         """What is left at the end: an unfinished character becomes U+FFFD, as it must. The
         decoder starts afresh (a channel marker ends a run of text this way too)."""

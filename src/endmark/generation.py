@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from endmark.call_room import section_end, thinking_must_close
 from endmark.channels import ToolCall
 from endmark.constraints import ConstraintFailure
 from endmark.delta import Delta
@@ -133,7 +134,7 @@ class Generation:
             self.timings.prompt_ms = (self._now - self.t_start) * 1000.0
             if self.finish_before_start():
                 return []
-        if self._over_budget():
+        if self._over_budget() or self._call_due():
             self._forced = list(self.request.think_close)
         if self._forced:  # the close of thinking, forced: no sampling
             return self._accept(self._forced.pop(0), None, ())
@@ -155,7 +156,10 @@ class Generation:
         if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
             self._forced = list(self.request.think_close)
             return self._accept(self._forced.pop(0), None, ())
-        if self._no_room_for_another_call(picked.token):
+        end = self._no_room_in_section(picked.token)
+        if end:  # the grammar allows it there; what follows is the model's
+            return [e for token in end for e in self._accept(token, None, ())]
+        if end is not None or self._no_room_for_another_call(picked.token):
             self._end(Finish("limit", detail="n_predict: no room for another tool call"))
             return []
         events = self._accept(picked.token, picked.logprob, picked.top)
@@ -179,6 +183,14 @@ class Generation:
         waits = self._after_thinking is not None and bool(self.request.think_close)
         thinking = channels is not None and channels.in_reasoning
         return waits and thinking and token in self.policy.eog and not self._forced
+
+    def _call_due(self) -> bool:
+        """Thinking closes while a forced call still fits (`call_room`)."""
+        if self._forced or self.request.close_call is None:
+            return False
+        waits, left = self._after_thinking is not None, self._tokens_left()
+        return thinking_must_close(self.channels, self.request.think_close, waits, left,
+                                   self._smallest_call)  # fmt: skip
 
     def _constraint_failed(self, exc: ConstraintFailure) -> list[TokenEvent]:
         """Before any token, the request's constraint is at fault (a 4xx, as at prepare
@@ -267,6 +279,31 @@ class Generation:
         if constraint.valid_prefix(tokens) < len(tokens):
             return []
         return tokens
+
+    def _no_room_in_section(self, token: int) -> list[int] | None:
+        """What a section of several calls writes instead of `token`, near the limit, when
+        another call cannot fit (`call_room.section_end`); None: `token` is kept."""
+        channels, tokenize = self.channels, self.request.close_call
+        if channels is None or tokenize is None or not channels.in_call:
+            return None
+        if not self._near_json_limit() or token in self.policy.eog:
+            return None
+        control = token in self.vocab.control
+        written = self.vocab.text(token).encode() if control else self._detok.peek_bytes(token)
+        end = section_end(channels, written, self._tokens_left(), self._smallest_call, tokenize)
+        constraint = self.constraint
+        if not end or constraint is None:
+            return end
+        if not written.strip() and constraint.valid_prefix([token, *end]) == len(end) + 1:
+            return None  # a space the end may follow (not R1's `\n` between two calls)
+        if constraint.valid_prefix(end) < len(end):
+            return None  # the grammar is past where the end could begin: the token is kept
+        return end
+
+    def _tokens_left(self) -> int:
+        """Tokens before the limit; -1 without one."""
+        n_predict = self.policy.n_predict
+        return n_predict - len(self.tokens) if n_predict >= 0 else -1
 
     def _no_room_for_another_call(self, token: int) -> bool:
         """Between whole calls, once the budget left cannot hold even the smallest call (a

@@ -119,8 +119,9 @@ def thinker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
 
 def test_a_call_inside_thinking_is_reasoning(thinker: RunningServer) -> None:
     """The model writes the call marker again and again (a logit bias) inside the thinking
-    the prompt opened: it is thought, not a call, under `auto`. Under `required` the turn
-    still gets its call, written by endmark and said so, since the limit came first."""
+    the prompt opened: it is thought, not a call, under `auto`. Under `required`, 12 tokens
+    leave no room to think before the call: the thinking closes at once, the call begins,
+    and the limit cuts it; endmark closes it and says so."""
     start = httpx.post(f"{thinker.url}/tokenize", json={"content": "<tool_call>",
                        "parse_special": True}, timeout=30).json()["tokens"]  # fmt: skip
     assert len(start) == 1
@@ -135,8 +136,8 @@ def test_a_call_inside_thinking_is_reasoning(thinker: RunningServer) -> None:
         calls = answer["message"]["tool_calls"] or []
         errors = answer["endmark"].get("tool_call_errors", [])
         assert len(calls) == (choice == "required"), answer
-        assert [e["id"] for e in errors] == [c["id"] for c in calls]
-        assert all("before the model began a call" in e["error"] for e in errors)
+        assert [e["id"] for e in errors] == [c["id"] for c in calls], answer
+        assert choice == "auto" or answer["endmark"]["truncated_json_closed"], answer
 
 
 def test_required_thinks_then_calls(thinker: RunningServer) -> None:
