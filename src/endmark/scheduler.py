@@ -348,6 +348,9 @@ class Scheduler:
             self._finish(slot)
             return
         slot.feed = gen.tokens[slot.n_past + slot.shifted - gen.n_prompt :]
+        if not slot.feed:  # a step's several tokens matched the rest of the guess: the cache
+            self.table.trim(slot, slot.n_past - 1)  # holds them all, but no logits after them
+            slot.feed = gen.tokens[slot.n_past + slot.shifted - gen.n_prompt :]
         room = self.n_ctx_slot - slot.n_past - len(slot.feed) - 1
         if self.shared_cache:  # a guess must not take the cells the others' next tokens need
             held = sum(s.n_past + len(s.feed) + 1 for s in self.table.busy())
