@@ -238,7 +238,7 @@ def collect_tokens(sched: Scheduler, req: GenerationRequest) -> list[TokenEvent]
 
 def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
     """Issue 15: at temperature 0, drafts and forced runs keep plain decoding's answers: on
-    all prompts but one, without a schema and under one (10 prompts in the suite, the
+    all prompts but one, without a schema and under one (7 prompts in the suite, the
     issue's 20 with `ENDMARK_FULL_MATRIX=1`). Where an answer differs, it is
     never a wrong acceptance: at the first different token, plain decoding had a near tie
     (its top two within 0.25 in log-probability) and the checked decode took the runner-up:
@@ -250,7 +250,7 @@ def test_speculation_and_fast_forward_keep_greedy_answers(engine, scheduler) -> 
     eog = EogSet.from_vocab(engine.vocab)
     compiler = ConstraintCompiler(lambda: engine.lltokenizer(eog.ids()), engine.vocab.n_vocab)
     grammar = compiler.compile(ConstraintSpec("json_schema", PERSON, "json_schema"))
-    questions = QUESTIONS if os.environ.get("ENDMARK_FULL_MATRIX") == "1" else QUESTIONS[::2]
+    questions = QUESTIONS if os.environ.get("ENDMARK_FULL_MATRIX") == "1" else QUESTIONS[::3]
     for schema in (False, True):
         same = 0
         for q in questions:

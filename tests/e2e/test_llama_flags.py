@@ -107,6 +107,8 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "--no-ui": [],
     "--api-key": ["key-1"],
     "--api-key-file": ["KEY_FILE"],
+    "--mcp-servers-config": ["MCP_FILE"],
+    "--mcp-servers-json": ['{"mcpServers": {}}'],
     "--cors": ["http://app.example"],
     "--cors-origins": ["http://app.example"],
     "--cors-methods": ["GET, POST"],
@@ -161,7 +163,9 @@ def test_each_readme_flag_starts_the_server(
 ) -> None:
     (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
     (tmp_path / "keys.txt").write_text("key-2\n")
-    files = {"TEMPLATE_FILE": tmp_path / "t.jinja", "KEY_FILE": tmp_path / "keys.txt"}
+    (tmp_path / "mcp.json").write_text('{"mcpServers": {}}')
+    files = {"TEMPLATE_FILE": tmp_path / "t.jinja", "KEY_FILE": tmp_path / "keys.txt",
+             "MCP_FILE": tmp_path / "mcp.json"}  # fmt: skip
     if "--lora" in row:
         model = build_gguf(tmp_path / "model.gguf", FAMILIES["llama3"])
         files |= {"LORA_MODEL": model, "LORA_FILE": build_lora_gguf(tmp_path / "a.gguf", model)}
