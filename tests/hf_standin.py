@@ -23,9 +23,11 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 
@@ -263,3 +265,26 @@ def _git_oid(data: bytes) -> str:
 def _sha(data: bytes) -> str:
     """A file's sha256, worked out once (a bytes object keeps its own hash for the cache)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def tiny_standin(folder: Path) -> Iterator[HubStandin]:
+    """A running stand-in serving `test/tiny-GGUF` (a tiny llama in Q4_K_M and Q8_0), for a
+    module's fixture."""
+    from tests.gguf_factory import FAMILIES, build_gguf
+
+    model = build_gguf(folder / "tiny.gguf", FAMILIES["llama3"]).read_bytes()
+    standin = HubStandin()
+    standin.add("test/tiny-GGUF", {"tiny-Q4_K_M.gguf": model, "tiny-Q8_0.gguf": model + b"8"})
+    yield standin.start()
+    standin.stop()
+
+
+def use_standin(monkeypatch: Any, hub: HubStandin, home: Path) -> None:
+    """The real client pointed at the stand-in, with empty caches under `home`."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
+    monkeypatch.setenv("LLAMA_CACHE", str(home / "llama"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # set, so that it is put back (--offline sets it)
+    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)

@@ -12,28 +12,17 @@ import pytest
 
 from endmark.cli import main
 from endmark.hub.cache import list_cached, partial_files
-from tests.gguf_factory import FAMILIES, build_gguf
-from tests.hf_standin import HubStandin
+from tests.hf_standin import HubStandin, tiny_standin, use_standin
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
-    folder = tmp_path_factory.mktemp("models")
-    model = build_gguf(folder / "tiny.gguf", FAMILIES["llama3"]).read_bytes()
-    standin = HubStandin()
-    standin.add("test/tiny-GGUF", {"tiny-Q4_K_M.gguf": model, "tiny-Q8_0.gguf": model + b"8"})
-    yield standin.start()
-    standin.stop()
+    yield from tiny_standin(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(autouse=True)
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> Path:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
-    monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # set, so that it is put back (--offline sets it)
+    use_standin(monkeypatch, hub, tmp_path)
     return tmp_path
 
 

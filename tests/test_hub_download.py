@@ -13,7 +13,7 @@ from endmark.hub.cache import cache_dir, list_cached, partial_files, remove_cach
 from endmark.hub.download import HubError, Progress, fetch
 from endmark.hub.names import parse_ref
 from tests.gguf_factory import FAMILIES, build_gguf
-from tests.hf_standin import HubStandin
+from tests.hf_standin import HubStandin, use_standin
 
 TOKEN = "hf_standin_secret"
 
@@ -36,13 +36,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
 
 @pytest.fixture(autouse=True)
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> Path:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setattr("endmark.hub.download.RETRY_PAUSE", 0.0)
-    monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        monkeypatch.delenv(name, raising=False)
+    use_standin(monkeypatch, hub, tmp_path)
     hub.drop_once.clear()
     hub.corrupt.clear()
     return tmp_path

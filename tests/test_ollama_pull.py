@@ -9,27 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.gguf_factory import FAMILIES, build_gguf
-from tests.hf_standin import HubStandin
+from tests.hf_standin import HubStandin, tiny_standin, use_standin
 from tests.scripted_app import ScriptedApp, ndjson_lines, scripted_app
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
-    folder = tmp_path_factory.mktemp("models")
-    model = build_gguf(folder / "tiny.gguf", FAMILIES["llama3"]).read_bytes()
-    standin = HubStandin()
-    standin.add("test/tiny-GGUF", {"tiny-Q4_K_M.gguf": model, "tiny-Q8_0.gguf": model + b"8"})
-    yield standin.start()
-    standin.stop()
+    yield from tiny_standin(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubStandin) -> Iterator[ScriptedApp]:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("LLAMA_CACHE", str(tmp_path / "llama"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    use_standin(monkeypatch, hub, tmp_path)
     with scripted_app() as served:
         yield served
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import httpx
 import pytest
 
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.e2e.browser import CHROMIUM, chromium
 from tests.gguf_factory import FAMILIES, build_gguf
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
 )
@@ -50,19 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def open_page(browser: Any, server: RunningServer, requests: list[str] | None = None) -> Any:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import RunningServer, start_server, stop_server
 from tests.gguf_factory import FAMILIES, build_gguf
-from tests.hf_standin import HubStandin
+from tests.hf_standin import HubStandin, tiny_standin
 
 SMALL = ("-c", "256", "-np", "1")
 
@@ -52,12 +52,7 @@ class Events:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStandin]:
-    folder = tmp_path_factory.mktemp("hub-models")
-    model = build_gguf(folder / "tiny.gguf", FAMILIES["llama3"]).read_bytes()
-    standin = HubStandin()
-    standin.add("test/tiny-GGUF", {"tiny-Q4_K_M.gguf": model, "tiny-Q8_0.gguf": model + b"8"})
-    yield standin.start()
-    standin.stop()
+    yield from tiny_standin(tmp_path_factory.mktemp("hub-models"))
 
 
 @pytest.fixture(scope="module")

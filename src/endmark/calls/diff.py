@@ -151,3 +151,17 @@ def json_at(text: str, needle: str) -> tuple[int, int, Any] | None:
 def changed_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The keys whose values differ between two renders of one call object."""
     return [k for k in a if k in b and a[k] != b[k]]
+
+
+def content_head(template: ChatTemplate) -> str:
+    """What a plain answer begins with after the generation prompt (functionary's `all\n`,
+    muse-glimmer's ` to=user<|message|>`); empty where the probe teaches nothing."""
+    turn = {"role": "assistant", "content": CONTENT}
+    try:
+        prompt = template.render(PROBE_USER, True)
+        full = template.render([*PROBE_USER, turn], False)
+    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
+        return ""
+    if not full.startswith(prompt) or CONTENT not in full[len(prompt) :]:
+        return ""
+    return full[len(prompt) : full.index(CONTENT, len(prompt))]

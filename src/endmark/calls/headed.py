@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall
-from endmark.calls.diff import CONTENT
+from endmark.calls.diff import content_head
 from endmark.calls.lark_marks import marked
 from endmark.calls.literal_learn import MARK
-from endmark.calls.probe import PROBE_TOOL_NAME, PROBE_USER
+from endmark.calls.probe import PROBE_TOOL_NAME
 from endmark.calls.tagged_args import TaggedArgs
 from endmark.calls.tagged_learn import PROBE_ARGS, PROBE_TOOL
 from endmark.calls.turn_diff import call_section
@@ -71,7 +71,7 @@ class HeadedCalls(CallStrategy):
         if not start.strip():
             return None
         return cls("learned", start, body.end, head_open, head_close, body,
-                   _content_head(template))  # fmt: skip
+                   content_head(template))  # fmt: skip
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -184,16 +184,3 @@ class _Unheaded(ChatTemplate):
         **extra: Any,
     ) -> str:  # fmt: skip
         return self._header.sub("", super().render(messages, add_generation_prompt, **extra))
-
-
-def _content_head(template: ChatTemplate) -> str:
-    """What a plain answer begins with after the generation prompt (` to=user<|message|>`)."""
-    turn = {"role": "assistant", "content": CONTENT}
-    try:
-        prompt = template.render(PROBE_USER, True)
-        full = template.render([*PROBE_USER, turn], False)
-    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
-        return ""
-    if not full.startswith(prompt) or CONTENT not in full[len(prompt) :]:
-        return ""
-    return full[len(prompt) : full.index(CONTENT, len(prompt))]

@@ -28,12 +28,12 @@ from typing import Any, ClassVar
 from endmark.calls.base import CallClose, CallStrategy, MalformedCall, ToolCall, new_call_id
 from endmark.calls.diff import (
     ARGS,
-    CONTENT,
     IDS,
     NAMES,
     Call,
     call_section,
     common_prefix,
+    content_head,
     first_marker,
     json_at,
     marker_start,
@@ -41,7 +41,7 @@ from endmark.calls.diff import (
 from endmark.calls.json_body import NumberText, json_text
 from endmark.calls.json_probe import PROBE_ARGS, PROBE_TOOL
 from endmark.calls.lark import GRAMMAR_HEAD, closed, literal
-from endmark.calls.probe import PROBE_USER, takes_long_ids
+from endmark.calls.probe import takes_long_ids
 from endmark.chat import ChatTemplate
 from endmark.constraints import JSON_OPTIONS
 from endmark.json_close import FILL, Reach, json_closing, json_reach
@@ -94,7 +94,7 @@ class NamedJson(CallStrategy):
         two = call_section(template, (Call(), Call(1, 1, 1)), end_texts)
         learned = learned_from(one, two, not takes_long_ids(template, PROBE_TOOL, PROBE_ARGS))
         if learned is not None and learned.opened:
-            return replace(learned, content_head=_content_head(template))
+            return replace(learned, content_head=content_head(template).lstrip())
         return learned
 
     # -- reading ----------------------------------------------------------------------------
@@ -329,19 +329,6 @@ def _head(call_open: str, name_close: str, ids: str) -> re.Pattern[str]:
         pieces(call_open, ID_CHARS[ids] + "+?") + name + pieces(name_close, ID_CHARS[ids] + "+")
     )
     return re.compile(r"\s*" + pattern + r"\s*")
-
-
-def _content_head(template: ChatTemplate) -> str:
-    """What a plain answer begins with after the generation prompt (functionary's `all\n`)."""
-    turn = {"role": "assistant", "content": CONTENT}
-    try:
-        prompt = template.render(PROBE_USER, True)
-        full = template.render([*PROBE_USER, turn], False)
-    except Exception:  # noqa: BLE001 - a template that fails on a probe teaches nothing
-        return ""
-    if not full.startswith(prompt) or CONTENT not in full[len(prompt) :]:
-        return ""
-    return full[len(prompt) : full.index(CONTENT, len(prompt))].lstrip()
 
 
 def _loose(text: str) -> str:
