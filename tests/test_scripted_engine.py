@@ -205,10 +205,12 @@ def test_the_slot_context_ends_a_long_answer() -> None:
 
 def test_a_full_shared_cache_fails_the_running_requests() -> None:
     engine = ScriptedEngine(["a" * 60, "b" * 60], n_ctx=64, n_seq_max=2, kv_unified=True)
-    sched = start(engine, n_slots=2, shared_cache=True)
-    try:
+    sched = Scheduler(engine, EogSet.from_vocab(engine.vocab), 2, shared_cache=True)
+    try:  # both queued before the scheduler runs: alone, one would fit (a loaded machine)
         reqs = [request(engine, "hi", n_predict=60), request(engine, "yo", n_predict=60)]
-        ends = [drain(events)[1] for events in [submit(sched, r) for r in reqs]]
+        streams = [submit(sched, r) for r in reqs]
+        sched.start()
+        ends = [drain(events)[1] for events in streams]
     finally:
         sched.stop()
     assert all(isinstance(e, Failed) and "context size" in e.message for e in ends)
