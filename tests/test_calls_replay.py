@@ -31,26 +31,15 @@ from endmark.chat_fit import fitted_id
 from endmark.loading import learn
 from endmark.prepare import Learned
 from endmark.settings import Settings
-from endmark.tools import Tool, ToolRequest
+from endmark.tools import ToolRequest
 from tests.dialect_readers import chat_stream, chat_whole
 from tests.scripted_app import ScriptedApp
 from tests.scripted_engine import ScriptedEngine
 from tests.test_calls_json import Vocab
+from tests.test_calls_literal import FORECAST, SCHEMA, TIME, TOOLS  # noqa: F401
 
 TEMPLATES = Path(__file__).parent / "data" / "templates"
 NAMES = sorted(p.stem for p in TEMPLATES.glob("*.jinja"))
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string"},
-        "days": {"type": "integer"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "days"],
-}
-FORECAST = Tool("forecast", "The forecast", SCHEMA)
-TIME = Tool("get_time", "The time", {"type": "object", "properties": {"zone": {"type": "string"}}})
-TOOLS = (FORECAST, TIME)
 ONE = (("forecast", {"city": "Paris", "days": 3, "unit": "celsius"}),)
 TWO = (*ONE, ("get_time", {"zone": "UTC"}))
 FREE_VALUES = ("Paris", "UTC")  # free text inside a call: a model writes it in any tokens
