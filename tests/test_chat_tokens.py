@@ -20,6 +20,7 @@ from endmark.chat_tokens import (
     texts_within,
     tokenize_markup,
 )
+from endmark.constraints import ConstraintCompiler
 from endmark.engine import Engine
 from endmark.invalid import InvalidRequest
 from endmark.loading import constraint_compiler, learn
@@ -112,10 +113,20 @@ TEST_TEMPLATES: dict[str, str] = {
 }
 
 
+# One constraint compiler per engine and end set, one set of special-only tokens per engine:
+# building llguidance's tokenizer from a vocabulary takes a fifth of a second, and the
+# matrices below make a preparer per template.
+COMPILERS: dict[tuple[Engine, tuple[int, ...]], ConstraintCompiler] = {}
+SPECIAL_ONLY: dict[Engine, frozenset[int]] = {}
+
+
 def preparer(engine: Engine, template: str | None = None, **settings: Any) -> Preparer:
     s = Settings(chat_template=template, **settings)
     learned = learn(engine, s)
-    return Preparer(engine, s, learned, constraint_compiler(engine, learned))
+    key = (engine, tuple(sorted(learned.eog.ids())))
+    if key not in COMPILERS:
+        COMPILERS[key] = constraint_compiler(engine, learned)
+    return Preparer(engine, s, learned, COMPILERS[key])
 
 
 def prompt_before(p: Preparer, chat: ChatInput) -> list[int]:
@@ -164,7 +175,10 @@ def identity(
 
 def cut_and_joined(p: Preparer, text: str) -> list[int]:
     """`text` tokenized by `tokenize_markup` at the control tokens llama.cpp finds in it."""
-    vocab, special = p.engine.vocab, special_only_tokens(p.engine.vocab)
+    vocab = p.engine.vocab
+    if p.engine not in SPECIAL_ONLY:
+        SPECIAL_ONLY[p.engine] = special_only_tokens(vocab)
+    special = SPECIAL_ONLY[p.engine]
     markup = {vocab.text(t): t for t in p.engine.tokenize(text, False, True) if t in special}
     bos = p.template.bos_token if p.template else ""
     add_special = not (bos and text.startswith(bos))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,7 +47,8 @@ SCHEMAS: list[tuple[str, dict[str, Any]]] = [
     ("three small numbers", {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "number", "minimum": -10, "maximum": 10}}),
     ("a pet", {"anyOf": [obj({"kind": {"const": "cat"}, "lives": {"type": "integer", "minimum": 1, "maximum": 9}}), obj({"kind": {"const": "dog"}, "good": {"type": "boolean"}})]}),
 ]  # fmt: skip
-SEEDS = [1, 2, 3, 4, 5]
+# Issue 4's five seeds with ENDMARK_FULL_MATRIX=1; the suite asks three.
+SEEDS = [1, 2, 3, 4, 5] if os.environ.get("ENDMARK_FULL_MATRIX") == "1" else [1, 2, 3]
 
 
 @pytest.fixture()
@@ -78,7 +80,7 @@ def test_twenty_schemas_five_seeds_always_parse_and_validate(sdk: openai.OpenAI)
     cases = [(i, s) for i in range(len(SCHEMAS)) for s in SEEDS]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, cases))
-    assert len(results) == 100
+    assert len(results) == len(SCHEMAS) * len(SEEDS) == 20 * len(SEEDS)
     for _what, schema, text, _finish in results:
         assert_no_control_text(text)
         jsonschema.validate(json.loads(text), schema)  # issue 15: every one, none cut

@@ -54,7 +54,7 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
 
 @schema.parametrize()
 @settings(
-    max_examples=8,
+    max_examples=5,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,

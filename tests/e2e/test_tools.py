@@ -5,6 +5,7 @@ whose call marker no list knows (learned from its template)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -46,6 +47,9 @@ PROMPTS = [
     "Weather report for Oslo.", "What's the time in UTC?", "Add minus 4 and 9.",
     "Is it sunny in Madrid?", "I want to know the time in Paris.", "Compute 3 + 4.",
 ]  # fmt: skip
+# The suite asks the first few prompts; ENDMARK_FULL_MATRIX=1 asks all twenty (issue 12's matrix).
+FULL = os.environ.get("ENDMARK_FULL_MATRIX") == "1"
+ASKED = PROMPTS if FULL else PROMPTS[:5]
 MARKUP = ("<tool_call>", "</tool_call>", "<|fn_call|>", "<|/fn_call|>", "<|im_end|>", '{"name"',
           "[TOOL_CALLS]", "<|python_tag|>", "<|eot_id|>", "<|eom_id|>", "</s>")  # fmt: skip
 
@@ -74,7 +78,7 @@ def check_calls(choice: Any, limit_hit: bool = False) -> list[tuple[str, dict[st
     return out
 
 
-@pytest.mark.parametrize("choice,prompts", [("required", 6), ("get_time", 4)])
+@pytest.mark.parametrize("choice,prompts", [("required", 4), ("get_time", 3)])
 def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, prompts: int) -> None:
     client = sdk(server)
     tool_choice: Any = choice if choice == "required" else {
@@ -99,7 +103,9 @@ def test_forced_calls_parse_and_validate(server: RunningServer, choice: str, pro
         if choice != "required":  # a named tool is called once, as OpenAI's forced one
             assert [name for name, _ in calls] == [choice]
 
-    jobs = [(prompt, seed) for prompt in PROMPTS[:prompts] for seed in range(3)]
+    jobs = [
+        (prompt, seed) for prompt in (PROMPTS if FULL else PROMPTS[:prompts]) for seed in range(3)
+    ]
     with ThreadPoolExecutor(4) as pool:  # the server's four slots
         list(pool.map(one, jobs))
 
@@ -204,7 +210,7 @@ def test_template_families_call_in_their_own_format(family_server: tuple[str, An
     expected = FAMILY_FORMATS[family]
     assert (fmt["name"], fmt["start"], fmt["end"]) == expected and fmt["learned_from_template"]
     client = sdk(srv)
-    for prompt in PROMPTS:
+    for prompt in ASKED:
         for seed in range(3):
             r = client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": prompt}], tools=TOOLS,
