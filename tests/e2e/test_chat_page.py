@@ -1,12 +1,12 @@
 """The chat page in a real browser (Playwright, Debian's Chromium), in router mode with MCP:
 one router serves the bundled model and a tiny thinking model, and runs the test MCP server
-(tests/data/mcp/sum_server.py). Screenshots of the main states go to the test's folder."""
+(tests/data/mcp/sum_server.py) twice: `sums` adds, `naps` sleeps past its 500 ms timeout.
+Screenshots of the main states go to the test's folder."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
     (folder / "smollm2.gguf").symlink_to(model_path)
     build_gguf(folder / "thinker.gguf", FAMILIES["qwen3"])
     sums = {"command": sys.executable, "args": [str(SUM_SERVER)], "env": {"SUMS_TOOLS": "add"}}
-    mcp = {"mcpServers": {"sums": sums}}  # one tool: a short prompt
+    naps = {**sums, "env": {"SUMS_TOOLS": "nap"}, "timeout_ms": 500}
+    mcp = {"mcpServers": {"sums": sums, "naps": naps}}  # one tool each: a test offers one
     srv = start_server(
         tmp_path_factory.mktemp("page"), "--models-dir", str(folder), "--default-model",
         "smollm2", "-c", "1024", "-np", "1", "--mcp-servers-json", json.dumps(mcp),
@@ -67,6 +68,19 @@ def open_page(browser: Any, server: RunningServer, requests: list[str] | None = 
 def send(page: Any, text: str) -> Any:
     page.fill("#message", text)
     page.press("#message", "Enter")
+
+
+def offer_only(page: Any, tool: str) -> None:
+    """This conversation offers the model one of the server's tools: a short prompt."""
+    page.locator(f"#tool-list input[data-tool='{tool}']").wait_for(timeout=WAIT)
+    for box in page.locator("#tool-list input").all():
+        box.set_checked(box.get_attribute("data-tool") == tool)
+
+
+def answers(page: Any, count: int) -> None:
+    page.wait_for_function(
+        f"document.querySelectorAll('.turn.assistant').length == {count}", timeout=WAIT
+    )
 
 
 def last_answer_ended(page: Any) -> Any:
@@ -111,14 +125,17 @@ def test_an_mcp_tool_call_is_approved_run_and_answered(
     browser: Any, server: RunningServer, tmp_path: Path
 ) -> None:
     listed = httpx.get(f"{server.url}/tools", timeout=30).json()
-    assert [t["tool"] for t in listed] == ["sums_add"]
+    assert [t["tool"] for t in listed] == ["sums_add", "naps_nap"]
     page = open_page(browser, server)
-    page.wait_for_function("document.querySelector('#tools-count').textContent.includes('1')")
+    offer_only(page, "sums_add")
     page.select_option("#tool-choice", "required")
     page.fill("#max-steps", "2")
     page.fill("#max-tokens", "96")
     page.fill("#temperature", "0")  # greedy: the answer after the result ends the same way
-    send(page, "What is 2 plus 3? Use the sums_add tool.")
+    # "then answer with the number": the greedy answer after the result ends the same way
+    # whether its prompt is evaluated whole or after a cached prefix (without it, this Q4_1
+    # model's answer runs to the limit after some prefixes: see CAPITAL in conftest.py)
+    send(page, "What is 2 plus 3? Use the sums_add tool, then answer with the number.")
     approve = page.locator(".tool-card .approve")
     approve.wait_for(timeout=WAIT)
     assert page.locator(".tool-card .card-title").first.inner_text() == "calls sums_add"
@@ -127,12 +144,40 @@ def test_an_mcp_tool_call_is_approved_run_and_answered(
     result = page.locator(".turn.tool").first
     result.wait_for(timeout=WAIT)
     assert result.locator(".text").inner_text() == "5"
+    answers(page, 2)
     reason = last_answer_ended(page)  # the model's answer after the tool's result
-    # max steps 2: this one has no tools, and says why it ended (its end token, or the
-    # limit where the model runs on: in the suite it has, with the settings a new chat copies)
-    assert re.search(r"end token <\|im_end\|>|token limit", reason.inner_text())
+    assert "end token <|im_end|>" in reason.inner_text()  # max steps 2: this one has no tools
+    assert "5" in page.locator(".turn.assistant").last.locator(".text").inner_text()
     assert page.locator(".tool-card .approve").count() == 0
     shot(page, tmp_path, "tool-answered.png")
+    page.close()
+
+
+def test_a_tool_past_its_timeout_is_a_result_that_says_so_and_the_page_goes_on(
+    browser: Any, server: RunningServer, tmp_path: Path
+) -> None:
+    page = open_page(browser, server)
+    offer_only(page, "naps_nap")
+    page.select_option("#tool-choice", "required")
+    page.fill("#max-steps", "2")
+    page.fill("#max-tokens", "48")
+    send(page, "Nap for 5 seconds with the naps_nap tool.")
+    page.locator(".tool-card .approve").click(timeout=WAIT)
+    result = page.locator(".turn.tool").first
+    result.wait_for(timeout=WAIT)
+    assert result.locator(".text").inner_text() == (
+        "Error: the tool naps_nap timed out after 500 ms"
+    )
+    assert page.locator(".tool-card .approval").first.inner_text() == "failed"
+    answers(page, 2)
+    last_answer_ended(page)  # the model was told, and answered: the loop went on
+    assert page.is_enabled("#send") and page.is_disabled("#stop")
+    page.uncheck("#use-tools")
+    page.fill("#max-tokens", "4")
+    send(page, "Thanks.")
+    answers(page, 3)
+    last_answer_ended(page)
+    shot(page, tmp_path, "tool-timed-out.png")
     page.close()
 
 

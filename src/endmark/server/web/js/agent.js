@@ -4,7 +4,7 @@
 
 import { runTool, streamChat } from "./api.js";
 import { refreshServerInfo } from "./server.js";
-import { setting, showAllowedTools } from "./settings.js";
+import { offeredTools, setting, showAllowedTools } from "./settings.js";
 import { drawList } from "./sidebar.js";
 import { $, state } from "./state.js";
 import { push, save } from "./view.js";
@@ -35,9 +35,9 @@ function requestBody(toolChoice, continuing) {
     body.response_format = { type: "json_schema", json_schema: { name: "answer", schema } };
   } else if (setting("grammar")) {
     body.grammar = setting("grammar");
-  } else if (setting("use_tools") && state.tools.length && toolChoice !== "none") {
+  } else if (setting("use_tools") && offeredTools().length && toolChoice !== "none") {
     // A constraint and tools do not combine: the constraint wins.
-    body.tools = state.tools.map((t) => t.definition);
+    body.tools = offeredTools().map((t) => t.definition);
     body.tool_choice = toolChoice;
     // One call per step unless asked: a small model otherwise repeats its call to the limit.
     body.parallel_tool_calls = !!setting("parallel_calls");
@@ -118,7 +118,7 @@ async function runCall(call, turn, i) {
   } catch {
     /* the tool's server says what is wrong with them */
   }
-  if (!state.tools.some((t) => t.tool === name)) return { error: `there is no tool named ${name}` };
+  if (!offeredTools().some((t) => t.tool === name)) return { error: `there is no tool named ${name}` };
   const allowed = state.conversation.allowedTools;
   if (!allowed.includes(name)) $("stop").disabled = false; // Stop denies the call
   let answer = allowed.includes(name) ? "run" : await turn.approve(i);

@@ -2,7 +2,7 @@
 // its MCP tools.
 
 import { listModels, listTools, watchModels } from "./api.js";
-import { setting } from "./settings.js";
+import { setting, showTools } from "./settings.js";
 import { $, state } from "./state.js";
 
 export async function refreshServerInfo() {
@@ -14,9 +14,9 @@ export async function refreshServerInfo() {
   }
   drawModels();
   state.tools = await listTools(key);
-  const names = state.tools.map((t) => t.tool).join(", ");
-  $("tools-count").textContent = state.tools.length ? `(${state.tools.length}: ${names})` : "(none on this server)";
+  $("tools-count").textContent = state.tools.length ? `(${state.tools.length})` : "(none on this server)";
   $("tools-settings").classList.toggle("none", !state.tools.length);
+  showTools();
 }
 
 // Download progress (router mode, with the hub's downloads): while a card says a model is

@@ -38,7 +38,33 @@ export function showSettings() {
     if (kind === "bool") $(id).checked = !!s[key];
     else $(id).value = s[key] ?? "";
   }
+  showTools();
   showAllowedTools();
+}
+
+// One checkbox per tool of the server: the unchecked ones (`tools_off`, by name) are not
+// offered in this conversation, which also keeps the prompt short.
+export function showTools() {
+  const off = setting("tools_off") || [];
+  const list = $("tool-list");
+  list.textContent = "";
+  for (const t of state.tools) {
+    const label = document.createElement("label");
+    label.className = "check";
+    label.title = t.definition.function.description || "";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.dataset.tool = t.tool;
+    box.checked = !off.includes(t.tool);
+    label.append(box, " " + t.tool);
+    list.appendChild(label);
+  }
+}
+
+// The tools offered to the model: those of the server not turned off in this conversation.
+export function offeredTools() {
+  const off = setting("tools_off") || [];
+  return state.tools.filter((t) => !off.includes(t.tool));
 }
 
 export function showAllowedTools() {
@@ -55,4 +81,12 @@ export function watchSettings(changed) {
       changed(key);
     });
   }
+  $("tool-list").addEventListener("change", (event) => {
+    const name = event.target.dataset.tool;
+    if (!name) return;
+    const off = (state.conversation.settings.tools_off || []).filter((n) => n !== name);
+    if (!event.target.checked) off.push(name);
+    state.conversation.settings.tools_off = off;
+    changed("tools_off");
+  });
 }
