@@ -130,7 +130,7 @@ def test_an_end_of_turn_while_thinking_ends_the_thinking_when_a_call_must_come(
     thinker: ScriptedApp, tool_choice: Any
 ) -> None:
     """The end token closes the thinking instead, and the model's own call follows."""
-    body = {"messages": SAY, "tools": TOOLS, "tool_choice": tool_choice, "max_tokens": 40}
+    body = {"messages": SAY, "tools": TOOLS, "tool_choice": tool_choice, "max_tokens": 48}
     choice = thinker.post("/v1/chat/completions", body, think_then_end()).json()["choices"][0]
     (call,) = choice["message"]["tool_calls"]
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
@@ -168,7 +168,7 @@ def test_thinking_that_runs_on_closes_in_time_for_the_call(thinker: ScriptedApp)
 
 def test_every_dialect_gets_the_call_after_the_thinking(thinker: ScriptedApp) -> None:
     anthropic = thinker.post("/v1/messages", {
-        "model": "m", "max_tokens": 40, "messages": SAY, "tool_choice": {"type": "any"},
+        "model": "m", "max_tokens": 48, "messages": SAY, "tool_choice": {"type": "any"},
         "tools": [{"name": "get_weather", "input_schema": TOOLS[0]["function"]["parameters"]}],
     }, think_then_end()).json()  # fmt: skip
     assert [b["type"] for b in anthropic["content"]] == ["thinking", "tool_use"], anthropic
@@ -177,7 +177,7 @@ def test_every_dialect_gets_the_call_after_the_thinking(thinker: ScriptedApp) ->
         "/v1/responses",
         {
             "input": "Weather?",
-            "max_output_tokens": 40,
+            "max_output_tokens": 48,
             "tool_choice": "required",
             "tools": [{"type": "function", **TOOLS[0]["function"]}],
         },

@@ -57,6 +57,7 @@ CLOSE_WINDOW = 64  # tokens before the limit from which JSON or a call checks it
 CLOSE_MARGIN = 2  # tokens one more step may add to the closing (`[{` opens two)
 VALUE_ROOM = 1  # tokens the model writes of a required argument's value that endmark names
 ITEM_ROOM = 8  # tokens another small item needs (`, "key": 1`): less, and it closes instead
+SHORT_VALUE = 4  # tokens a call begun near the limit keeps for each required value (`2.25`)
 
 
 class Generation:
@@ -87,7 +88,7 @@ class Generation:
         self.reasoning_tokens = 0
         self._forced: list[int] = []
         self._writing_close = False  # writing a closing: no grammar takes over (not even a call's)
-        self._smallest: int | None = None  # the tokens of the smallest call the tools allow
+        self._room: int | None = None  # the tokens a call begun now needs (`_call_room`)
         self._failure: ConstraintFailure | None = None  # the constraint failed in a guess
         self.timings = Timings()
         self.drafter = PromptLookup(request.prompt, request.drafts) if request.drafts else None
@@ -190,7 +191,7 @@ class Generation:
             return False
         waits, left = self._after_thinking is not None, self._tokens_left()
         return thinking_must_close(self.channels, self.request.think_close, waits, left,
-                                   self._smallest_call)  # fmt: skip
+                                   self._call_room)  # fmt: skip
 
     def _constraint_failed(self, exc: ConstraintFailure) -> list[TokenEvent]:
         """Before any token, the request's constraint is at fault (a 4xx, as at prepare
@@ -290,7 +291,7 @@ class Generation:
             return None
         control = token in self.vocab.control
         written = self.vocab.text(token).encode() if control else self._detok.peek_bytes(token)
-        end = section_end(channels, written, self._tokens_left(), self._smallest_call, tokenize)
+        end = section_end(channels, written, self._tokens_left(), self._call_room, tokenize)
         constraint = self.constraint
         if not end or constraint is None:
             return end
@@ -306,16 +307,16 @@ class Generation:
         return n_predict - len(self.tokens) if n_predict >= 0 else -1
 
     def _no_room_for_another_call(self, token: int) -> bool:
-        """Between whole calls, once the budget left cannot hold even the smallest call (a
-        start marker, the shortest tool name, no arguments, the end marker), `token` may end
-        the turn or go on in text, but not lead to another call: it would be cut before its
-        arguments. The turn ends there instead, as the limit's."""
+        """Between whole calls, once the budget left cannot hold another whole call
+        (`_call_room`), `token` may end the turn or go on in text, but not lead to another
+        call: it would be cut before its arguments. The turn ends there instead, as the
+        limit's."""
         channels = self.channels
         if channels is None or not channels.calls or self.policy.n_predict < 0:
             return False
         if channels.in_call or channels.in_reasoning or self.request.close_call is None:
             return False
-        if self.policy.n_predict - len(self.tokens) >= self._smallest_call():
+        if self.policy.n_predict - len(self.tokens) >= self._call_room():
             return False
         if token in self._call_start():
             return True
@@ -328,11 +329,12 @@ class Generation:
         assert self.request.close_call is not None
         return tuple(self.request.close_call("", self.channels.calls_format.start)[:1])
 
-    def _smallest_call(self) -> int:
-        """The tokens of the smallest valid call the tools allow: a lower bound of any such
-        call's (the markup, the name, and a key and one token of value for each required
-        argument)."""
-        if self._smallest is None:
+    def _call_room(self) -> int:
+        """The tokens a call begun now needs to be whole and valid, whichever tool the model
+        names: the largest of the tools' smallest valid calls (the markup, the name, and for
+        each required argument its key, a separator and `SHORT_VALUE`). A call begun with
+        less left may be cut before an argument it needs (`add` after room for `get_time`'s)."""
+        if self._room is None:
             channels, tokenize = self.channels, self.request.close_call
             assert channels is not None and channels.calls_format is not None and tokenize
             fmt = channels.calls_format
@@ -342,10 +344,10 @@ class Generation:
                 close = fmt.closing("", [tool])
                 if close is not None:
                     keys = _required(tool.parameters)
-                    args = sum(len(tokenize(f'"{key}": ', "")) + 1 for key in keys)
+                    args = sum(len(tokenize(f', "{key}": ', "")) + SHORT_VALUE for key in keys)
                     sizes.append(len(tokenize(close.text, close.end)) + args)
-            self._smallest = start + min(sizes, default=0)
-        return self._smallest
+            self._room = start + max(sizes, default=0)
+        return self._room
 
     def _close(self, tokens: list[int], detail: str) -> list[TokenEvent]:
         """Write the closing without the grammar (a schema may still want a required key or
