@@ -29,7 +29,7 @@ def rss_mib(pid: int) -> float:
 def test_64_clients_with_a_quarter_leaving_mid_stream(fresh: RunningServer) -> None:
     memory = []
     for i in range(2):
-        stats = asyncio.run(load_round(fresh.url, clients=64, seconds=6, leave_ratio=0.25, seed=i))
+        stats = asyncio.run(load_round(fresh.url, clients=64, seconds=5, leave_ratio=0.25, seed=i))
         assert stats.served > 20 and stats.disconnected > 5
         assert not stats.errors, stats.errors
         assert slots_idle(fresh.url)
