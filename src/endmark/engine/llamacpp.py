@@ -23,6 +23,7 @@ from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
 from endmark.engine.gguf_meta import read_int_array, read_tensor_names
 from endmark.engine.lora import LoraAdapters
 from endmark.engine.options import ContextOptions, context_from_model, context_params
+from endmark.engine.sampler_chain import SamplerChain
 from endmark.engine.seqstate import (
     load_state_bytes,
     load_state_file,
@@ -300,6 +301,19 @@ class LlamaCppEngine:
             shape = (1, self.vocab.n_vocab)
             view = self._views[address] = np.ctypeslib.as_array(pointer, shape=shape)
         return view
+
+    def sampler_chain(
+        self,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        temperature: float,
+        seed: int,
+        banned: Sequence[int] = (),
+    ) -> SamplerChain:
+        """llama.cpp's own chain for one request's draws (`engine.sampler_chain`)."""
+        n = self.vocab.n_vocab
+        return SamplerChain(n, top_k, top_p, min_p, temperature, seed, banned)
 
     def set_adapters(self, config: AdapterScales) -> None:
         """Decode from now on under this LoRA configuration (the context's, for every
