@@ -306,20 +306,24 @@ class LlamaCppEngine:
         buffer where they lie in a row there (always, but it is checked), made once per
         address and count (the buffer moves only when llama.cpp grows it; a view of an
         address it hands out again is a view of its rows again); else a copy."""
-        addresses = [self._logits_at(self._ctx, k + i) for i in range(n)]
-        first, size = addresses[0], self._row_bytes
+        first = self._logits_at(self._ctx, k)
+        if n == 1:
+            return self._view(first, 1)
+        addresses = [first, *(self._logits_at(self._ctx, k + i) for i in range(1, n))]
+        size = self._row_bytes
         if any(a != first + i * size for i, a in enumerate(addresses)):
             return np.concatenate([self._view(a, 1) for a in addresses])
         return self._view(first, n)
 
     def _view(self, address: int, n: int) -> np.ndarray:
-        view = self._views.get((address, n))
+        key = (address, n)
+        view = self._views.get(key)
         if view is None:
             if len(self._views) >= 4096:  # a bound, never reached in practice
                 self._views.clear()
             pointer = ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
             shape = (n, self.vocab.n_vocab)
-            view = self._views[(address, n)] = np.ctypeslib.as_array(pointer, shape=shape)
+            view = self._views[key] = np.ctypeslib.as_array(pointer, shape=shape)
         return view
 
     def sampler_chain(
