@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from endmark.engine import DecodeError, SeqInput
+from endmark.sampling import SamplingParams, adjust, make_rng, sample
 from tests.scripted_vocab import IM_END, Lexicon, LLVocab, make_vocab
 
 if TYPE_CHECKING:
@@ -313,6 +314,25 @@ class ScriptedEngine:
             and any(n > per_seq for n in held.values())
         ):
             raise DecodeError("the context size has been exceeded: the cache is full")
+
+    def sampler_chain(
+        self,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        temperature: float,
+        seed: int,
+        banned: Sequence[int] = (),
+    ) -> Callable[[np.ndarray], int]:
+        """numpy's draw behind the chain's call (the same draws a request without a chain
+        gets), applying `banned` as a chain does."""
+        params = SamplingParams(temperature, top_k, top_p, min_p, seed=seed)
+        rng = make_rng(seed)
+
+        def draw(x: np.ndarray) -> int:
+            return sample(adjust(x, params, (), banned), params, rng).token
+
+        return draw
 
     def set_adapters(self, config: tuple[tuple[int, float], ...]) -> None:
         self.adapters = config

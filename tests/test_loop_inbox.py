@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from endmark.loop_inbox import LoopInbox, inbox_of
+from endmark.loop_inbox import LoopInbox, Mailbox, inbox_of
 
 
 def test_events_put_before_the_loop_runs_arrive_in_order_with_one_wake_up() -> None:
@@ -48,3 +48,22 @@ def test_a_closed_loop_drops_what_is_put() -> None:
     inbox = LoopInbox(loop)
     inbox.put(asyncio.Queue(), 1)  # no error: nobody is left to read
     inbox.put(asyncio.Queue(), 2)
+
+
+def test_a_mailbox_hands_its_reader_every_item_in_order() -> None:
+    async def scenario() -> list[int]:
+        box: Mailbox[int] = Mailbox()
+        box.put_nowait(1)
+        got = [await box.get()]
+        late = asyncio.ensure_future(box.get())
+        await asyncio.sleep(0)  # the reader waits
+        box.put_nowait(2)
+        box.put_nowait(3)
+        got += [await late, await box.get()]
+        waiting = asyncio.ensure_future(box.get())
+        await asyncio.sleep(0)
+        waiting.cancel()  # a reader that leaves while waiting leaves no waiter behind
+        box.put_nowait(4)
+        return [*got, await box.get()]
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4]

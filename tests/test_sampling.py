@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from endmark.sampling import SamplingParams, adjust, make_rng, sample, top_logprobs
+from endmark.sampling import SamplingParams, adjust, chain_fits, make_rng, sample, top_logprobs
 
 
 def logits() -> np.ndarray:
@@ -92,3 +92,23 @@ def test_extreme_knobs_never_make_a_nan() -> None:
         s = sample(x, params, make_rng(2**64 - 1 + 5))  # a seed + choice index past 64 bits
         assert s.logprob is not None and np.isfinite(s.logprob)
         assert all(np.isfinite(lp) for _, lp in s.top)
+
+
+def test_lazy_bans_copy_only_where_a_ban_changes_a_greedy_pick() -> None:
+    greedy = SamplingParams(temperature=0)
+    x = logits()
+    assert adjust(x, greedy, [], banned=[0, 4], lazy_bans=True) is x  # the pick, 1, stays
+    y = adjust(x, greedy, [], banned=[1], lazy_bans=True)
+    assert y is not x and sample(y, greedy, make_rng(0)).token == 2
+    assert adjust(x, SamplingParams(), [], banned=[1], lazy_bans=True) is x  # a chain bans
+    wants_logprobs = SamplingParams(temperature=0, logprobs=True)
+    assert adjust(x, wants_logprobs, [], banned=[4], lazy_bans=True) is not x
+
+
+def test_a_chain_draws_for_sampled_requests_but_not_the_rest() -> None:
+    assert chain_fits(SamplingParams(temperature=0.8))
+    assert not chain_fits(SamplingParams(temperature=0))
+    assert not chain_fits(SamplingParams(temperature=1e-6))  # numpy's overflow guard
+    assert not chain_fits(SamplingParams(post_sampling_probs=True, n_probs=2))
+    picked = sample(logits(), SamplingParams(), lambda x: 3)
+    assert picked.token == 3

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -34,7 +34,7 @@ from endmark.handover import draw, handover_check
 from endmark.invalid import InvalidRequest
 from endmark.json_close import json_closing
 from endmark.request import GenerationRequest, tokenize_prompt
-from endmark.sampling import Sampled, adjust, make_rng
+from endmark.sampling import Chain, Draws, adjust, make_rng
 
 # Re-exported: the events and the request were defined here, and the server imports them so.
 __all__ = [
@@ -64,15 +64,23 @@ class Generation:
     """The per-sequence state between decode steps."""
 
     def __init__(
-        self, request: GenerationRequest, vocab: Vocab, policy: EndPolicy, n_ctx: int
+        self,
+        request: GenerationRequest,
+        vocab: Vocab,
+        policy: EndPolicy,
+        n_ctx: int,
+        chain: Chain | None = None,
     ) -> None:
+        """`chain`: the engine's sampler chain draws its tokens (`sampling.chain_fits`),
+        made with `ignore_eos`'s bans."""
         self.request = request
         self.policy = policy
         self.vocab = vocab
         self.n_ctx = n_ctx
         self.tokens: list[int] = []
         self._history = list(request.prompt)
-        self._rng = make_rng(request.sampling.seed)
+        self._rng: Draws = chain if chain is not None else make_rng(request.sampling.seed)
+        self._chain_bans = chain is not None  # it was made with the bans (`Engine`)
         self._detok = Detokenizer(vocab.pieces)
         self._stops = StopMatcher(policy.stop)
         self._banned = policy.eog.ids() if policy.ignore_eos else ()
@@ -151,9 +159,12 @@ class Generation:
         params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
-        x = adjust(logits, params, self._history, self._banned, mask)
         verbose = log.isEnabledFor(logging.DEBUG)
-        picked = self._sample(x, verbose)
+        refused = self._refused()
+        # only the pick is read: a greedy pick checks the bans, a chain applies them
+        lazy = refused is None and not verbose and (params.greedy or self._chain_bans)
+        x = adjust(logits, params, self._history, self._banned, mask, lazy)
+        picked = draw(x, params, self._rng, verbose, refused)
         if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
             self._forced = list(self.request.think_close)
             return self._accept(self._forced.pop(0), None, ())
@@ -168,14 +179,14 @@ class Generation:
             self._log_token(picked.token, picked.logprob)
         return events
 
-    def _sample(self, x: np.ndarray, verbose: bool) -> Sampled:
-        """A token; never one whose text after a marker the grammar taking over refuses."""
+    def _refused(self) -> Callable[[int], bool] | None:
+        """What a drawn token is checked by: never one whose text after a marker the grammar
+        taking over refuses (None: no grammar can take over)."""
         lazy = self.constraint is None and not self._writing_close
         on_call = self.request.on_call if lazy else None
         waits = self._after_thinking is not None
-        refused = handover_check(self.vocab, self._detok, self._stops, self.channels, on_call,
-                                 waits)  # fmt: skip
-        return draw(x, self.request.sampling, self._rng, verbose, refused)
+        return handover_check(self.vocab, self._detok, self._stops, self.channels, on_call,
+                              waits)  # fmt: skip
 
     def _thinking_must_answer(self, token: int) -> bool:
         """An end token while thinking, with a grammar waiting for the answer (a forced call,

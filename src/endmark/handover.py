@@ -21,7 +21,7 @@ from endmark.constraints import Constraint, ConstraintFailure
 from endmark.detokenize import Detokenizer
 from endmark.endings import StopMatcher
 from endmark.engine import Vocab
-from endmark.sampling import Sampled, SamplingParams, sample
+from endmark.sampling import Draws, Sampled, SamplingParams, sample
 
 TRIES = 32  # tokens drawn again at a marker; then the grammar's refusal ends the answer
 
@@ -29,7 +29,7 @@ TRIES = 32  # tokens drawn again at a marker; then the grammar's refusal ends th
 def draw(
     x: np.ndarray,
     params: SamplingParams,
-    rng: np.random.Generator,
+    rng: Draws,
     verbose: bool,
     refused: Callable[[int], bool] | None,
 ) -> Sampled:

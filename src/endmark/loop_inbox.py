@@ -12,7 +12,39 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any
+from collections import deque
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Box(Protocol):
+    def put_nowait(self, item: Any) -> None: ...
+
+
+class Mailbox(Generic[T]):
+    """One reader's queue on the loop: `asyncio.Queue` without its bounds, task counts and
+    several waiters, which a stream's reader pays for at every token."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> T:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
 
 _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
     weakref.WeakKeyDictionary()
@@ -26,9 +58,9 @@ class LoopInbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._pending: list[tuple[asyncio.Queue[Any], Any]] = []
+        self._pending: list[tuple[Box, Any]] = []
 
-    def put(self, queue: asyncio.Queue[Any], item: Any) -> None:
+    def put(self, queue: Box, item: Any) -> None:
         with self._lock:
             self._pending.append((queue, item))
             wake = len(self._pending) == 1  # else a wake-up is on its way

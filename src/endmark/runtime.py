@@ -25,7 +25,7 @@ from endmark.engine import Engine
 from endmark.generation import Done, Event, Failed, GenerationRequest
 from endmark.infill import InfillLimits, InfillParts, infill_tokens
 from endmark.invalid import InvalidRequest
-from endmark.loop_inbox import inbox_of
+from endmark.loop_inbox import Mailbox, inbox_of
 from endmark.prepare import Learned, Preparer
 from endmark.rerank import RERANK_TEMPLATE_KEY, rerank_tokens, reranking_problem
 from endmark.scheduler import Scheduler, Stats
@@ -124,7 +124,7 @@ class Runtime:
         """Submit now (so a refusal is raised here, before any response starts) and return
         `(index, event)` pairs as the worker produces them; closing early cancels the rest."""
         inbox = inbox_of(asyncio.get_running_loop())
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        queue: Mailbox[tuple[int, Event]] = Mailbox()
         tickets = []
         try:
             for i, request in enumerate(requests):

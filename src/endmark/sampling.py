@@ -5,10 +5,20 @@ The order follows llama.cpp's default chain: penalties, top-k, top-p, min-p, tem
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# A draw outside numpy (llama.cpp's sampler chain, `engine.sampler_chain`): adjusted logits
+# in, a token out, through the same top-k, top-p, min-p and temperature, with its own seeded
+# generator. A request draws with one or the other from its first token to its last.
+Chain = Callable[[np.ndarray], int]
+Draws = np.random.Generator | Chain
+
+# a temperature below this may overflow float32 in a chain's division: numpy's draw, which
+# guards it, keeps such requests
+CHAIN_MIN_TEMPERATURE = 1e-3
 
 # The largest logit a bias or a penalty may make: beyond it float32 holds only +inf, and two
 # infinite logits make NaN probabilities (a 10^308 bias, a penalty of 10^-300).
@@ -51,6 +61,14 @@ class Sampled:
     top: tuple[tuple[int, float], ...] = ()
 
 
+def chain_fits(params: SamplingParams) -> bool:
+    """Whether a chain may draw for this request: sampled (greedy is numpy's argmax, cheaper
+    still), at a temperature it divides by safely, not asking for the chain's own
+    probabilities (`post_sampling_probs`: numpy's candidates give them)."""
+    post = params.post_sampling_probs and (params.n_probs or params.logprobs)
+    return not params.greedy and params.temperature >= CHAIN_MIN_TEMPERATURE and not post
+
+
 def make_rng(seed: int) -> np.random.Generator:
     """A request's own generator: the same seed gives the same draws, alone or batched."""
     return np.random.default_rng(None if seed < 0 else seed)
@@ -62,10 +80,20 @@ def adjust(
     history: Sequence[int],
     banned: Collection[int] = (),
     mask: np.ndarray | None = None,
+    lazy_bans: bool = False,
 ) -> np.ndarray:
-    """Apply bias, penalties, bans and an allowed-token mask; copies only when it must."""
-    if not (params.logit_bias or params.penalizes or banned or mask is not None):
-        return logits
+    """Apply bias, penalties, bans and an allowed-token mask; copies only when it must.
+
+    `lazy_bans`: only the pick is read (no redraw, no logprob to log), and a draw that is not
+    greedy bans by itself (a chain made with the bans). Where the bans are then the only
+    change, a greedy pick needs them only if they change it, and a chain not at all: no copy
+    (of a row of logits that a decode has left cold, ~60 us)."""
+    if not (params.logit_bias or params.penalizes or mask is not None):
+        if not banned:
+            return logits
+        if lazy_bans and not (params.logprobs or params.n_probs):
+            if not params.greedy or int(np.argmax(logits)) not in banned:
+                return logits
     x = np.array(logits, dtype=np.float32, copy=True)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # capped just below
         if params.penalizes and history:
@@ -130,18 +158,21 @@ def _candidates(x: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.n
     return cand[:keep], p
 
 
-def _draw(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+def _draw(x: np.ndarray, params: SamplingParams, rng: Draws) -> int:
+    if not isinstance(rng, np.random.Generator):
+        return rng(x)
     cand, p = _candidates(x, params)
     return int(cand[rng.choice(len(cand), p=p)])
 
 
-def _sample_post(x: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> Sampled:
+def _sample_post(x: np.ndarray, params: SamplingParams, rng: Draws) -> Sampled:
     """llama-server's `post_sampling_probs`: probabilities from the end of the chain, only
     for the tokens it kept (none of them zero)."""
     if params.greedy:
         token = int(np.argmax(x))
         return Sampled(token, 0.0, ((token, 0.0),) if params.n_probs else ())
     cand, p = _candidates(x, params)
+    assert isinstance(rng, np.random.Generator)  # `chain_fits` keeps chains away from here
     i = int(rng.choice(len(cand), p=p))
     logp = np.log(p)
     top = tuple((int(t), float(lp)) for t, lp in zip(cand, logp, strict=True))
@@ -149,7 +180,7 @@ def _sample_post(x: np.ndarray, params: SamplingParams, rng: np.random.Generator
 
 
 def sample(
-    x: np.ndarray, params: SamplingParams, rng: np.random.Generator, want_logprob: bool = False
+    x: np.ndarray, params: SamplingParams, rng: Draws, want_logprob: bool = False
 ) -> Sampled:
     """Pick a token from adjusted logits `x`; logprobs come from the same adjusted logits."""
     if params.post_sampling_probs and (params.n_probs or params.logprobs):

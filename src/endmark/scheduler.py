@@ -25,6 +25,7 @@ from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
 from endmark.invalid import ContextExceeded, InvalidRequest
 from endmark.request import GenerationRequest
+from endmark.sampling import Chain, chain_fits
 from endmark.slot_states import SlotStates
 from endmark.slots import Sink, Slot, SlotTable, Ticket, common_prefix
 from endmark.thread_names import SCHEDULER, name_this_thread
@@ -137,13 +138,26 @@ class Scheduler:
         self.check_fits(len(request.prompt))
         # with context shift a full context goes on: no end for it
         n_ctx = 1 << 62 if self.context_shift else self.n_ctx_slot
-        ticket = Ticket(Generation(request, self.engine.vocab, policy, n_ctx), sink)
+        gen = Generation(request, self.engine.vocab, policy, n_ctx, self._chain(request, policy))
+        ticket = Ticket(gen, sink)
         with self._cond:
             if len(self._queue) >= self.queue_size:
                 raise QueueFull(f"the queue is full ({self.queue_size} waiting)")
             self._queue.append(ticket)
             self._cond.notify_all()
         return ticket
+
+    def _chain(self, request: GenerationRequest, policy: EndPolicy) -> Chain | None:
+        """The engine's own sampler chain for a sampled request, where it has one: in C, a
+        third of numpy's cost a token (`engine/sampler_chain.py`); it bans what
+        `ignore_eos` bans."""
+        make = getattr(self.engine, "sampler_chain", None)
+        p = request.sampling
+        if make is None or not chain_fits(p):
+            return None
+        banned = policy.eog.ids() if policy.ignore_eos else []
+        chain: Chain = make(p.top_k, p.top_p, p.min_p, p.temperature, p.seed, banned)
+        return chain
 
     def check_fits(self, n_prompt: int, param: str = "prompt") -> None:
         """A prompt must leave a slot's context room for at least one generated token: one of

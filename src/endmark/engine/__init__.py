@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,6 +141,21 @@ class Engine(Protocol):
         for each of its last `n_logits` tokens (shape `(n_logits, n_vocab)`). Raises
         DecodeError when the batch cannot be decoded (the cache is full). The rows may be
         views that the next call overwrites."""
+        ...
+
+    def sampler_chain(
+        self,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        temperature: float,
+        seed: int,
+        banned: Sequence[int] = (),
+    ) -> Callable[[np.ndarray], int]:
+        """Optional (a backend without one draws with numpy): the backend's own sampler for
+        one request: `banned` tokens out, then top-k, top-p, min-p, temperature and a draw
+        seeded with `seed` (negative: random), in that order; called with a row of adjusted
+        logits, it gives a token."""
         ...
 
     def set_adapters(self, config: AdapterScales) -> None:

@@ -23,6 +23,7 @@ from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
 from endmark.engine.gguf_meta import read_int_array, read_tensor_names
 from endmark.engine.lora import LoraAdapters
 from endmark.engine.options import ContextOptions, context_from_model, context_params
+from endmark.engine.sampler_chain import SamplerChain
 from endmark.engine.seqstate import (
     load_state_bytes,
     load_state_file,
@@ -34,6 +35,15 @@ from endmark.engine.seqstate import (
 __all__ = ["ContextOptions", "LlamaCppEngine"]  # ContextOptions: where loading imports it
 
 _ATTR_CONTROL = 1 << 3  # LLAMA_TOKEN_ATTR_CONTROL
+
+
+def _address_function(name: str) -> Any:
+    """A llama.cpp function that returns a pointer, bound to give the bare address: no
+    pointer object made and read again per call (`_rows`, once a token)."""
+    fn = L.llama_cpp._lib[name]  # a binding of its own: llama_cpp's keeps its types
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    fn.restype = ctypes.c_void_p
+    return fn
 
 
 def _none_if_invalid(token: int) -> int | None:
@@ -99,10 +109,16 @@ class LlamaCppEngine:
         self.n_threads = threads
         self._batch_cap = n_batch
         self.compute_cpu_seconds = 0.0
-        self._views: dict[int, np.ndarray] = {}  # logits rows by address (`_row`)
+        self._views: dict[tuple[int, int], np.ndarray] = {}  # logits rows (`_rows`)
         self._batch = L.llama_batch_init(self._batch_cap, 0, n_seq_max)
+        for k in range(self._batch_cap):  # one sequence per token, always
+            self._batch.n_seq_id[k] = 1
+            self._batch.seq_id[k][0] = 0
+        self._seq_at = [0] * self._batch_cap  # each batch entry's sequence, as last written
+        self._logits_at = _address_function("llama_get_logits_ith")
         self._piece_buf = ctypes.create_string_buffer(256)
         self.vocab = self._read_vocab()
+        self._row_bytes = self.vocab.n_vocab * ctypes.sizeof(ctypes.c_float)
         self.kv_unified = opts.kv_unified
         self._opts = opts
         self._embedder: LlamaCppEmbedder | None = None
@@ -249,7 +265,7 @@ class LlamaCppEngine:
 
     def decode(self, inputs: Sequence[SeqInput]) -> dict[int, np.ndarray]:
         """One llama_decode over all inputs; returns rows of logits, views into llama.cpp's
-        buffer where one row is asked for (the common case: no copy).
+        buffer (no copy, for one row or a checked guess's several).
 
         The views stay valid until the next decode call: callers copy before they modify.
         """
@@ -259,20 +275,22 @@ class LlamaCppEngine:
         if total > self._batch_cap:
             raise ValueError(f"batch of {total} tokens exceeds n_batch {self._batch_cap}")
         b = self._batch
-        rows: dict[int, list[int]] = {}
+        seq_at = self._seq_at
+        rows: list[tuple[int, int, int]] = []  # a sequence's first row and how many
         k = 0
         for item in inputs:
-            first_out = len(item.tokens) - item.n_logits
-            for j, tok in enumerate(item.tokens):
+            seq_id, pos = item.seq_id, item.pos
+            first_out = k + len(item.tokens) - item.n_logits if item.want_logits else 1 << 30
+            for tok in item.tokens:
                 b.token[k] = tok
-                b.pos[k] = item.pos + j
-                b.n_seq_id[k] = 1
-                b.seq_id[k][0] = item.seq_id
-                want = item.want_logits and j >= first_out
-                b.logits[k] = want
-                if want:
-                    rows.setdefault(item.seq_id, []).append(k)
+                b.pos[k] = pos
+                if seq_at[k] != seq_id:  # n_seq_id is 1 everywhere (`__init__`)
+                    b.seq_id[k][0] = seq_at[k] = seq_id
+                b.logits[k] = k >= first_out
+                pos += 1
                 k += 1
+            if item.want_logits:
+                rows.append((seq_id, first_out, item.n_logits))
         b.n_tokens = k
         cpu = time.thread_time()
         rc = L.llama_decode(self._ctx, b)
@@ -281,25 +299,45 @@ class LlamaCppEngine:
             raise DecodeError("the context size has been exceeded: the shared cache is full")
         if rc != 0:
             raise DecodeError(f"llama_decode returned {rc} for a batch of {k} tokens")
-        out: dict[int, np.ndarray] = {}
-        for seq_id, ks in rows.items():
-            views = [self._row(k) for k in ks]
-            out[seq_id] = views[0] if len(views) == 1 else np.concatenate(views)
-        return out
+        return {seq_id: self._rows(first, n) for seq_id, first, n in rows}
 
-    def _row(self, k: int) -> np.ndarray:
-        """The logits of batch entry `k`: a view of llama.cpp's output buffer, made once per
-        address (the buffer moves only when llama.cpp grows it; a view of an address it hands
-        out again is a view of its rows again)."""
-        pointer = L.llama_get_logits_ith(self._ctx, k)
-        address = ctypes.addressof(pointer.contents)
-        view = self._views.get(address)
+    def _rows(self, k: int, n: int) -> np.ndarray:
+        """The logits of batch entries `k` to `k + n - 1`: one view of llama.cpp's output
+        buffer where they lie in a row there (always, but it is checked), made once per
+        address and count (the buffer moves only when llama.cpp grows it; a view of an
+        address it hands out again is a view of its rows again); else a copy."""
+        first = self._logits_at(self._ctx, k)
+        if n == 1:
+            return self._view(first, 1)
+        addresses = [first, *(self._logits_at(self._ctx, k + i) for i in range(1, n))]
+        size = self._row_bytes
+        if any(a != first + i * size for i, a in enumerate(addresses)):
+            return np.concatenate([self._view(a, 1) for a in addresses])
+        return self._view(first, n)
+
+    def _view(self, address: int, n: int) -> np.ndarray:
+        key = (address, n)
+        view = self._views.get(key)
         if view is None:
             if len(self._views) >= 4096:  # a bound, never reached in practice
                 self._views.clear()
-            shape = (1, self.vocab.n_vocab)
-            view = self._views[address] = np.ctypeslib.as_array(pointer, shape=shape)
+            pointer = ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
+            shape = (n, self.vocab.n_vocab)
+            view = self._views[key] = np.ctypeslib.as_array(pointer, shape=shape)
         return view
+
+    def sampler_chain(
+        self,
+        top_k: int,
+        top_p: float,
+        min_p: float,
+        temperature: float,
+        seed: int,
+        banned: Sequence[int] = (),
+    ) -> SamplerChain:
+        """llama.cpp's own chain for one request's draws (`engine.sampler_chain`)."""
+        n = self.vocab.n_vocab
+        return SamplerChain(n, top_k, top_p, min_p, temperature, seed, banned)
 
     def set_adapters(self, config: AdapterScales) -> None:
         """Decode from now on under this LoRA configuration (the context's, for every

@@ -23,7 +23,7 @@ from endmark.generation import Done, Failed, GenerationRequest, Progress, TokenE
 from endmark.runtime import Runtime
 from endmark.server.dialects.openai_protocol import OPENAI, OpenAIFields
 from endmark.server.dialects.results import Answer, Events, Follow, stop_detail
-from endmark.server.http.stream import sse
+from endmark.server.http.stream import json_bytes, sse
 
 router = APIRouter()
 
@@ -74,6 +74,8 @@ async def stream_chunks(
     """The SSE body shared by both endpoints; only the choice shapes differ. As llama-server
     does, chunks carry `timings` (with `timings_per_token`) and `prompt_progress`."""
     dones: dict[int, Done] = {}
+    # a chunk's bytes up to its one choice, encoded once: `envelope`'s, byte for byte
+    before = b"data: " + json_bytes(head)[:-1] + b',"choices":['
 
     def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {**head, "choices": choices}
@@ -89,12 +91,12 @@ async def stream_chunks(
             if isinstance(event, Done):
                 dones[answer.index] = event
             for choice in pieces(answer.index, event, delta):
-                chunk = envelope([choice])
                 if isinstance(event, TokenEvent) and event.timings is not None:
-                    chunk["timings"] = event.timings.as_dict()
+                    yield sse({**envelope([choice]), "timings": event.timings.as_dict()})
                 elif isinstance(event, Progress):
-                    chunk["prompt_progress"] = event.as_dict()
-                yield sse(chunk)
+                    yield sse({**envelope([choice]), "prompt_progress": event.as_dict()})
+                else:
+                    yield before + json_bytes(choice) + b"]}\n\n"
     if include_usage:
         last: dict[str, Any] = {**envelope([]), "usage": usage(requests, n, dones)}
         if 0 in dones:

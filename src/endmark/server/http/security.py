@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from endmark.server.http.cors import ApiPrefix, Cors, CorsPolicy
 from endmark.server.http.errors import error_body
+from endmark.server.http.stream import RAW_SEND, RawSend
 
 log = logging.getLogger("endmark.server")
 
@@ -108,6 +109,7 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     too_big = True
+                    scope.pop(RAW_SEND, None)  # a stream's chunks go through `guarded_send`
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
@@ -134,10 +136,11 @@ def install_security(
     app: FastAPI, keys: Sequence[str], max_body: int, cors: CorsPolicy, api_prefix: str = ""
 ) -> None:
     """Order matters: CORS outermost (preflights need no key), then the API prefix, then
-    keys, then the size cap."""
+    keys, then the size cap; around them all, `RawSend` (streams' chunks skip them)."""
     app.add_middleware(BodyLimit, limit=max_body)
     if keys:
         app.add_middleware(ApiKeyAuth, keys=keys)
     if api_prefix.strip("/"):
         app.add_middleware(ApiPrefix, prefix=api_prefix)
     app.add_middleware(Cors, policy=cors)
+    app.add_middleware(RawSend)
