@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endmark.engine import DecodeError, SeqInput
+from endmark.engine import ChainSettings, DecodeError, SeqInput
 from endmark.sampling import SamplingParams, adjust, make_rng, sample
 from tests.scripted_vocab import IM_END, Lexicon, LLVocab, make_vocab
 
@@ -315,22 +315,15 @@ class ScriptedEngine:
         ):
             raise DecodeError("the context size has been exceeded: the cache is full")
 
-    def sampler_chain(
-        self,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        temperature: float,
-        seed: int,
-        banned: Sequence[int] = (),
-    ) -> Callable[[np.ndarray], int]:
+    def sampler_chain(self, settings: ChainSettings) -> Callable[[np.ndarray], int]:
         """numpy's draw behind the chain's call (the same draws a request without a chain
         gets), applying `banned` as a chain does."""
-        params = SamplingParams(temperature, top_k, top_p, min_p, seed=seed)
-        rng = make_rng(seed)
+        s = settings
+        params = SamplingParams(s.temperature, s.top_k, s.top_p, s.min_p, seed=s.seed)
+        rng = make_rng(s.seed)
 
         def draw(x: np.ndarray) -> int:
-            return sample(adjust(x, params, (), banned), params, rng).token
+            return sample(adjust(x, params, (), s.banned), params, rng).token
 
         return draw
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from endmark.adapters import group_by_adapters
 from endmark.endings import EndPolicy, EogSet
-from endmark.engine import AdapterScales, DecodeError, Engine, SeqInput
+from endmark.engine import AdapterScales, ChainSettings, DecodeError, Engine, SeqInput
 from endmark.events import Event, Failed, Timings
 from endmark.generation import Generation
 from endmark.invalid import ContextExceeded, InvalidRequest
@@ -156,7 +156,7 @@ class Scheduler:
         if make is None or not chain_fits(p):
             return None
         banned = policy.eog.ids() if policy.ignore_eos else []
-        chain: Chain = make(p.top_k, p.top_p, p.min_p, p.temperature, p.seed, banned)
+        chain: Chain = make(ChainSettings(p.top_k, p.top_p, p.min_p, p.temperature, p.seed, banned))
         return chain
 
     def check_fits(self, n_prompt: int, param: str = "prompt") -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from endmark.engine import ChainSettings
 from endmark.engine.sampler_chain import SamplerChain, chain_seed
 
 N = 1000
@@ -16,17 +17,17 @@ def draws(chain: SamplerChain, n: int = 40) -> list[int]:
 
 
 def test_a_seed_gives_the_same_draws_and_another_seed_others() -> None:
-    first = draws(SamplerChain(N, 40, 0.95, 0.05, 1.5, seed=7))
-    assert first == draws(SamplerChain(N, 40, 0.95, 0.05, 1.5, seed=7))
-    assert first != draws(SamplerChain(N, 40, 0.95, 0.05, 1.5, seed=8))
+    first = draws(SamplerChain(N, ChainSettings(40, 0.95, 0.05, 1.5, seed=7)))
+    assert first == draws(SamplerChain(N, ChainSettings(40, 0.95, 0.05, 1.5, seed=7)))
+    assert first != draws(SamplerChain(N, ChainSettings(40, 0.95, 0.05, 1.5, seed=8)))
 
 
 def test_it_keeps_to_the_top_k_and_never_draws_a_ban() -> None:
     x = row()
     top = int(np.argmax(x))
-    assert {SamplerChain(N, 1, 1.0, 0.0, 1.0, seed=s)(x) for s in range(5)} == {top}
+    assert {SamplerChain(N, ChainSettings(1, 1.0, 0.0, 1.0, seed=s))(x) for s in range(5)} == {top}
     banned = [top, *np.argsort(-x)[1:3].tolist()]
-    chain = SamplerChain(N, 3, 1.0, 0.0, 5.0, seed=1, banned=banned)
+    chain = SamplerChain(N, ChainSettings(3, 1.0, 0.0, 5.0, seed=1, banned=banned))
     picks = {chain(x) for _ in range(50)}
     assert not picks & set(banned)
     assert x[top] == x.max()  # the row is read, never changed

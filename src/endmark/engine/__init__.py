@@ -13,6 +13,19 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ChainSettings:
+    """One request's sampler chain, in its order: `banned` tokens out, then top-k, top-p,
+    min-p, temperature and a draw seeded with `seed` (negative: random)."""
+
+    top_k: int
+    top_p: float
+    min_p: float
+    temperature: float
+    seed: int
+    banned: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
 class FimTokens:
     """The fill-in-the-middle tokens a vocabulary has (None: it has no such token): prefix,
     suffix, middle, pad, and the repo-name and file-separator of the repo-level pattern."""
@@ -143,19 +156,10 @@ class Engine(Protocol):
         views that the next call overwrites."""
         ...
 
-    def sampler_chain(
-        self,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        temperature: float,
-        seed: int,
-        banned: Sequence[int] = (),
-    ) -> Callable[[np.ndarray], int]:
+    def sampler_chain(self, settings: ChainSettings) -> Callable[[np.ndarray], int]:
         """Optional (a backend without one draws with numpy): the backend's own sampler for
-        one request: `banned` tokens out, then top-k, top-p, min-p, temperature and a draw
-        seeded with `seed` (negative: random), in that order; called with a row of adjusted
-        logits, it gives a token."""
+        one request (`ChainSettings`); called with a row of adjusted logits, it gives a
+        token."""
         ...
 
     def set_adapters(self, config: AdapterScales) -> None:

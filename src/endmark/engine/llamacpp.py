@@ -17,7 +17,14 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from endmark.engine import AdapterScales, DecodeError, FimTokens, SeqInput, Vocab
+from endmark.engine import (
+    AdapterScales,
+    ChainSettings,
+    DecodeError,
+    FimTokens,
+    SeqInput,
+    Vocab,
+)
 from endmark.engine.backend import ProgressFn, cpu_has_amx, init_backend, progress_callback
 from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
 from endmark.engine.gguf_meta import read_int_array, read_tensor_names
@@ -326,18 +333,9 @@ class LlamaCppEngine:
             view = self._views[key] = np.ctypeslib.as_array(pointer, shape=shape)
         return view
 
-    def sampler_chain(
-        self,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        temperature: float,
-        seed: int,
-        banned: Sequence[int] = (),
-    ) -> SamplerChain:
+    def sampler_chain(self, settings: ChainSettings) -> SamplerChain:
         """llama.cpp's own chain for one request's draws (`engine.sampler_chain`)."""
-        n = self.vocab.n_vocab
-        return SamplerChain(n, top_k, top_p, min_p, temperature, seed, banned)
+        return SamplerChain(self.vocab.n_vocab, settings)
 
     def set_adapters(self, config: AdapterScales) -> None:
         """Decode from now on under this LoRA configuration (the context's, for every

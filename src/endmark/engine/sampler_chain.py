@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-from collections.abc import Sequence
 
 import llama_cpp as L
 import numpy as np
+
+from endmark.engine import ChainSettings
 
 # llama_token_data: id, logit, p; the chain reorders and shrinks the array it is given
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -39,16 +40,8 @@ def chain_seed(seed: int) -> int:
 class SamplerChain:
     """One request's chain: call it with a row of adjusted logits for a token id."""
 
-    def __init__(
-        self,
-        n_vocab: int,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        temperature: float,
-        seed: int,
-        banned: Sequence[int] = (),
-    ) -> None:
+    def __init__(self, n_vocab: int, settings: ChainSettings) -> None:
+        s, banned = settings, settings.banned
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         if banned:  # -inf: as `sampling.adjust` bans them, without a copy of the row
             bias = (L.llama_logit_bias * len(banned))()
@@ -58,11 +51,11 @@ class SamplerChain:
                 chain, L.llama_sampler_init_logit_bias(n_vocab, len(banned), bias)
             )
         for sampler in (
-            L.llama_sampler_init_top_k(top_k),
-            L.llama_sampler_init_top_p(top_p, 1),
-            L.llama_sampler_init_min_p(min_p, 1),
-            L.llama_sampler_init_temp(temperature),
-            L.llama_sampler_init_dist(chain_seed(seed)),
+            L.llama_sampler_init_top_k(s.top_k),
+            L.llama_sampler_init_top_p(s.top_p, 1),
+            L.llama_sampler_init_min_p(s.min_p, 1),
+            L.llama_sampler_init_temp(s.temperature),
+            L.llama_sampler_init_dist(chain_seed(s.seed)),
         ):
             L.llama_sampler_chain_add(chain, sampler)  # the chain owns and frees them
         self._chain = chain
