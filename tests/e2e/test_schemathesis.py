@@ -1,5 +1,6 @@
 """schemathesis against `/openapi.json`: generated requests to every endpoint, no 5xx, and
-answers that match the declared statuses, content types and schemas."""
+answers that match the declared statuses, content types and schemas. With
+`ENDMARK_FULL_MATRIX=1`, schemathesis's coverage phase too: every field's boundary values."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -58,6 +59,8 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
+    # the coverage phase (every field's boundary values, ~8400 requests, 40 s): the full matrix
+    phases=list(Phase) if os.environ.get("ENDMARK_FULL_MATRIX") == "1" else [Phase.generate],
 )
 def test_no_5xx_and_answers_match_the_schema(case: Any) -> None:
     case.call_and_validate(
