@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from endmark.call_room import section_end, thinking_must_close
-from endmark.calls import HERMES, MISTRAL
+from endmark.calls import HERMES, MISTRAL, JsonArray, TaggedArgs
+from endmark.calls.base import CallClose
 from endmark.calls.think import ThinkFormat
 from endmark.channels import ChannelSplitter
 from endmark.tools import Tool
@@ -38,3 +39,38 @@ def test_a_section_ends_rather_than_begin_a_call_that_cannot_fit() -> None:
     assert section_end(hermes, b"{", 5, lambda: 20, chars) == chars("", "</tool_call>")
     # a section that runs to the end of the turn ends the turn there
     assert section_end(splitter, b"[", 5, lambda: 20, chars) == []
+
+
+def test_a_token_that_finishes_a_call_and_begins_another_is_the_section_end() -> None:
+    """Command R7B's list on SmolLM2 (issue 24): `},` finished the first call and began a
+    second, which the limit cut to `{}` arguments."""
+    cohere = JsonArray("learned", "<|START_ACTION|>", "<|END_ACTION|>", args_key="parameters",
+                       name_key="tool_name")  # fmt: skip
+    required = Tool("get_weather", "", {**TOOL.parameters, "required": ["city"]})
+    splitter = ChannelSplitter(cohere, None, [required])
+    splitter.push('<|START_ACTION|>[{"tool_name": "get_weather", "parameters": {"city": "Paris"}')
+    end = chars("}]", "<|END_ACTION|>")
+    assert section_end(splitter, b"},", 5, lambda: 20, chars) == end
+    assert section_end(splitter, b"},", 30, lambda: 20, chars) is None  # room for another
+    assert section_end(splitter, b"}", 5, lambda: 20, chars) is None  # it only finishes
+    assert section_end(splitter, b"}]", 5, lambda: 20, chars) is None
+    splitter.push("}")
+    assert section_end(splitter, b", {", 5, lambda: 20, chars) == chars("]", "<|END_ACTION|>")
+
+
+def test_a_held_start_of_the_end_marker_ends_the_section_not_another_call() -> None:
+    """MiniMax-M2's wrapper on SmolLM2 (issue 24): `<` after `</invoke>` may begin the
+    wrapper's end or another `<invoke`; at `inv`, with no room, the wrapper ends."""
+    minimax = TaggedArgs("wrapped", "<minimax:tool_call>", "</minimax:tool_call>",
+                         '\n<invoke name="', '">', '\n<parameter name="', '">', "</parameter>",
+                         "\n</invoke>\n", again='\n</invoke>\n<invoke name="')  # fmt: skip
+    splitter = ChannelSplitter(minimax, None, [TOOL])
+    splitter.push('<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">')
+    splitter.push("Paris</parameter>\n</invoke>\n<")
+    assert splitter.held == "<"
+    # at the limit, the held `<` ends the wrapper: another call closed empty would not be valid
+    assert splitter.closing(here=True) == CallClose("", "/minimax:tool_call>", boundary=True)
+    assert splitter.closing() != splitter.closing(here=True)  # (as the splitter reads it)
+    end = chars("", "/minimax:tool_call>")
+    assert section_end(splitter, b"inv", 5, lambda: 20, chars) == end
+    assert section_end(splitter, b"inv", 30, lambda: 20, chars) is None

@@ -225,7 +225,8 @@ def test_only_the_markers_that_act_in_a_state_are_offered() -> None:
     pushed at all: the generation asks which markers act now."""
     think = ThinkFormat()
     splitter = ChannelSplitter(HERMES, think)
-    assert splitter.markers == {"<tool_call>", "<think>", "</think>"}  # a stray close: markup
+    stray = {"</think>", "</tool_call>"}  # a close with nothing open: markup
+    assert splitter.markers == {"<tool_call>", "<think>"} | stray
     splitter.push("<think>")
     assert splitter.markers == {"</think>"}
     splitter.push("hmm</think><tool_call>")
@@ -239,6 +240,15 @@ def test_a_close_of_thinking_with_nothing_open_is_no_content() -> None:
     pieces = split(None, ThinkFormat(open=True), ["Sunny.</think>\n\n</thi", "nk>It is."])
     content = "".join(p.text for p in pieces if p.channel == "content")
     assert content.strip() == "It is." and "Sunny." in "".join(p.text for p in pieces)
+
+
+def test_a_call_close_with_no_call_open_is_no_content() -> None:
+    """GLM-4.6 and Ling on SmolLM2, after a tool result: `</tool_call>` with no call open came
+    out as content. A tag that ends a call is markup; a `]` or a fence is an answer's text."""
+    pieces = split(HERMES, None, ["It is sunny.\n</tool", "_call>\nDone."])
+    assert channels(pieces)[0] == "It is sunny.\n\nDone."
+    fence = JsonInTags("fenced", "```json\n", "```")
+    assert channels(split(fence, None, ["a ``` b"]))[0] == "a ``` b"
 
 
 def test_mistral_calls_get_the_nine_character_ids_its_template_checks() -> None:

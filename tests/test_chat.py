@@ -9,6 +9,7 @@ from endmark.chat import (
     TemplateRefused,
     TemplateRenderError,
     end_of_turn_markers,
+    end_of_turn_text,
     load_template,
 )
 
@@ -107,6 +108,21 @@ def test_markers_are_the_leading_control_tokens_after_the_content() -> None:
     )
     assert end_of_turn_markers(t, tokenize, {7, 8}) == [7, 8]
     assert end_of_turn_markers(t, tokenize, {8}) == []
+
+
+def test_an_end_tag_the_model_has_no_token_for_is_its_end_as_text() -> None:
+    """Phi-3.5's template on SmolLM2 (issue 24): `<|end|>` is no token of this model, so the
+    model writes it as text, and it must end the turn all the same."""
+    t = ChatTemplate("{% for m in messages %}{{ m.content }}<|end|>\n{% endfor %}", "phi")
+    texts = {"<|end|>": 7}
+
+    def tokenize(text: str, add_bos: bool, special: bool) -> list[int]:
+        return [texts[text]] if text in texts else [100] * len(text)
+
+    assert end_of_turn_text(t, tokenize, {7}) == ""  # a control token: an end token
+    assert end_of_turn_text(t, tokenize, set()) == "<|end|>"
+    plain = ChatTemplate("{% for m in messages %}{{ m.content }}\n\n{% endfor %}", "plain")
+    assert end_of_turn_text(plain, tokenize, set()) == ""  # no tag: nothing to stop on
 
 
 def test_smollm2_template_marks_im_end(engine) -> None:  # type: ignore[no-untyped-def]

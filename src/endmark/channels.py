@@ -81,9 +81,13 @@ class ChannelSplitter:
     @staticmethod
     def _content_markers(think: ThinkFormat | None, calls: CallStrategy | None) -> list[str]:
         """What acts in content: thinking's start and its markup (its end too: a close with
-        nothing open is markup all the same, never content), every start of a call."""
+        nothing open is markup all the same, never content), every start of a call, and a
+        call's end marker that is a tag (`</tool_call>`, with a letter: not a `]` or a
+        fence, which are an answer's own text too)."""
         marks = [think.start, think.end, *think.markup] if think else []
         marks += calls.starts if calls else []
+        if calls and any(c.isalpha() for c in calls.end):
+            marks.append(calls.end)
         return list(dict.fromkeys(m for m in marks if m))
 
     def _matcher_for(self, state: str) -> StopMatcher:
@@ -154,14 +158,20 @@ class ChannelSplitter:
         """The open call's text so far (after its start marker)."""
         return "".join(self._body)
 
-    def closing(self) -> CallClose | None:
+    def closing(self, here: bool = False) -> CallClose | None:
         """What closes the open call here (None: no call is open, or it cannot be closed).
         Text held back as a possible end marker is the call's own when it fits in a value;
-        after a whole body it is the end marker's start."""
+        after a whole body it is the end marker's start. With `here`, held text that may
+        begin either the end marker or another call (MiniMax's `<` after `</invoke>`) is the
+        end marker's: the section ends where it stands."""
         fmt = self.calls_format
         if self._state != "call" or fmt is None:
             return None
         body, held = self.call_text, self._matcher.held
+        if here and held:
+            close = fmt.closing(body, self.callable)
+            if close is not None and not close.text and close.end.startswith(held):
+                return replace(close, end=close.end[len(held) :])
         close = fmt.closing(body + held, self.callable)
         if close is None and held:
             close = fmt.closing(body, self.callable)

@@ -6,6 +6,7 @@ writes tool calls and thinking is learned in `calls/`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -292,12 +293,9 @@ def check_plain_render(template: Template) -> None:
         ) from None
 
 
-def end_of_turn_markers(
-    template: Template,
-    tokenize: Callable[[str, bool, bool], list[int]],
-    control: Collection[int],
-) -> list[int]:
-    """The control tokens the template writes right after an assistant message's content."""
+def _after_assistant(template: Template) -> str:
+    """What the template writes right after an assistant message's content ("": nothing,
+    or it cannot render one)."""
     probe = [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": PROBE_CONTENT},
@@ -305,13 +303,41 @@ def end_of_turn_markers(
     try:
         text = template.render(probe, add_generation_prompt=False)
     except (TemplateRenderError, TemplateRefused):
-        return []
+        return ""
     at = text.rfind(PROBE_CONTENT)
-    if at < 0:
-        return []
+    return text[at + len(PROBE_CONTENT) :] if at >= 0 else ""
+
+
+def end_of_turn_markers(
+    template: Template,
+    tokenize: Callable[[str, bool, bool], list[int]],
+    control: Collection[int],
+) -> list[int]:
+    """The control tokens the template writes right after an assistant message's content."""
     markers = []
-    for token in tokenize(text[at + len(PROBE_CONTENT) :], False, True):
+    for token in tokenize(_after_assistant(template), False, True):
         if token not in control:
             break
         markers.append(token)
     return markers
+
+
+# a tag: `<|end|>`, `<end_of_turn>`, `</s>`, `[/INST]`; never bare punctuation or a newline
+_TAG = re.compile(r"<[|/]?[^<>\s]*[A-Za-z][^<>\s]*>|\[/?[A-Za-z_]+\]")
+
+
+def end_of_turn_text(
+    template: Template,
+    tokenize: Callable[[str, bool, bool], list[int]],
+    control: Collection[int],
+) -> str:
+    """The tag the template writes after an assistant message, where this model has no
+    control token for it (a template from another family, `--chat-template-file`): a model
+    that writes it writes it as text, and it ends the turn as a stop string ("": none, or a
+    control token, which `end_of_turn_markers` finds)."""
+    after = _after_assistant(template)
+    found = _TAG.match(after)
+    if found is None:
+        return ""
+    ids = tokenize(found.group(), False, True)
+    return "" if len(ids) == 1 and ids[0] in control else found.group()

@@ -251,7 +251,9 @@ class Generation:
             return None
         if not self._near_json_limit():
             return None
-        close = channels.closing()
+        # held text that may begin the end marker or another call is the end's: another
+        # call, closed here with nothing in it, would not be valid (`_no_room_in_section`)
+        close = channels.closing(here=True)
         if close is None or not close.text:  # whole but for its end marker: the model's to write
             return None
         tokens = tokenize(close.text, close.end)
@@ -343,7 +345,7 @@ class Generation:
     def _call_room(self) -> int:
         """The tokens a call begun now needs to be whole and valid, whichever tool the model
         names: the largest of the tools' smallest valid calls (the markup, the name, and for
-        each required argument its key, a separator and `SHORT_VALUE`). A call begun with
+        each required argument its markup, `argument_markup`, and `SHORT_VALUE`). A call begun with
         less left may be cut before an argument it needs (`add` after room for `get_time`'s)."""
         if self._room is None:
             channels, tokenize = self.channels, self.request.close_call
@@ -355,7 +357,9 @@ class Generation:
                 close = fmt.closing("", [tool])
                 if close is not None:
                     keys = _required(tool.parameters)
-                    args = sum(len(tokenize(f', "{key}": ', "")) + SHORT_VALUE for key in keys)
+                    args = sum(
+                        len(tokenize(fmt.argument_markup(key), "")) + SHORT_VALUE for key in keys
+                    )
                     sizes.append(len(tokenize(close.text, close.end)) + args)
             self._room = start + max(sizes, default=0)
         return self._room

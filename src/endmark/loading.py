@@ -21,6 +21,7 @@ from endmark.chat import (
     builtin_for_vocab,
     check_plain_render,
     end_of_turn_markers,
+    end_of_turn_text,
     load_template,
 )
 from endmark.constraints import ConstraintCompiler
@@ -125,6 +126,7 @@ def learn(engine: Engine, settings: Settings) -> Learned:
     template: Template | None = None
     template_error: str | None = None
     markers: list[int] = []
+    end_text = ""
     native = NativeFormats(
         frozenset(engine.builtin_template_names()), engine.apply_builtin_template
     )
@@ -145,10 +147,11 @@ def learn(engine: Engine, settings: Settings) -> Learned:
         log.info("chat template: %s", printable(template.name))
         check_plain_render(template)  # one that cannot stops loading, with its message
         markers = end_of_turn_markers(template, engine.tokenize, vocab.control)
+        end_text = end_of_turn_text(template, engine.tokenize, vocab.control)
     elif template_error is None:
         log.warning("the model has no chat template: chat endpoints need --chat-template")
     eog = EogSet.from_vocab(vocab, markers)
-    learned = Learned(eog, template, template_error)
+    learned = Learned(eog, template, template_error, end_text=end_text)
     if template is not None:
         # the end of a call is what follows its JSON up to the end of the turn
         call_format = learn_call_strategy(template, [t.text for t in eog.tokens.values()])
@@ -166,7 +169,12 @@ def learn(engine: Engine, settings: Settings) -> Learned:
             opened = " (opened by the prompt)" if think_format.open else ""
             start, end = printable(think_format.start), printable(think_format.end)
             log.info("thinking: %s ... %s%s", start, end, opened)
-        learned = Learned(eog, template, template_error, call_format, think_format)
+        call_marks = (*call_format.starts, call_format.end) if call_format else ()
+        if end_text and any(end_text in mark for mark in call_marks):
+            end_text = ""  # it opens a call too (GigaChat's `<|message_sep|>`): no stop string
+        learned = Learned(eog, template, template_error, call_format, think_format, end_text)
+    if learned.end_text:
+        log.info("end of turn, written as text by this model: %s", printable(learned.end_text))
     log.info(
         "end-of-generation tokens: %s",
         ", ".join(

@@ -41,6 +41,7 @@ class Learned:
     template_error: str | None = None
     call_format: CallStrategy | None = None  # how the template writes calls; None: generic
     think_format: ThinkFormat | None = None  # how the model thinks, if it does
+    end_text: str = ""  # the template's end-of-turn tag, where no control token writes it
 
 
 # -- policies: pure functions of the spec and the settings ----------------------------------
@@ -138,6 +139,8 @@ class Preparer:
         bias = self.logit_bias(spec.sampling.logit_bias)
         sampling = resolve_sampling(spec.sampling, s.sampling_defaults(), bias)
         eog, words = self._split_stops(spec.stop)
+        if self.learned.end_text and self.learned.end_text not in words:
+            words.append(self.learned.end_text)  # the turn's end, written as text
         limit = n_predict(s, spec.n_predict)
         policy = EndPolicy(eog, tuple(words), limit, spec.ignore_eos, spec.time_limit_ms)
         cache_prompt = s.cache_prompt if spec.cache_prompt is None else spec.cache_prompt

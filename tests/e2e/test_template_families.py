@@ -167,17 +167,24 @@ def smollm2_cells(server: RunningServer) -> dict[str, str]:
     return {cell: _why(f) for cell, f in futures.items()}
 
 
-def _markers(props: dict[str, Any]) -> set[str]:
-    """Text that is structure, never an answer's: the end tokens, the learned call format's
-    markers, the known think markers."""
+def _markers(props: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Text that is structure, never an answer's: the end tokens, the end of a turn as text
+    and the known think markers (anywhere); the learned call format's markers (in content:
+    a call written inside reasoning is reasoning text, ending rule 7). Only tags count: a
+    format's "```" or `>>>` is an answer's own text too."""
     fmt = props.get("tool_call_format") or {}
     found = {str(t.get("text", "")) for t in props.get("eog_tokens", [])}
-    found |= {str(fmt.get("start") or ""), str(fmt.get("end") or "")}
+    found |= {str(props.get("end_of_turn_text") or "")}
     found |= {m for pair in KNOWN_MARKERS for m in pair} | {HARMONY_ANALYSIS, HARMONY.end}
-    return {m.strip() for m in found if m.strip()}
+    calls = {str(fmt.get("start") or ""), str(fmt.get("end") or "")}
+
+    def tags(texts: set[str]) -> set[str]:
+        return {t.strip() for t in texts if any(c.isalpha() for c in t)}
+
+    return tags(found), tags(calls) - tags(found)
 
 
-def _clean(r: Any, markers: set[str]) -> bool:
+def _clean(r: Any, markers: tuple[set[str], set[str]]) -> bool:
     """A clean answer ends with an end token or the limit, says something, and leaks no
     marker into its content or its reasoning. On a template whose prompt opens the thinking,
     40 tokens of a 135M model may be all reasoning: that is clean when the reasoning is in
@@ -186,7 +193,9 @@ def _clean(r: Any, markers: set[str]) -> bool:
     content = choice.message.content or ""
     reasoning = getattr(choice.message, "reasoning_content", None) or ""
     said = (content + reasoning).strip()
-    leaked = [m for m in markers if m in content or m in reasoning]
+    anywhere, in_content = markers
+    leaked = [m for m in anywhere if m in content or m in reasoning]
+    leaked += [m for m in in_content if m in content]
     return choice.finish_reason in ("stop", "length") and bool(said) and not leaked
 
 

@@ -117,6 +117,11 @@ class CallStrategy(ABC):
         first for a call that names none yet. None: `body` is no prefix of a call."""
         return None
 
+    def argument_markup(self, key: str) -> str:
+        """The text an argument `key` adds to a call besides its value: what a call's room
+        near the limit is counted in (`Generation._call_room`)."""
+        return f', "{key}": '
+
     def reach(self, body: str, tools: Sequence[Tool]) -> Reach | None:
         """Near the limit, with a required argument not written yet: the text that ends the
         value being written and names that argument (`json_close.json_reach`), so that the

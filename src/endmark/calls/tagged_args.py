@@ -184,6 +184,10 @@ class TaggedArgs(CallStrategy):
         """The tag that closes the value of `key`."""
         return self.value_close.replace(KEY, key)
 
+    def argument_markup(self, key: str) -> str:
+        close = max(self.key_close, self.json_key_close, key=len)
+        return f"{self.key_open}{key}{close}{self.close_of(key)}"
+
     def key_close_of(self, text: bool) -> str:
         """What closes a key whose value is written as text, or as JSON."""
         return self.key_close if text or not self.json_key_close else self.json_key_close

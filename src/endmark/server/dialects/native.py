@@ -253,6 +253,7 @@ async def props(request: Request) -> dict[str, Any]:
         "total_slots": rt.n_slots,
         "n_vocab": rt.n_vocab,
         "eog_tokens": rt.eog_tokens(),
+        "end_of_turn_text": rt.learned.end_text,  # the turn's end tag, where no token writes it
         "default_generation_settings": {
             "id": 0,
             "n_ctx": rt.n_ctx_slot,
