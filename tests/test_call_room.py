@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from endmark.call_room import section_end, thinking_must_close
-from endmark.calls import HERMES, MISTRAL, JsonArray, TaggedArgs
+from endmark.calls import HERMES, MISTRAL, QWEN3_CODER, JsonArray, TaggedArgs
 from endmark.calls.base import CallClose
 from endmark.calls.think import ThinkFormat
 from endmark.channels import ChannelSplitter
@@ -74,3 +74,12 @@ def test_a_held_start_of_the_end_marker_ends_the_section_not_another_call() -> N
     end = chars("", "/minimax:tool_call>")
     assert section_end(splitter, b"inv", 5, lambda: 20, chars) == end
     assert section_end(splitter, b"inv", 30, lambda: 20, chars) is None
+
+
+def test_a_token_that_ends_a_call_that_is_none_is_kept_not_an_error() -> None:
+    """Qwen3.5 on SmolLM2 (issue 24): peeking at a token that wrote the end marker in the
+    function's tag parsed a malformed call, and its error was a 500."""
+    splitter = ChannelSplitter(QWEN3_CODER, None, [TOOL])
+    splitter.push("<tool_call>\n<f")
+    assert splitter.closing() is not None
+    assert section_end(splitter, b">\n</tool_call>", 5, lambda: 20, chars) is None

@@ -4,6 +4,7 @@ known pair its template or vocabulary has), and split off by the channel splitte
 from __future__ import annotations
 
 from endmark.calls import ThinkFormat, learn_think_format
+from endmark.calls.think import XTML
 from endmark.channels import ChannelSplitter
 from endmark.chat import BUILTIN_TEMPLATES, ChatTemplate
 from tests.gguf_factory import FAMILIES
@@ -39,7 +40,8 @@ def test_a_known_pair_in_the_template_or_vocabulary_else_none() -> None:
     assert learn(chatml, {"<think>", "</think>"}) == ThinkFormat()
     assert learn(chatml + "{# [THINK] #}") == ThinkFormat("[THINK]", "[/THINK]")
     assert learn(chatml) is None
-    assert learn(KIMI) is None  # not the last piece of a marker of several tokens
+    # not the last piece of a marker of several tokens: the whole XTML tags, with the answer's
+    assert learn(KIMI) == XTML
 
 
 def test_learned_markers_split_the_reasoning_off() -> None:

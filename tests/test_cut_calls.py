@@ -45,15 +45,21 @@ def ask(app: ScriptedApp, script: str, limit: int, stream: bool = False, **kw: A
     return app.post("/v1/chat/completions", body, script)
 
 
-@pytest.mark.parametrize("tool_choice", ["required", "auto"])
-def test_a_call_parses_at_every_budget(app: tuple[ScriptedApp, str], tool_choice: str) -> None:
+@pytest.mark.parametrize(("tool_choice", "stop"), [("required", []), ("auto", []),
+                                                  ("auto", ["<|eot|>"])])  # fmt: skip
+def test_a_call_parses_at_every_budget(
+    app: tuple[ScriptedApp, str], tool_choice: str, stop: list[str]
+) -> None:
     """`required`: constrained from the first token; `auto`: from the start marker on, and
-    the closing is written past the grammar (a `null` it would refuse)."""
+    the closing is written past the grammar (a `null` it would refuse). A stop string that
+    holds back a `<` (muse-glimmer's end of turn, issue 24) holds back no part of the call:
+    its grammar and its closing begin after it."""
     scripted, script = app
     n = len(scripted.engine.tokenize(script, False, True))
     step = 1 if tool_choice == "required" else 3
     for limit in [*range(1, n + 1, step), n + 8]:  # room to close: `null` is 4 tokens here
-        choice = ask(scripted, script, limit, tool_choice=tool_choice).json()["choices"][0]
+        answer = ask(scripted, script, limit, tool_choice=tool_choice, stop=stop)
+        choice = answer.json()["choices"][0]
         (call,) = choice["message"]["tool_calls"]
         args = json.loads(call["function"]["arguments"])
         assert call["function"]["name"] == "forecast" and not choice["message"]["content"]

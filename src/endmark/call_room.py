@@ -42,11 +42,11 @@ def begins_another_call(channels: ChannelSplitter, written: bytes, close: CallCl
     fmt = channels.calls_format
     assert fmt is not None
     twin = channels.peek_copy()
-    twin.push(written.decode(errors="ignore"))
-    after = twin.closing()
-    if after is None or not twin.in_call:
-        return False
-    try:
+    try:  # (pushed, a call the token ends is parsed: it may not be one)
+        twin.push(written.decode(errors="ignore"))
+        after = twin.closing()
+        if after is None or not twin.in_call:
+            return False
         before = fmt.parse(channels.call_text + channels.held + close.text, channels.tools)
         later = fmt.parse(twin.call_text + twin.held + after.text, channels.tools)
     except MalformedCall:

@@ -313,15 +313,21 @@ def end_of_turn_markers(
     tokenize: Callable[[str, bool, bool], list[int]],
     control: Collection[int],
 ) -> list[int]:
-    """The control tokens the template writes right after an assistant message's content."""
+    """The control tokens the template writes right after an assistant message's content;
+    none where the first opens a tag (Kimi K3's `<|close|>response<|sep|>`: its `<|close|>`
+    closes the think block too, and must not end the turn)."""
+    after = _after_assistant(template)
+    if _GLUED.match(after):
+        return []
     markers = []
-    for token in tokenize(_after_assistant(template), False, True):
+    for token in tokenize(after, False, True):
         if token not in control:
             break
         markers.append(token)
     return markers
 
 
+_GLUED = re.compile(r"<\|[^<>|\s]+\|>[A-Za-z]")  # a special token glued to a tag's name
 # a tag: `<|end|>`, `<end_of_turn>`, `</s>`, `[/INST]`; never bare punctuation or a newline
 _TAG = re.compile(r"<[|/]?[^<>\s]*[A-Za-z][^<>\s]*>|\[/?[A-Za-z_]+\]")
 

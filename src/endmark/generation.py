@@ -249,8 +249,8 @@ class Generation:
         channels, tokenize = self.channels, self.request.close_call
         if channels is None or tokenize is None or not channels.in_call:
             return None
-        if not self._near_json_limit():
-            return None
+        if not self._near_json_limit() or self._stops.held:
+            return None  # (text a stop string holds back is written: the closing waits for it)
         # held text that may begin the end marker or another call is the end's: another
         # call, closed here with nothing in it, would not be valid (`_no_room_in_section`)
         close = channels.closing(here=True)
@@ -271,7 +271,7 @@ class Generation:
         channels, tokenize, constraint = self.channels, self.request.close_call, self.constraint
         if channels is None or tokenize is None or constraint is None or not channels.in_call:
             return []
-        if not self._near_json_limit():
+        if not self._near_json_limit() or self._stops.held:
             return []
         found = channels.reaching()
         if found is None:
@@ -304,6 +304,7 @@ class Generation:
             return None
         control = token in self.vocab.control
         written = self.vocab.text(token).encode() if control else self._detok.peek_bytes(token)
+        written = self._stops.held.encode() + written  # (held back, it comes before the token)
         end = section_end(channels, written, self._tokens_left(), self._call_room, tokenize)
         constraint = self.constraint
         if not end or constraint is None:
@@ -509,7 +510,10 @@ class Generation:
             self._json_from = len(self.tokens)
         if self.channels.in_call and self.constraint is None and self.request.on_call \
                 and not self._writing_close:  # fmt: skip
-            self.constraint = self.request.on_call(self.channels.call_text)
+            # from all the call's text, held text too (a `<` that may begin its end marker, or
+            # a stop string: the model wrote it already)
+            written = self.channels.call_text + self.channels.held + self._stops.held
+            self.constraint = self.request.on_call(written)
         return Delta.of(pieces)
 
     def _timings_now(self) -> Timings:

@@ -84,16 +84,17 @@ def refused_handover(
     a grammar waits for the end of thinking."""
     pending = stops.held + channels.held + text
     fmt, think = channels.calls_format, channels.think
-    may_call = (
-        on_call is not None and not channels.in_reasoning and not channels.in_call
-        and fmt is not None and bool(fmt.start) and fmt.start in pending
-    )  # fmt: skip
+    opens = fmt is not None and (
+        bool(fmt.start) and fmt.start in pending or fmt.opens_bare(channels.held + text)
+    )  # a bare header
+    may_call = on_call is not None and not channels.in_reasoning and not channels.in_call and opens
     may_answer = (
         answer_waits and channels.in_reasoning and think is not None and think.end in pending
     )
     if not (may_call or may_answer):
         return False
-    released, word = copy.copy(stops).push(text)
+    stopping = copy.copy(stops)
+    released, word = stopping.push(text)
     if word is not None:  # a stop string ends the generation first
         return False
     trial = channels.peek_copy()
@@ -103,7 +104,7 @@ def refused_handover(
         return bool(rest)
     if on_call is not None and trial.in_call:
         try:
-            on_call(trial.call_text)
+            on_call(trial.call_text + trial.held + stopping.held)
         except ConstraintFailure:
             return True
     return False

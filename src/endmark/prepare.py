@@ -139,7 +139,7 @@ class Preparer:
         bias = self.logit_bias(spec.sampling.logit_bias)
         sampling = resolve_sampling(spec.sampling, s.sampling_defaults(), bias)
         eog, words = self._split_stops(spec.stop)
-        if self.learned.end_text and self.learned.end_text not in words:
+        if self._ends_as_text(spec) and self.learned.end_text not in words:
             words.append(self.learned.end_text)  # the turn's end, written as text
         limit = n_predict(s, spec.n_predict)
         policy = EndPolicy(eog, tuple(words), limit, spec.ignore_eos, spec.time_limit_ms)
@@ -245,6 +245,14 @@ class Preparer:
         """A checked matcher, its first mask computed: here, not on the decode path."""
         assert self.constraints is not None
         return self.constraints.constraint(spec)
+
+    def _ends_as_text(self, spec: RequestSpec) -> bool:
+        """Whether the template's end tag, written as text (`Learned.end_text`), ends this
+        request: not one a grammar ends (a schema, a forced call), whose end waits for what
+        it must write (thinking, then the call) as an end token's does."""
+        tools = getattr(spec.input, "tools", None)
+        forced = tools is not None and tools.forced
+        return bool(self.learned.end_text) and spec.constraint is None and not forced
 
     def _split_stops(self, stop: Sequence[str]) -> tuple[EogSet, list[str]]:
         """A stop entry that is exactly one control token ends like an EOG token (rule 1)."""

@@ -22,6 +22,7 @@ from endmark.calls.lark import MAX_STRING, closed
 from endmark.calls.literal_args import LiteralArgs
 from endmark.calls.tagged_args import QWEN3_CODER, TaggedArgs
 from endmark.calls.think import Reasoning, ThinkFormat, learn_think_format
+from endmark.calls.xtml import KIMI_K3, XtmlCalls
 from endmark.chat import ChatTemplate, Template
 
 log = logging.getLogger("endmark")
@@ -29,7 +30,7 @@ log = logging.getLogger("endmark")
 # Tried in this order; each says None for a template that writes calls another way.
 KINDS: tuple[type[CallStrategy], ...] = (
     JsonArray, BareJson, JsonInTags, NamedJson, TaggedArgs, HarmonyCalls, LiteralArgs,
-    HeadedCalls,
+    HeadedCalls, XtmlCalls,
 )  # fmt: skip
 
 
@@ -73,6 +74,8 @@ __all__ = [
     "JsonCalls",
     "JsonInTags",
     "LiteralArgs",
+    "KIMI_K3",
+    "XtmlCalls",
     "MalformedCall",
     "NamedJson",
     "Reasoning",

@@ -25,7 +25,10 @@ ARGS = ({"endmark_probe_arg": 1}, {"endmark_other_arg": 2})
 # ids of 9 letters and digits: Mistral's templates refuse any other
 IDS = ("call00001", "call00002", "call00003")
 CONTENT = "ENDMARK_PLAIN_TEXT"
-_EMPTY_BLOCK = re.compile(r"^\s*<\|START_(\w+)\|>\s*<\|END_\1\|>\s*")
+_EMPTY_BLOCK = re.compile(
+    r"^\s*<\|START_(\w+)\|>\s*<\|END_\1\|>\s*"
+    r"|^\s*<\|open\|>(response)<\|sep\|>\s*<\|close\|>\2<\|sep\|>\s*"  # Kimi K3's XTML
+)
 # a special token's text: `<|...|>`, `<｜...｜>`, `[NAME]`, `<tag>`, `</tag>`
 MARKER = re.compile(r"<[|｜][^<>]*?[|｜]>|\[/?[A-Z][A-Z_]*\]|</?[A-Za-z_][\w:.\-]*>")
 
@@ -79,7 +82,7 @@ def _boundary_after(text: str, at: int) -> int:
 
 def without_empty_blocks(text: str) -> str:
     """`text` without an empty thinking block in front (`<think></think>`, Cohere's
-    `<|START_THINKING|><|END_THINKING|>`)."""
+    `<|START_THINKING|><|END_THINKING|>`), or an empty answer's (Kimi K3's `response`)."""
     return _EMPTY_BLOCK.sub("", without_empty_thinking(text), count=1)
 
 

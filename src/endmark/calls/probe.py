@@ -16,7 +16,10 @@ log = logging.getLogger("endmark")
 PROBE_TOOL_NAME = "endmark_probe_fn"
 PROBE_USER = [{"role": "user", "content": "Hello"}]
 # what a template may write before a call when thinking is empty or was opened by the prompt
-_EMPTY_THINKING = re.compile(r"^\s*(<(\w+:)?think>)?\s*</(\w+:)?think>\s*")
+_EMPTY_THINKING = re.compile(
+    r"^\s*(<(\w+:)?think>)?\s*</(\w+:)?think>\s*"
+    r"|^\s*(<\|open\|>think<\|sep\|>)?\s*<\|close\|>think<\|sep\|>\s*"  # Kimi K3's XTML
+)
 _OPENING_TAG = re.compile(r"<[^<>/\s]+>|\[[^\[\]/\s]+\]|<\|[^<>|\s]+\|>")
 
 

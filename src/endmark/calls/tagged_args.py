@@ -381,47 +381,55 @@ class TaggedArgs(CallStrategy):
             parts.append(rule if key in required else f"{rule}?")
             close = self.key_close_of(takes_text(closed(schema)))
             opener = marked(f"{self.key_open}{key}{close}", control)
-            rules += self._value_rules(rule, opener, self.close_of(key), schema, control)
+            rules += value_rules(rule, opener, self.close_of(key), schema, control)
         if not self.again:
             if self.call_close:
                 parts.append(marked(self.call_close, control))
             parts.append(marked(self.end, control))
         return [f"fn_{i}: {' '.join(parts)}", *rules]
 
-    def _value_rules(
-        self, rule: str, opener: str, close_text: str, schema: Any, control: Mapping[str, int]
-    ) -> list[str]:
-        close = marked(close_text, control)
-        schema = closed(schema) if isinstance(schema, Mapping) else {}
-        values = schema.get("enum", [schema["const"]] if "const" in schema else None)
-        if takes_text(schema) and values is not None:
-            written = " | ".join(json.dumps(v) for v in values)
-            return [f"{rule}: {opener} ({written}) {close}"]
-        if takes_text(schema):
-            low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
-            if any(close_text.startswith(t) for t in control):  # a special token ends it
-                free = f"{rule}_text: /(?s:.{{{low},{high}}})/"
-                return [f"{rule}: {opener} {rule}_text {close}", free]
-            text = text_until(f"{rule}_text", close_text, low, high)
-            return [f"{rule}: {opener} {rule}_text", text]
-        typed = {**schema, "x-guidance": JSON_OPTIONS}
-        return [f"{rule}: {opener} {rule}_json {close}", f"{rule}_json: %json {json.dumps(typed)}"]
-
     # -- the prompt -------------------------------------------------------------------------
 
     def history(self, messages: Messages) -> list[dict[str, Any]]:
-        """The template writes each argument by key: arguments sent as a JSON text are read
-        into the object it expects."""
-        out = []
-        for m in messages:
-            m = dict(m)
-            if m.get("tool_calls"):
-                m["tool_calls"] = [with_object_arguments(c) for c in m["tool_calls"]]
-            out.append(m)
-        return out
+        return object_arguments(messages)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "array": False, "arguments_key": ""}
+
+
+def value_rules(
+    rule: str, opener: str, close_text: str, schema: Any, control: Mapping[str, int]
+) -> list[str]:
+    """The Lark rules of one argument, `opener` to `close_text`: a string is free text up to
+    the close (held to its maxLength or MAX_STRING characters; an enum's values as written),
+    any other value is JSON."""
+    close = marked(close_text, control)
+    schema = closed(schema) if isinstance(schema, Mapping) else {}
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if takes_text(schema) and values is not None:
+        written = " | ".join(json.dumps(v) for v in values)
+        return [f"{rule}: {opener} ({written}) {close}"]
+    if takes_text(schema):
+        low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
+        if any(close_text.startswith(t) for t in control):  # a special token ends it
+            free = f"{rule}_text: /(?s:.{{{low},{high}}})/"
+            return [f"{rule}: {opener} {rule}_text {close}", free]
+        text = text_until(f"{rule}_text", close_text, low, high)
+        return [f"{rule}: {opener} {rule}_text", text]
+    typed = {**schema, "x-guidance": JSON_OPTIONS}
+    return [f"{rule}: {opener} {rule}_json {close}", f"{rule}_json: %json {json.dumps(typed)}"]
+
+
+def object_arguments(messages: Messages) -> list[dict[str, Any]]:
+    """The template writes each argument by key: arguments sent as a JSON text are read
+    into the object it expects."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [with_object_arguments(c) for c in m["tool_calls"]]
+        out.append(m)
+    return out
 
 
 def with_object_arguments(call: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from endmark.chat import Template, TemplateRefused, TemplateRenderError
 
@@ -48,6 +48,13 @@ HARMONY = ThinkFormat(
             "<|channel|>commentary<|message|>", "<|end|>"),
 )  # fmt: skip
 
+# Kimi K3 thinks in an XTML block; its answer's own tags (`response`, the message's close)
+# are markup
+XTML = ThinkFormat(
+    "<|open|>think<|sep|>", "<|close|>think<|sep|>",
+    markup=("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>"),
+)  # fmt: skip
+
 
 def _writes_channels(template: Template) -> bool:
     """Whether the template writes an assistant's reasoning (its `thinking`) as a message
@@ -79,6 +86,16 @@ def _written_markers(template: Template) -> tuple[str, str] | None:
     return None if glued else (start.group(0), end.group(0))
 
 
+def _writes_xtml(template: Template) -> bool:
+    """Whether the template writes an assistant's reasoning in Kimi K3's XTML think block."""
+    turn = {"role": "assistant", "content": PROBE_ANSWER, "reasoning_content": PROBE_REASONING}
+    try:
+        text = template.render([{"role": "user", "content": "Hello"}, turn], False)
+    except Exception:  # noqa: BLE001 - learning never raises: a failed probe teaches nothing
+        return False
+    return f"{XTML.start}{PROBE_REASONING}{XTML.end}" in text
+
+
 def learn_think_format(template: Template, token_texts: Collection[str]) -> ThinkFormat | None:
     """The markers the model thinks between: those its template writes around reasoning, else
     a known pair its template or its vocabulary has; and whether the generation prompt
@@ -86,14 +103,22 @@ def learn_think_format(template: Template, token_texts: Collection[str]) -> Thin
     source = getattr(template, "source", "")
     if HARMONY_ANALYSIS in source and _writes_channels(template):
         return HARMONY
+    known = XTML if XTML.start in source or "open_tag('think')" in source else None
+    if known is not None and _writes_xtml(template):
+        return replace(known, open=_opened(template, known.start))
     markers = _written_markers(template) or next(
         ((s, e) for s, e in KNOWN_MARKERS if s in source or s in token_texts), None
     )
     if markers is None:
         return None
     start, end = markers
+    return ThinkFormat(start, end, open=_opened(template, start))
+
+
+def _opened(template: Template, start: str) -> bool:
+    """Whether the generation prompt opens the thinking itself."""
     try:
         prompt = template.render([{"role": "user", "content": "Hello"}], True)
     except (TemplateRenderError, TemplateRefused):
-        return ThinkFormat(start, end)
-    return ThinkFormat(start, end, open=prompt.rstrip().endswith(start))
+        return False
+    return prompt.rstrip().endswith(start)
