@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from endmark.calls import QWEN3_CODER, TaggedArgs, learn_call_strategy
+from endmark.calls import QWEN3_CODER, CallStrategy, TaggedArgs, ToolCall, learn_call_strategy
 from endmark.calls.json_body import json_text
 from endmark.calls.tagged_args import takes_text, typed_value
 from endmark.channels import ChannelSplitter
@@ -211,7 +211,15 @@ def test_a_call_cut_anywhere_comes_back_closed(template: ChatTemplate) -> None:
     the required ones the cut never reached are named in its problem."""
     fmt = learn_call_strategy(template, ["<|im_end|>", "<|user|>"])
     assert isinstance(fmt, TaggedArgs)
-    text = fmt.written("forecast", ARGS)
+    call, splitter = closed_at_every_cut(fmt, fmt.written("forecast", ARGS))
+    assert json.loads(call.arguments) == ARGS and not call.problem
+    assert not splitter.closed_by_endmark
+
+
+def closed_at_every_cut(fmt: CallStrategy, text: str) -> tuple[ToolCall, ChannelSplitter]:
+    """`text` (a call of the forecast) cut at every character after the start marker: one
+    call each time, of the forecast, whose missing required arguments its problem names.
+    The call and the splitter of the last cut (the whole text)."""
     for cut in range(len(fmt.start), len(text) + 1):
         splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS[:1])
         pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
@@ -220,4 +228,4 @@ def test_a_call_cut_anywhere_comes_back_closed(template: ChatTemplate) -> None:
         args = json.loads(call.arguments)
         for key in SCHEMA["required"]:
             assert key in args or repr(key) in call.problem, (text[:cut], call.problem)
-    assert args == ARGS and not call.problem and not splitter.closed_by_endmark
+    return call, splitter

@@ -19,7 +19,7 @@ from endmark.tools import ToolRequest
 from tests.gguf_factory import TEMPLATES
 from tests.scripted_engine import ScriptedEngine
 from tests.test_calls_json import Vocab
-from tests.test_calls_tagged import ARGS, SCHEMA, TOOLS
+from tests.test_calls_tagged import ARGS, TOOLS, closed_at_every_cut
 
 SOURCE = (TEMPLATES / "Kimi-K3.jinja").read_text()
 KIMI = ChatTemplate(SOURCE, "Kimi-K3")
@@ -65,15 +65,8 @@ def test_a_call_cut_anywhere_comes_back_closed() -> None:
     its type), a value (text or JSON), a close tag: one call of the forecast, its arguments
     typed; the required ones the cut never reached are named in its problem."""
     text = KIMI_K3.written([("forecast", ARGS)])[: -len(KIMI_K3.end)]
-    for cut in range(len(KIMI_K3.start), len(text) + 1):
-        splitter = ChannelSplitter(KIMI_K3, tools=TOOLS, callable=TOOLS[:1])
-        pieces = splitter.push(text[:cut]) + splitter.finish(cut=True)
-        (call,) = [p.call for p in pieces if p.call is not None]
-        assert call.name == "forecast" and not any(p.text for p in pieces), text[:cut]
-        args = json.loads(call.arguments)
-        for key in SCHEMA["required"]:
-            assert key in args or repr(key) in call.problem, (text[:cut], call.problem)
-    assert args == ARGS and not call.problem
+    call, _ = closed_at_every_cut(KIMI_K3, text)
+    assert json.loads(call.arguments) == ARGS and not call.problem
 
 
 def test_the_grammar_takes_valid_calls_only(vocab: Vocab) -> None:

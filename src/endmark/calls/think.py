@@ -56,14 +56,20 @@ XTML = ThinkFormat(
 )  # fmt: skip
 
 
+def _reasoning_render(template: Template, key: str) -> str:
+    """A turn with reasoning (given as `key`: `thinking`, `reasoning_content`) rendered;
+    "" where the template refuses it (learning never raises: a failed probe teaches nothing)."""
+    turn = {"role": "assistant", "content": PROBE_ANSWER, key: PROBE_REASONING}
+    try:
+        return template.render([{"role": "user", "content": "Hello"}, turn], False)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
 def _writes_channels(template: Template) -> bool:
     """Whether the template writes an assistant's reasoning (its `thinking`) as a message
     in harmony's analysis channel (gpt-oss)."""
-    turn = {"role": "assistant", "content": PROBE_ANSWER, "thinking": PROBE_REASONING}
-    try:
-        text = template.render([{"role": "user", "content": "Hello"}, turn], False)
-    except Exception:  # noqa: BLE001 - learning never raises: a failed probe teaches nothing
-        return False
+    text = _reasoning_render(template, "thinking")
     return f"{HARMONY_ANALYSIS}{PROBE_REASONING}{HARMONY.end}" in text
 
 
@@ -88,11 +94,7 @@ def _written_markers(template: Template) -> tuple[str, str] | None:
 
 def _writes_xtml(template: Template) -> bool:
     """Whether the template writes an assistant's reasoning in Kimi K3's XTML think block."""
-    turn = {"role": "assistant", "content": PROBE_ANSWER, "reasoning_content": PROBE_REASONING}
-    try:
-        text = template.render([{"role": "user", "content": "Hello"}, turn], False)
-    except Exception:  # noqa: BLE001 - learning never raises: a failed probe teaches nothing
-        return False
+    text = _reasoning_render(template, "reasoning_content")
     return f"{XTML.start}{PROBE_REASONING}{XTML.end}" in text
 
 
