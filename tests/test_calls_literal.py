@@ -89,6 +89,10 @@ def test_values_of_every_type_nested_too() -> None:
     body = """f(a=1.5, b=True, n=None, o={"x": "y", "k": [1, 'z']}, s="it's")"""
     (call,) = lfm.parse(body)
     assert (call.name, json.loads(call.arguments)) == ("f", expected)
+    # a string Python does not read (a raw newline, which the grammar lets the model write:
+    # LFM2.5 on SmolLM2, issue 24) is read as written, not a 500
+    (call,) = lfm.parse("f(s='Paris\nand \\'Lyon\\'')")
+    assert json.loads(call.arguments) == {"s": "Paris\nand 'Lyon'"}
 
 
 @pytest.mark.parametrize("name", list(WRITTEN))

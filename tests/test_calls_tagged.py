@@ -229,3 +229,16 @@ def closed_at_every_cut(fmt: CallStrategy, text: str) -> tuple[ToolCall, Channel
         for key in SCHEMA["required"]:
             assert key in args or repr(key) in call.problem, (text[:cut], call.problem)
     return call, splitter
+
+
+def test_a_value_runs_to_its_whole_close_as_the_grammar_reads_it() -> None:
+    """Qwen3.5 on SmolLM2 (issue 24) wrote `France</parameter>`, without the newline its
+    close begins with: the grammar read on in the value, the splitter took the call's end
+    marker after it as the end of the call, and the parse's error was a 500."""
+    body = "\n<function=forecast>\n<parameter=city>\nParis, France</parameter>\n</function>\n"
+    assert QWEN3_CODER.inside_value(body)
+    assert not QWEN3_CODER.inside_value(body.replace("France</", "France\n</"))
+    splitter = ChannelSplitter(QWEN3_CODER, tools=TOOLS)
+    pieces = splitter.push("<tool_call>" + body + "</tool_call>\n") + splitter.finish(cut=True)
+    (call,) = [p.call for p in pieces if p.call is not None]  # closed, not an error
+    assert json.loads(call.arguments)["city"].startswith("Paris, France</parameter>")

@@ -101,3 +101,11 @@ def test_the_history_goes_back_through_the_template_as_written() -> None:
     rendered = KIMI.render(history, False, **variables)
     assert KIMI_K3.written([("forecast", ARGS)]) in rendered
     assert isinstance(KIMI_K3, XtmlCalls) and KIMI_K3.describe()["kind"] == "xtml"
+
+
+def test_an_argument_s_room_is_its_tags() -> None:
+    """Near the limit, a call's room counts each required argument's XTML tags, not JSON's
+    `, "key": ` (Kimi K3 on SmolLM2: its thinking closed too late for a whole call)."""
+    assert KIMI_K3.argument_markup("city") == (
+        '<|open|>argument key="city" type="string"<|sep|><|close|>argument<|sep|>'
+    )

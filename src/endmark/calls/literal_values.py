@@ -122,6 +122,14 @@ def skip(text: str, at: int, chars: str) -> int:
     return at
 
 
+def _as_written(inner: str, quote: str) -> str:
+    """A quoted string's text that neither JSON nor Python reads (LFM2.5 on SmolLM2 wrote a
+    newline inside `'...'`, which its grammar allows): its escaped quotes and backslashes
+    undone, the rest as it is."""
+    return re.sub(r"\\(.)", lambda m: m.group(1) if m.group(1) in (quote, "\\") else m.group(0),
+                  inner)  # fmt: skip
+
+
 def read_string(text: str, at: int, quote: str) -> tuple[str, int]:
     """A string opened by `quote` at `at`: JSON's and Python's with their escapes, any other
     quote (gemma's `<|"|>`) as it is written up to the next one."""
@@ -136,8 +144,8 @@ def read_string(text: str, at: int, quote: str) -> tuple[str, int]:
                 raw = text[at : i + 1]
                 try:
                     value = json.loads(raw) if quote == '"' else ast.literal_eval(raw)
-                except (ValueError, SyntaxError):
-                    raise MalformedCall(f"a string that does not read: {raw!r}") from None
+                except (ValueError, SyntaxError):  # a raw newline, an unknown escape: as written
+                    value = _as_written(raw[1:-1], quote)
                 return str(value), i + 1
             i += 1
         raise Cut

@@ -204,8 +204,26 @@ class TaggedArgs(CallStrategy):
     # -- splitting --------------------------------------------------------------------------
 
     def inside_value(self, body: str) -> bool:
-        close = self.value_close.split(KEY)[0].strip()
-        return body.rfind(self.key_open.strip()) > body.rfind(close)
+        """As the grammar and the parser read a value: it runs to the first whole close of its
+        key (`close_of`, with its blanks: Qwen3.5 on SmolLM2 wrote `France</parameter>`
+        inside a value that closes with a newline and `</parameter>`)."""
+        # tags that begin as a key's does (MiniMax-M3's `]<]minimax[>[<invoke`) open no value
+        heads = [m.strip() for m in (self.name_open, self.call_close, self.again) if m.strip()]
+        at = body.find(self.key_open)
+        while at >= 0:
+            after = at + len(self.key_open)
+            if any(body.startswith(h, at) for h in heads) or body.startswith("/", after):
+                at = body.find(self.key_open, at + 1)
+                continue
+            key, closed, rest = self._split_key(body[after:])
+            if not closed:
+                return False  # in a key's tag
+            close = self.close_of(key.strip())
+            end = body.find(close, len(body) - len(rest))
+            if end < 0:
+                return True
+            at = body.find(self.key_open, end + len(close))
+        return False
 
     def parse(self, body: str, tools: Sequence[Tool] = ()) -> list[ToolCall]:
         rest = body.lstrip()

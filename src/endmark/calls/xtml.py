@@ -177,6 +177,9 @@ class XtmlCalls(CallStrategy):
             out.append(f"{open_tag('call', tool=name, index=i)}{args}{CALL_CLOSE}")
         return f"{self.start}{''.join(out)}{self.end}"
 
+    def argument_markup(self, key: str) -> str:
+        return open_tag("argument", key=key, type="string") + VALUE_CLOSE
+
     # -- splitting --------------------------------------------------------------------------
 
     def inside_value(self, body: str) -> bool:
