@@ -242,3 +242,17 @@ def test_a_value_runs_to_its_whole_close_as_the_grammar_reads_it() -> None:
     pieces = splitter.push("<tool_call>" + body + "</tool_call>\n") + splitter.finish(cut=True)
     (call,) = [p.call for p in pieces if p.call is not None]  # closed, not an error
     assert json.loads(call.arguments)["city"].startswith("Paris, France</parameter>")
+
+
+def test_a_value_that_holds_the_next_call_s_tags_is_text_at_the_cut() -> None:
+    """DeepSeek V4 on SmolLM2 (issue 24) wrote `</invoke>` and a new `<invoke` inside a
+    value: cut after them, the value is closed, as the grammar reads it, not a second call."""
+    fmt = TaggedArgs("wrapped", "<calls>", "</calls>", '\n<invoke name="', '">',
+                     '\n<parameter name="', '">', "</parameter>", "\n</invoke>\n",
+                     again='\n</invoke>\n<invoke name="')  # fmt: skip
+    head = '<calls>\n<invoke name="forecast">\n<parameter name="city">'
+    text = head + 'Paris\n</invoke>\n<invoke name="forecast">\n<parameter name="ci'
+    splitter = ChannelSplitter(fmt, tools=TOOLS, callable=TOOLS[:1])
+    pieces = splitter.push(text) + splitter.finish(cut=True)
+    (call,) = [p.call for p in pieces if p.call is not None]
+    assert json.loads(call.arguments)["city"].startswith("Paris\n</invoke>")

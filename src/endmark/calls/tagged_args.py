@@ -274,8 +274,11 @@ class TaggedArgs(CallStrategy):
         closed, an enum finished; `null` where none was written), then the call's close."""
         if not tools:
             return None
-        if self.again and self.again in body:  # the calls before the last one are whole
-            body = self.name_open + body[body.rfind(self.again) + len(self.again) :]
+        at = body.rfind(self.again) if self.again else -1
+        while at >= 0 and self.inside_value(body[:at]):  # a value's own text (DeepSeek V4)
+            at = body.rfind(self.again, 0, at)
+        if at >= 0:  # the calls before the last one are whole
+            body = self.name_open + body[at + len(self.again) :]
         rest = after_tag(body, self.name_open)
         if rest is None:
             missing = tag_rest(body, self.name_open)
