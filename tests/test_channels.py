@@ -263,3 +263,14 @@ def test_a_marker_cut_by_the_limit_is_not_content() -> None:
     assert channels(pieces)[0].strip() == "" and splitter.cut_call == "<tool_"
     ended = ChannelSplitter(HERMES)  # ended by an end token: the text was the answer's own
     assert channels(ended.push("a <") + ended.finish())[0] == "a <"
+
+
+def test_a_call_cut_inside_its_end_marker_s_character_is_whole() -> None:
+    """DeepSeek V4 on SmolLM2 (issue 24): the limit cut the end marker `</｜DSML｜tool_calls>`
+    inside a `｜` (three tokens): its replacement character let the marker's start into the
+    body, the whole call did not parse, and it was lost."""
+    fmt = JsonInTags("dsml", "<｜DSML｜calls>", "</｜DSML｜calls>")
+    text = "<｜DSML｜calls>" + json.dumps(WEATHER) + "</｜DS"
+    splitter = ChannelSplitter(fmt, None, list(TOOLS))
+    pieces = splitter.push(text) + splitter.push("\ufffd") + splitter.finish(cut=True)
+    assert channels(pieces)[2] == [WEATHER]

@@ -209,7 +209,7 @@ class ChannelSplitter:
             else:
                 out += self._push(head)
         if self._state == "call":
-            out += self._finish_call()
+            out += self._finish_call(cut)
         else:
             held = self._matcher.flush()
             if cut and held:
@@ -223,16 +223,23 @@ class ChannelSplitter:
                 out += self._close_call(close.text, close, note)
         return out
 
-    def _finish_call(self) -> list[Piece]:
+    def _finish_call(self, cut: bool = False) -> list[Piece]:
         """The open call at the end of the turn: whole (one that runs to the end of the turn,
         or one endmark closed but for its marker), else closed here; the text held back is
-        the call's own, or the start of its end marker."""
+        the call's own, or the start of its end marker. Cut inside its end marker's
+        character (a `｜` of DeepSeek's, three tokens on SmolLM2), the body is whole without
+        that marker's start and the character's replacement."""
         close, written = self.closing(), self._closing
         body, held = self.call_text, self._matcher.flush()
         if close is None or not close.text:  # whole: as it is, or without a cut marker
             tries = [(body + held, written), (body, written)]
         else:
             tries = [(body + held + close.text, close), (body + close.text, close)]
+        end = self.calls_format.end if self.calls_format else ""
+        whole = (body + held).rstrip("\ufffd")
+        marker = max((k for k in range(1, len(end)) if whole.endswith(end[:k])), default=0)
+        if cut and marker:
+            tries.append((whole[:-marker], written))
         for text, closed in tries:
             try:
                 if text.strip():
