@@ -121,6 +121,8 @@ def test_an_end_tag_the_model_has_no_token_for_is_its_end_as_text() -> None:
 
     assert end_of_turn_text(t, tokenize, {7}) == ""  # a control token: an end token
     assert end_of_turn_text(t, tokenize, set()) == "<|end|>"
+    apriel = ChatTemplate("{% for m in messages %}{{ m.content }}\n<|end|>\n{% endfor %}", "a")
+    assert end_of_turn_text(apriel, tokenize, set()) == "<|end|>"  # after a newline
     plain = ChatTemplate("{% for m in messages %}{{ m.content }}\n\n{% endfor %}", "plain")
     assert end_of_turn_text(plain, tokenize, set()) == ""  # no tag: nothing to stop on
 

@@ -341,7 +341,7 @@ def end_of_turn_text(
     control token for it (a template from another family, `--chat-template-file`): a model
     that writes it writes it as text, and it ends the turn as a stop string ("": none, or a
     control token, which `end_of_turn_markers` finds)."""
-    after = _after_assistant(template)
+    after = _after_assistant(template).lstrip()  # (Apriel writes `\n<|end|>\n`)
     found = _TAG.match(after)
     if found is None:
         return ""

@@ -188,15 +188,19 @@ def _clean(r: Any, markers: tuple[set[str], set[str]]) -> bool:
     """A clean answer ends with an end token or the limit, says something, and leaks no
     marker into its content or its reasoning. On a template whose prompt opens the thinking,
     40 tokens of a 135M model may be all reasoning: that is clean when the reasoning is in
-    `reasoning_content`, as it must be."""
+    `reasoning_content`, as it must be. An answer the model ends at once with its own end
+    token says nothing, and is clean too (SmolLM2 does, under some foreign templates and
+    seeds: Mistral-Small-3.2's plain chat, Ministral-3-Reasoning's second turn)."""
     choice = r.choices[0]
     content = choice.message.content or ""
     reasoning = getattr(choice.message, "reasoning_content", None) or ""
     said = (content + reasoning).strip()
+    ended = (r.model_dump().get("endmark") or {}).get("stopping_token") is not None
     anywhere, in_content = markers
     leaked = [m for m in anywhere if m in content or m in reasoning]
     leaked += [m for m in in_content if m in content]
-    return choice.finish_reason in ("stop", "length") and bool(said) and not leaked
+    finished = choice.finish_reason in ("stop", "length")
+    return finished and (bool(said) or ended) and not leaked
 
 
 def _arguments(text: str) -> dict[str, Any]:
