@@ -84,10 +84,11 @@ def refused_handover(
     a grammar waits for the end of thinking."""
     pending = stops.held + channels.held + text
     fmt, think = channels.calls_format, channels.think
-    opens = fmt is not None and (
-        bool(fmt.start) and fmt.start in pending or fmt.opens_bare(channels.held + text)
-    )  # a bare header
-    may_call = on_call is not None and not channels.in_reasoning and not channels.in_call and opens
+    may_call = (  # at the call's start marker, or a bare header (the last, per token drawn)
+        on_call is not None and not channels.in_reasoning and not channels.in_call
+        and fmt is not None
+        and (bool(fmt.start) and fmt.start in pending or fmt.opens_bare(channels.held + text))
+    )  # fmt: skip
     may_answer = (
         answer_waits and channels.in_reasoning and think is not None and think.end in pending
     )
