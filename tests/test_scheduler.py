@@ -177,6 +177,42 @@ def test_drafts_from_the_prompt_change_no_token_and_are_counted(engine, schedule
     )
 
 
+def test_guesses_beside_other_sequences_are_cut_to_one_length(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
+    """With a cache per sequence, llama.cpp splits a step whose sequences bring unequal
+    counts of tokens into several passes over the weights: each guess is cut to the
+    shortest, and the answers are those of solo runs."""
+    from endmark.drafts import DraftSettings
+
+    copying = replace(request(engine, COPY_PROMPT, n=40), cache_prompt=False,
+                      drafts=DraftSettings(max=16))  # fmt: skip
+    plain = replace(request(engine, "Once upon a time", n=40), cache_prompt=False)
+    solo = [collect(scheduler, r)[0] for r in (copying, plain)]
+    lengths: list[list[int]] = []
+    real_decode = engine.decode
+
+    def recorded(inputs):  # type: ignore[no-untyped-def]
+        decoding = [len(i.tokens) for i in inputs if i.want_logits and i.n_logits == len(i.tokens)]
+        if len(decoding) > 1:
+            lengths.append(decoding)
+        return real_decode(inputs)
+
+    scheduler.engine.decode = recorded
+    try:
+        out: dict[int, str] = {}
+        threads = [
+            threading.Thread(target=lambda i=i, r=r: out.__setitem__(i, collect(scheduler, r)[0]))
+            for i, r in enumerate((copying, plain))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        del scheduler.engine.decode
+    assert [out[0], out[1]] == solo
+    assert lengths and all(len(set(step)) == 1 for step in lengths)
+
+
 def test_forced_tokens_are_fed_without_sampling_and_the_json_is_the_same(engine, scheduler) -> None:  # type: ignore[no-untyped-def]
     from endmark.constraints import ConstraintCompiler, ConstraintSpec
 

@@ -302,19 +302,34 @@ class Scheduler:
         budget = self.batch_size
         inputs: list[SeqInput] = []
         busy = self.table.busy()
-        for slot in [s for s in busy if not s.prefilling] + [s for s in busy if s.prefilling]:
+        decoding = [s for s in busy if not s.prefilling]
+        if self.context_shift:
+            for slot in decoding:
+                self._shift_if_full(slot)
+        even = self._even_length(decoding)
+        for slot in decoding + [s for s in busy if s.prefilling]:
             if budget <= 0:
                 break
-            if self.context_shift and not slot.prefilling:
-                self._shift_if_full(slot)
             chunk = slot.feed[:budget]
             done_feeding = len(chunk) == len(slot.feed)
             guess = slot.drafts if done_feeding and len(chunk) + len(slot.drafts) <= budget else []
+            guess = guess[: max(0, even - len(chunk))]
             slot.drafts = guess
             inputs.append(SeqInput(slot.id, chunk + guess, slot.n_past,
                                    want_logits=done_feeding, n_logits=1 + len(guess)))  # fmt: skip
             budget -= len(chunk) + len(guess)
         return inputs
+
+    def _even_length(self, decoding: list[Slot]) -> int:
+        """The most tokens (fed ones and a guess) each decoding slot may put in the step. With
+        a cache per sequence, llama.cpp cuts a batch into micro-batches that take as many
+        tokens from every sequence (`split_equal`), each paying a whole read of the weights:
+        a guess longer than the others' would cost the step a second pass. So, beside other
+        sequences, each guess is cut to the shortest slot's length; a lone sequence (or a
+        shared cache) keeps its whole guess."""
+        if self.shared_cache or len(decoding) < 2:
+            return 1 << 30
+        return min(len(s.feed) + len(s.drafts) for s in decoding)
 
     def _shift_if_full(self, slot: Slot) -> None:
         """llama-server's context shift, once the next token would not fit."""
