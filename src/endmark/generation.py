@@ -34,7 +34,7 @@ from endmark.handover import draw, handover_check
 from endmark.invalid import InvalidRequest
 from endmark.json_close import json_closing
 from endmark.request import GenerationRequest, tokenize_prompt
-from endmark.sampling import Chain, Draws, adjust, make_rng
+from endmark.sampling import NO_DRAWS, Chain, Draws, adjust, make_rng
 
 # Re-exported: the events and the request were defined here, and the server imports them so.
 __all__ = [
@@ -79,7 +79,12 @@ class Generation:
         self.n_ctx = n_ctx
         self.tokens: list[int] = []
         self._history = list(request.prompt)
-        self._rng: Draws = chain if chain is not None else make_rng(request.sampling.seed)
+        # a greedy pick draws nothing: no generator is made for it (a fresh one reads the OS's
+        # entropy, tens of microseconds before the first token)
+        greedy = request.sampling.greedy
+        self._rng: Draws = (
+            chain if chain is not None else NO_DRAWS if greedy else make_rng(request.sampling.seed)
+        )
         self._chain_bans = chain is not None  # it was made with the bans (`Engine`)
         self._detok = Detokenizer(vocab.pieces)
         self._stops = StopMatcher(policy.stop)

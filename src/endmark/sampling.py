@@ -69,6 +69,13 @@ def chain_fits(params: SamplingParams) -> bool:
     return not params.greedy and params.temperature >= CHAIN_MIN_TEMPERATURE and not post
 
 
+def _no_draws(x: np.ndarray) -> int:
+    raise AssertionError("a greedy request drew a random token")
+
+
+NO_DRAWS: Chain = _no_draws  # a greedy request's draws: none (`sample` takes the argmax)
+
+
 def make_rng(seed: int) -> np.random.Generator:
     """A request's own generator: the same seed gives the same draws, alone or batched."""
     return np.random.default_rng(None if seed < 0 else seed)
