@@ -13,6 +13,7 @@ import httpx
 
 from benchmarks.clients import stream_rate
 from benchmarks.servers import Server, free_port
+from endmark.engine.backend import cpu_has_amx
 
 MODELS = ("first", "second")
 ASK = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
@@ -45,6 +46,8 @@ def llama_server_router(binary: Path, folder: Path, threads: int) -> Server:
         "-tb", str(threads), "--port", str(port), "-np", "4", "-c", "4096", "--host",
         "127.0.0.1", "--no-webui",
     ]  # fmt: skip
+    if cpu_has_amx():  # as `servers.llama_server`: its models load without the AMX kernels
+        cmd.append("--no-repack")
     return Server("llama-server (C++)", cmd, port)
 
 

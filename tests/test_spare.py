@@ -43,3 +43,41 @@ def test_a_command_that_is_not_endmark_starts_cold() -> None:
         return taken
 
     assert asyncio.run(scenario()) is None
+
+
+def test_a_cold_load_waits_for_the_spare_that_is_starting() -> None:
+    """A spare half through its imports is further on than a worker started now."""
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.written = b""
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+        async def drain(self) -> None:
+            return None
+
+    class Started:
+        returncode = None
+        stdin = Pipe()
+
+    async def scenario() -> tuple[object, bytes]:
+        spare = SpareWorker(worker_environment({}))
+        spare._starting = asyncio.Event()
+        started = Started()
+
+        async def up() -> None:
+            await asyncio.sleep(0.05)
+            spare._process = started  # type: ignore[assignment]
+            assert spare._starting is not None
+            spare._starting.set()
+
+        task = asyncio.ensure_future(up())
+        taken = await spare.take([sys.executable, "-m", "endmark", "serve"], {"A": "1"})
+        await task
+        return taken, started.stdin.written
+
+    taken, written = asyncio.run(scenario())
+    assert isinstance(taken, object) and taken is not None
+    assert b'"serve"' in written and b'"A": "1"' in written

@@ -42,6 +42,7 @@ from endmark.engine.seqstate import (
 __all__ = ["ContextOptions", "LlamaCppEngine"]  # ContextOptions: where loading imports it
 
 _ATTR_CONTROL = 1 << 3  # LLAMA_TOKEN_ATTR_CONTROL
+_ATTR_HIDDEN = 1 << 0 | _ATTR_CONTROL  # and UNKNOWN: no text without `special`
 
 
 def _address_function(name: str) -> Any:
@@ -145,7 +146,13 @@ class LlamaCppEngine:
         v = self._vocab_p
         n = int(L.llama_vocab_n_tokens(v))
         eog = frozenset(t for t in range(n) if L.llama_vocab_is_eog(v, t))
-        control = frozenset(t for t in range(n) if L.llama_vocab_get_attr(v, t) & _ATTR_CONTROL)
+        attrs = [L.llama_vocab_get_attr(v, t) for t in range(n)]
+        control = frozenset(t for t in range(n) if attrs[t] & _ATTR_CONTROL)
+        pieces = [self._piece(t, False) for t in range(n)]
+        # `special` changes only what control and unknown tokens render (as nothing without
+        # it): the other pieces are the same, and not asked for twice (a cold load's time)
+        special = [self._piece(t, True) if attrs[t] & _ATTR_HIDDEN else p
+                   for t, p in enumerate(pieces)]  # fmt: skip
         return Vocab(
             n_vocab=n,
             bos=_none_if_invalid(L.llama_vocab_bos(v)),
@@ -155,8 +162,8 @@ class LlamaCppEngine:
             add_bos=bool(L.llama_vocab_get_add_bos(v)),
             eog_flagged=eog,
             control=control,
-            pieces=[self._piece(t, False) for t in range(n)],
-            special_pieces=[self._piece(t, True) for t in range(n)],
+            pieces=pieces,
+            special_pieces=special,
             eos_token_ids=self._eos_token_ids(n),
             fim=FimTokens(
                 pre=_none_if_invalid(L.llama_vocab_fim_pre(v)),

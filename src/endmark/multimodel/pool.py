@@ -34,6 +34,7 @@ log = logging.getLogger("endmark.multimodel.pool")
 WORKER_LOG_HEAD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 LOADING, LOADED, UNLOADED = "loading", "loaded", "unloaded"
 LOAD_TIMEOUT = 600.0  # seconds a worker may take to load before it counts as failed
+HEALTH_POLL_S = 0.01  # a loading worker is asked this often whether it is up: a cold request waits
 REAP_EVERY = 0.5  # seconds between checks for idle models past their keep-alive
 
 
@@ -290,7 +291,7 @@ class WorkerPool:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{worker.url}/health")).status_code == 200:
                         return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(HEALTH_POLL_S)
         raise LoadFailed(f"not ready after {LOAD_TIMEOUT:.0f} s")
 
     async def _pump_log(self, worker: Worker, process: asyncio.subprocess.Process) -> None:

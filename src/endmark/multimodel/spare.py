@@ -21,6 +21,7 @@ from pathlib import Path
 log = logging.getLogger("endmark.multimodel.spare")
 
 SPARE_MAX_BYTES = 512 << 20
+SPARE_WAIT_S = 30.0  # a cold load waits this long at most for a spare still starting
 READY = b"endmark-spare ready "
 COMMAND = ("-m", "endmark")  # a worker command the spare can become: `python -m endmark ...`
 
@@ -42,13 +43,22 @@ class SpareWorker:
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env
         self._process: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.Event | None = None  # set once the spare being started is up
         self._closed = False
         self.rss = 0  # the last spare's resident bytes once ready
 
     async def refill(self) -> None:
         """Start a spare, and keep it once it says it is ready within its memory bound."""
-        if self._closed or self._process is not None:
+        if self._closed or self._process is not None or self._starting is not None:
             return
+        self._starting = asyncio.Event()
+        try:
+            await self._start()
+        finally:
+            self._starting.set()
+            self._starting = None
+
+    async def _start(self) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "endmark.multimodel.spare", env=self._env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -75,9 +85,15 @@ class SpareWorker:
         self, argv: Sequence[str], env: dict[str, str]
     ) -> asyncio.subprocess.Process | None:
         """The spare, made into the worker `argv` (None: no spare is ready, or `argv` is not
-        an endmark command)."""
+        an endmark command). A spare still starting is waited for: it is further on than a
+        worker started now would be."""
+        if tuple(argv[1:3]) != COMMAND or argv[0] != sys.executable:
+            return None
+        if self._starting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._starting.wait(), SPARE_WAIT_S)
         process = self._process
-        if process is None or tuple(argv[1:3]) != COMMAND or argv[0] != sys.executable:
+        if process is None:
             return None
         self._process = None
         if process.returncode is not None:
