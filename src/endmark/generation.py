@@ -34,7 +34,7 @@ from endmark.handover import draw, handover_check
 from endmark.invalid import InvalidRequest
 from endmark.json_close import json_closing
 from endmark.request import GenerationRequest, tokenize_prompt
-from endmark.sampling import NO_DRAWS, Chain, Draws, adjust, make_rng
+from endmark.sampling import NO_DRAWS, Chain, Draws, Sampled, adjust, make_rng, plain_argmax
 
 # Re-exported: the events and the request were defined here, and the server imports them so.
 __all__ = [
@@ -86,6 +86,9 @@ class Generation:
             chain if chain is not None else NO_DRAWS if greedy else make_rng(request.sampling.seed)
         )
         self._chain_bans = chain is not None  # it was made with the bans (`Engine`)
+        # no channels and no grammar (a raw completion): no marker, call, closing or
+        # hand-over can come, and each step goes straight to the pick
+        self._plain = request.channels is None and request.constraint is None
         self._detok = Detokenizer(vocab.pieces)
         self._stops = StopMatcher(policy.stop)
         self._banned = policy.eog.ids() if policy.ignore_eos else ()
@@ -148,6 +151,10 @@ class Generation:
             self.timings.prompt_ms = (self._now - self.t_start) * 1000.0
             if self.finish_before_start():
                 return []
+        verbose = log.isEnabledFor(logging.DEBUG)
+        if self._plain:  # no channel, no grammar: none of the checks below can act
+            picked = self._pick(logits, None, None, verbose)
+            return self._kept(picked, verbose)
         if self._over_budget() or self._call_due():
             self._forced = list(self.request.think_close)
         if self._forced:  # the close of thinking, forced: no sampling
@@ -161,15 +168,9 @@ class Generation:
         reach = self._call_reach()
         if reach:
             return [e for token in reach for e in self._accept(token, None, ())]
-        params = self.request.sampling
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
-        verbose = log.isEnabledFor(logging.DEBUG)
-        refused = self._refused()
-        # only the pick is read: a greedy pick checks the bans, a chain applies them
-        lazy = refused is None and not verbose and (params.greedy or self._chain_bans)
-        x = adjust(logits, params, self._history, self._banned, mask, lazy)
-        picked = draw(x, params, self._rng, verbose, refused)
+        picked = self._pick(logits, mask, self._refused(), verbose)
         if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
             self._forced = list(self.request.think_close)
             return self._accept(self._forced.pop(0), None, ())
@@ -179,10 +180,30 @@ class Generation:
         if end is not None or self._no_room_for_another_call(picked.token):
             self._end(Finish("limit", detail="n_predict: no room for another tool call"))
             return []
+        return self._kept(picked, verbose)
+
+    def _kept(self, picked: Sampled, verbose: bool) -> list[TokenEvent]:
         events = self._accept(picked.token, picked.logprob, picked.top)
         if verbose:
             self._log_token(picked.token, picked.logprob)
         return events
+
+    def _pick(
+        self,
+        logits: np.ndarray,
+        mask: np.ndarray | None,
+        refused: Callable[[int], bool] | None,
+        verbose: bool,
+    ) -> Sampled:
+        params = self.request.sampling
+        # only the pick is read: a greedy pick checks the bans, a chain applies them
+        lazy = refused is None and not verbose and (params.greedy or self._chain_bans)
+        if lazy and mask is None:
+            token = plain_argmax(logits, params, self._banned)
+            if token is not None:
+                return Sampled(token)
+        x = adjust(logits, params, self._history, self._banned, mask, lazy)
+        return draw(x, params, self._rng, verbose, refused)
 
     def _refused(self) -> Callable[[int], bool] | None:
         """What a drawn token is checked by: never one whose text after a marker the grammar

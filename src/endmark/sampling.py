@@ -121,6 +121,17 @@ def adjust(
     return x
 
 
+def plain_argmax(logits: np.ndarray, params: SamplingParams, banned: Collection[int]) -> int | None:
+    """A greedy pick that nothing but bans could change, read straight off the logits (the
+    bans checked on the pick, not applied to a copy); None where `adjust` must act first."""
+    if not params.greedy or params.logit_bias or params.penalizes:
+        return None
+    if params.logprobs or params.n_probs or params.post_sampling_probs:
+        return None
+    token = int(logits.argmax())
+    return None if token in banned else token
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     m = np.max(x)
     shifted = x - m
