@@ -38,6 +38,7 @@ RUNGS = {  # name -> shape (SmolLM2's 49,152-token vocabulary, embeddings untied
     "1.5B": LlamaShape(n_embd=2048, n_layer=28, n_head=16, n_head_kv=4, n_ff=5632),
 }
 QUANTS = {"Q4_K_M": 15, "Q8_0": 7}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q4_K_M, _Q8_0
+SIDE_ROUNDS = 2  # rounds of the Q8_0 rungs: the targets are Q4_K_M's, each round costs minutes
 Figures = dict[str, dict[str, list[float]]]  # "rung quant server" -> metric -> values
 
 
@@ -113,7 +114,8 @@ def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, round
             makers = [lambda m=model: endmark(str(m), threads)]
             if binary is not None:
                 makers.append(lambda m=model: llama_server(binary, str(m), threads))
-            for round_ in range(rounds):  # one server loaded at a time, taking turns
+            n_rounds = rounds if quant == "Q4_K_M" else min(rounds, SIDE_ROUNDS)
+            for round_ in range(n_rounds):  # one server loaded at a time, taking turns
                 for make in makers if round_ % 2 == 0 else makers[::-1]:
                     server = make()
                     try:
@@ -159,6 +161,8 @@ def markdown(result: dict) -> str:
         "(a numpy sum over 1 GiB, one core). The ceiling of a one-stream decode is that "
         "bandwidth over the bytes read per token (the weights; the KV cache of a short "
         "stream is small beside them).",
+        f"Each Q4_K_M figure is the median of the rounds (min-max beside it), the servers "
+        f"taking turns; the Q8_0 rungs ran {SIDE_ROUNDS} rounds.",
         *[f"- {n}" for n in result["notes"]],
     ]
     rungs = sorted({" ".join(k.split(" ", 2)[:2]) for k in result["figures"]})
