@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from endmark.sampling import SamplingParams, adjust, chain_fits, make_rng, sample, top_logprobs
+from endmark.sampling import (
+    SamplingParams,
+    adjust,
+    chain_fits,
+    make_rng,
+    plain_argmax,
+    sample,
+    top_logprobs,
+)
 
 
 def logits() -> np.ndarray:
@@ -94,12 +102,16 @@ def test_extreme_knobs_never_make_a_nan() -> None:
         assert all(np.isfinite(lp) for _, lp in s.top)
 
 
-def test_lazy_bans_copy_only_where_a_ban_changes_a_greedy_pick() -> None:
+def test_a_greedy_pick_reads_the_logits_unless_a_ban_changes_it() -> None:
     greedy = SamplingParams(temperature=0)
     x = logits()
-    assert adjust(x, greedy, [], banned=[0, 4], lazy_bans=True) is x  # the pick, 1, stays
+    assert plain_argmax(x, greedy, [0, 4]) == 1  # the pick, 1, is not banned: no copy
+    assert plain_argmax(x, greedy, [1]) is None  # it is: `adjust` bans it on a copy
     y = adjust(x, greedy, [], banned=[1], lazy_bans=True)
     assert y is not x and sample(y, greedy, make_rng(0)).token == 2
+    assert plain_argmax(x, SamplingParams(temperature=0, logprobs=True), []) is None
+    assert plain_argmax(x, SamplingParams(temperature=0, logit_bias={2: 5.0}), []) is None
+    assert plain_argmax(x, SamplingParams(), []) is None  # a draw, not a pick
     assert adjust(x, SamplingParams(), [], banned=[1], lazy_bans=True) is x  # a chain bans
     wants_logprobs = SamplingParams(temperature=0, logprobs=True)
     assert adjust(x, wants_logprobs, [], banned=[4], lazy_bans=True) is not x

@@ -93,14 +93,13 @@ def adjust(
 
     `lazy_bans`: only the pick is read (no redraw, no logprob to log), and a draw that is not
     greedy bans by itself (a chain made with the bans). Where the bans are then the only
-    change, a greedy pick needs them only if they change it, and a chain not at all: no copy
-    (of a row of logits that a decode has left cold, ~60 us)."""
+    change, a chain needs no copy (of a row of logits that a decode has left cold, ~60 us);
+    a greedy pick needs none either unless it is banned (`plain_argmax`, asked first)."""
     if not (params.logit_bias or params.penalizes or mask is not None):
         if not banned:
             return logits
-        if lazy_bans and not (params.logprobs or params.n_probs):
-            if not params.greedy or int(np.argmax(logits)) not in banned:
-                return logits
+        if lazy_bans and not params.greedy and not (params.logprobs or params.n_probs):
+            return logits
     x = np.array(logits, dtype=np.float32, copy=True)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # capped just below
         if params.penalizes and history:
