@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.clients import aggregate_rate, answer_rate, stream_rate
+from benchmarks.ladder import quantize
 from benchmarks.servers import endmark
 from endmark.models import bundled_model_path
 
@@ -30,19 +31,11 @@ QUESTIONS = [  # greedy answers compared between formats (the recorded prompts' 
 
 
 def converted(name: str) -> Path:
-    import llama_cpp as L
-
     target = CACHE / f"SmolLM2-135M-Instruct.{name}.gguf"
-    if not target.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        params = L.llama_model_quantize_default_params()
-        params.ftype, params.nthread, params.allow_requantize = FORMATS[name], 2, True
-        partial = target.with_suffix(".partial")
-        source = str(bundled_model_path()).encode()
-        if L.llama_model_quantize(source, str(partial).encode(), params) != 0:
-            raise RuntimeError(f"converting to {name} failed")
-        partial.replace(target)
-    return target
+    if target.is_file():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return quantize(bundled_model_path(), target, FORMATS[name], requantize=True)
 
 
 def texts(url: str) -> list[str]:

@@ -42,24 +42,29 @@ SIDE_ROUNDS = 2  # rounds of the Q8_0 rungs: the targets are Q4_K_M's, each roun
 Figures = dict[str, dict[str, list[float]]]  # "rung quant server" -> metric -> values
 
 
-def ensure_model(rung: str, quant: str, cache: Path = CACHE) -> Path:
-    """The rung's GGUF, built and quantized on first use."""
+def quantize(source: Path, target: Path, ftype: int, requantize: bool = False) -> Path:
+    """`source` converted by llama.cpp's own quantizer into `target` (written whole or not
+    at all); `requantize`: the source is quantized already."""
     import llama_cpp as L
 
+    params = L.llama_model_quantize_default_params()
+    params.ftype, params.nthread, params.allow_requantize = ftype, 2, requantize
+    partial = target.with_name(target.name + ".partial")
+    if L.llama_model_quantize(str(source).encode(), str(partial).encode(), params) != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"quantizing {source.name} into {target.name} failed")
+    return partial.replace(target)
+
+
+def ensure_model(rung: str, quant: str, cache: Path = CACHE) -> Path:
+    """The rung's GGUF, built and quantized on first use."""
     target = cache / f"endmark-{rung}-{quant}.gguf"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
         f16 = build_shaped_gguf(Path(work) / "f16.gguf", RUNGS[rung], bundled_model_path())
-        params = L.llama_model_quantize_default_params()
-        params.ftype = QUANTS[quant]
-        params.nthread = 2
-        partial = Path(work) / target.name
-        if L.llama_model_quantize(str(f16).encode(), str(partial).encode(), params) != 0:
-            raise RuntimeError(f"quantizing {rung} to {quant} failed")
-        partial.replace(target)
-    return target
+        return quantize(f16, target, QUANTS[quant])
 
 
 def read_bandwidth_gbs(mib: int = 1024, repeats: int = 5) -> float:
