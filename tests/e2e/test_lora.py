@@ -71,11 +71,12 @@ def logits(answer: dict[str, Any]) -> Logits:
 
 
 def same(a: Logits, b: Logits) -> bool:
-    """The same tokens, with logprobs equal within rounding (ggml may round a batch of
-    several sequences otherwise than one)."""
+    """The same tokens, with logprobs equal within rounding: ggml rounds a batch of several
+    tokens or sequences otherwise than one, and over a long run the cache carries that
+    (gaps of ~1e-3 seen at step 93 of 256; an adapter moves them by > 0.05)."""
     return len(a) == len(b) and all(
         [t for t, _ in x] == [t for t, _ in y]
-        and all(abs(p - q) < 1e-3 for (_, p), (_, q) in zip(x, y, strict=True))
+        and all(abs(p - q) < 1e-2 for (_, p), (_, q) in zip(x, y, strict=True))
         for x, y in zip(a, b, strict=True)
     )
 
