@@ -21,7 +21,7 @@ def test_llama_server_spellings_set_the_settings() -> None:
         "-nocb", "--no-cache-prompt", "--no-slots", "--metrics", "--no-ui", "--no-jinja",
         "--chat-template", "chatml", "--chat-template-file", "t.jinja", "--alias", "a,b",
         "--tags", "x", "--cors-origins", "http://a,http://b", "--host", "127.0.0.1,::1",
-        "--log-verbose",
+        "--log-verbose", "-nr",
     )  # fmt: skip
     assert (s.temperature, s.seed, s.top_k, s.top_p, s.min_p) == (0.8, 42, 5, 0.5, 0.1)
     assert (s.repeat_penalty, s.repeat_last_n, s.presence_penalty, s.frequency_penalty) == (
@@ -35,6 +35,7 @@ def test_llama_server_spellings_set_the_settings() -> None:
         "on",
     )
     assert s.swa_full and s.kv_unified and not s.cont_batching and not s.cache_prompt
+    assert not s.repack and settings_of("--repack").repack
     assert not s.slots_endpoint and s.metrics and not s.ui and not s.jinja and s.verbose
     assert (s.chat_template, s.chat_template_file) == ("chatml", "t.jinja")
     assert s.aliases() == ["a", "b"] and s.tags == "x" and s.cors == "http://a,http://b"
@@ -46,6 +47,7 @@ def test_defaults_leave_each_dialect_its_own_sampling() -> None:
     s = settings_of()
     assert s.sampling_defaults() == {} and s.ctx_size == 0 and s.n_predict == -1
     assert s.slots_endpoint and not s.metrics and s.ui and s.jinja and s.cont_batching
+    assert s.repack
 
 
 def test_underscores_read_as_dashes_as_llama_server_does() -> None:

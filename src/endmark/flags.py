@@ -105,7 +105,6 @@ NO_EFFECT: tuple[tuple[tuple[str, ...], str | int, str], ...] = (
     (("-cmoe", "--cpu-moe"), 0, "this build runs on the CPU"),
     (("-ncmoe", "--n-cpu-moe"), 1, "this build runs on the CPU"),
     (("-bs", "--backend-sampling"), 0, "this build samples on the CPU"),
-    (("--repack", "-nr", "--no-repack"), 0, "llama.cpp repacks weights as it sees fit here"),
     (("--prio", "--prio-batch", "--poll", "--poll-batch"), 1, "llama.cpp's threads run as is"),
     (("--cpu-strict", "--cpu-strict-batch"), 1, "llama.cpp's threads run as is"),
     (("-C", "--cpu-mask", "-Cr", "--cpu-range"), 1, "llama.cpp's threads run as is"),
@@ -216,6 +215,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         help="flash attention (default auto)",
     )  # fmt: skip
     p.add_argument("--swa-full", action="store_true", default=None, help="full-size SWA cache")
+    _bool_pair(
+        p, ["--repack"], ["-nr", "--no-repack"], "repack",
+        "repacked weights for llama.cpp's batched kernels (default on; -nr: off)",
+    )  # fmt: skip
     p.add_argument(
         "-v", "--verbose", "--log-verbose", action="store_true", default=None,
         help="log every sampled token; add __verbose to responses",

@@ -50,6 +50,7 @@ def load_runtime(settings: Settings, progress: Callable[[float], None] | None = 
         type_v=settings.cache_type_v,
         flash_attn=settings.flash_attn,
         swa_full=settings.swa_full,
+        repack=settings.repack,
     )
     engine = LlamaCppEngine(
         str(path),

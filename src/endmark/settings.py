@@ -65,6 +65,7 @@ class Settings:
     cache_type_v: str = "f16"
     flash_attn: str = "auto"
     swa_full: bool = False
+    repack: bool = True  # llama.cpp's repacked weights (llama-server's -nr turns them off)
     cont_batching: bool = True
     cache_prompt: bool = True
     slot_save_path: str | None = None  # POST /slots/{id}?action=save|restore: files here

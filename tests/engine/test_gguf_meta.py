@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from endmark.endings import EogSet
-from endmark.engine.gguf_meta import read_int_array
+from endmark.engine.gguf_meta import read_int_array, read_tensors
 from endmark.engine.llamacpp import LlamaCppEngine
 from endmark.models import bundled_model_path
 from tests.gguf_factory import FAMILIES, build_gguf
@@ -29,3 +29,11 @@ def test_files_without_the_key_or_not_gguf(tmp_path: Path) -> None:
     other = tmp_path / "x.bin"
     other.write_bytes(b"nope" * 10)
     assert read_int_array(other, "tokenizer.ggml.eos_token_ids") is None
+
+
+def test_tensors_are_read_with_shapes_and_types_as_the_gguf_package_reads_them() -> None:
+    gguf = __import__("gguf")
+    path = bundled_model_path()
+    theirs = [(t.name, tuple(int(n) for n in t.shape), int(t.tensor_type))
+              for t in gguf.GGUFReader(path).tensors]  # fmt: skip
+    assert [(t.name, t.shape, t.ggml_type) for t in read_tensors(path)] == theirs

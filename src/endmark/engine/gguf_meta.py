@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 _SCALARS = {
@@ -89,9 +90,17 @@ def read_int_array(path: str | Path, key: str) -> list[int] | None:
     return None
 
 
-def read_tensor_names(path: str | Path) -> list[str]:
-    """The names of the tensors a GGUF file holds (its header only; llama.cpp's API does not
-    say which optional tensors a model has, such as a reranker's `cls` head)."""
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml's order: shape[0] is a row's length
+    ggml_type: int
+
+
+def read_tensors(path: str | Path) -> list[TensorInfo]:
+    """The tensors a GGUF file holds: names, shapes and types, from its header only (llama.cpp's
+    API does not say which optional tensors a model has, such as a reranker's `cls` head, nor
+    how each weight is quantized)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         if data[:4] != b"GGUF":
             return []
@@ -103,9 +112,15 @@ def read_tensor_names(path: str | Path) -> list[str]:
         for _ in range(n_kv):
             cur.string()
             cur.skip(int(cur.take("I")))
-        names = []
+        out = []
         for _ in range(n_tensors):
-            names.append(cur.string().decode("utf-8", errors="replace"))
-            n_dims = int(cur.take("I"))
-            cur.pos += 8 * n_dims + 4 + 8  # the dimensions, the type, the offset
-        return names
+            name = cur.string().decode("utf-8", errors="replace")
+            shape = tuple(int(cur.take("Q")) for _ in range(int(cur.take("I"))))
+            ggml_type = int(cur.take("I"))
+            cur.take("Q")  # the data's offset
+            out.append(TensorInfo(name, shape, ggml_type))
+        return out
+
+
+def read_tensor_names(path: str | Path) -> list[str]:
+    return [t.name for t in read_tensors(path)]

@@ -25,9 +25,15 @@ from endmark.engine import (
     SeqInput,
     Vocab,
 )
-from endmark.engine.backend import ProgressFn, cpu_has_amx, init_backend, progress_callback
+from endmark.engine.backend import (
+    ProgressFn,
+    RepackOverrides,
+    cpu_has_amx,
+    init_backend,
+    progress_callback,
+)
 from endmark.engine.embedder import RANK_HEAD, LlamaCppEmbedder
-from endmark.engine.gguf_meta import read_int_array, read_tensor_names
+from endmark.engine.gguf_meta import read_int_array, read_tensor_names, read_tensors
 from endmark.engine.lora import LoraAdapters
 from endmark.engine.options import ContextOptions, context_from_model, context_params
 from endmark.engine.sampler_chain import SamplerChain
@@ -84,7 +90,15 @@ class LlamaCppEngine:
         self._progress_cb = progress_callback(progress)
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 0
-        mparams.use_extra_bufts = not cpu_has_amx()
+        mparams.use_extra_bufts = opts.repack and not cpu_has_amx()
+        self._repack: RepackOverrides | None = None  # llama.cpp keeps the pointer
+        if opts.repack and cpu_has_amx():
+            self._repack = RepackOverrides.of(read_tensors(model_path))
+            if self._repack is not None:
+                mparams.tensor_buft_overrides = self._repack.as_param()
+                # read, not mapped: a mapped file's pages of the repacked weights would stay
+                # resident beside their repacked copy (+0.6 GiB at 1.5B Q4_K_M)
+                mparams.load_mode = L.LLAMA_LOAD_MODE_NONE
         if self._progress_cb is not None:
             mparams.progress_callback = self._progress_cb
         self._model = L.llama_model_load_from_file(model_path.encode(), mparams)
@@ -131,6 +145,12 @@ class LlamaCppEngine:
         self._opts = opts
         self._embedder: LlamaCppEmbedder | None = None
         self._embedder_lock = threading.Lock()
+
+    @property
+    def repack_patterns(self) -> list[str]:
+        """The weights endmark named for llama.cpp's repack buffer (empty where llama.cpp
+        chooses alone, or with repacking off)."""
+        return self._repack.patterns if self._repack is not None else []
 
     # -- vocabulary -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class ContextOptions:
     type_v: str = "f16"
     flash_attn: str = "auto"
     swa_full: bool = False
+    repack: bool = True  # llama.cpp's repacked weights for its batched kernels (`-nr`: off)
     kv_budget_fraction: float = 0.25  # -c 0: at most this share of RAM for the KV cache
 
 
