@@ -20,14 +20,14 @@ F32, Q4_K, Q6_K = 0, 12, 14
 
 def test_the_patterns_name_the_layers_matrix_weights_of_the_types_it_repacks() -> None:
     tensors = [
-        TensorInfo("token_embd.weight", (1024, 49152), Q4_K),  # looked up, not multiplied
-        TensorInfo("blk.0.attn_q.weight", (1024, 1024), Q4_K),
-        TensorInfo("blk.1.attn_q.weight", (1024, 1024), Q4_K),
-        TensorInfo("blk.0.ffn_down.weight", (2816, 1024), Q6_K),  # no x86 kernel for Q6_K
-        TensorInfo("blk.1.ffn_down.weight", (2816, 1024), Q4_K),
-        TensorInfo("blk.0.attn_k.weight", (1024, 100), Q4_K),  # rows not a multiple of 8
-        TensorInfo("blk.0.attn_norm.weight", (1024,), F32),
-        TensorInfo("blk.0.ffn_up_exps.weight", (1024, 2816, 8), Q4_K),  # experts: 3-D
+        TensorInfo("token_embd.weight", 2, 49152, Q4_K),  # looked up, not multiplied
+        TensorInfo("blk.0.attn_q.weight", 2, 1024, Q4_K),
+        TensorInfo("blk.1.attn_q.weight", 2, 1024, Q4_K),
+        TensorInfo("blk.0.ffn_down.weight", 2, 1024, Q6_K),  # no x86 kernel for Q6_K
+        TensorInfo("blk.1.ffn_down.weight", 2, 1024, Q4_K),
+        TensorInfo("blk.0.attn_k.weight", 2, 100, Q4_K),  # rows not a multiple of 8
+        TensorInfo("blk.0.attn_norm.weight", 1, 1, F32),
+        TensorInfo("blk.0.ffn_up_exps.weight", 3, 22528, Q4_K),  # experts: 3-D
     ]
     patterns = repack_patterns(tensors)
     named = {t.name for t in tensors if any(re.search(p, t.name) for p in patterns)}

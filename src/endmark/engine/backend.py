@@ -87,7 +87,7 @@ def repack_patterns(tensors: Sequence[TensorInfo]) -> list[str]:
     for t in tensors:
         m = MATRIX_WEIGHT.fullmatch(t.name)
         rows = X86_REPACK_ROWS.get(t.ggml_type)
-        if m and rows and len(t.shape) == 2 and t.shape[1] % rows == 0:
+        if m and rows and t.n_dims == 2 and t.n_rows % rows == 0:
             layers[m[2]].append(m[1])
     return [rf"^blk\.({'|'.join(ids)})\.{kind}\.weight$" for kind, ids in layers.items()]
 
