@@ -98,6 +98,6 @@ def llama_server(binary: Path, model: str, threads: int, slots: int = 4) -> Serv
         str(binary), "-m", model, "-t", str(threads), "-tb", str(threads), "--port", str(port),
         "-np", str(slots), "-c", str(1024 * slots), "--host", "127.0.0.1", "--no-webui",
     ]  # fmt: skip
-    if cpu_has_amx():  # as endmark's engine: llama.cpp's AMX kernel crashes on this CPU
-        cmd.append("--no-repack")
+    if cpu_has_amx():  # its default, the AMX buffer, segfaults here at the warm-up batch, and
+        cmd.append("--no-repack")  # -ot cannot name the repack buffer alone (endmark does)
     return Server("llama-server (C++)", cmd, port)
