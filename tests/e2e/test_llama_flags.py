@@ -77,6 +77,8 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "-ctv": ["q8_0", "-fa", "on"],
     "-fa": ["off"],
     "--swa-full": [],
+    "--repack": [],
+    "-nr": [],
     "-cb": [],
     "-nocb": [],
     "--cache-prompt": [],
