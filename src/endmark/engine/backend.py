@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import llama_cpp as L
-from llama_cpp._ggml import libggml
 
+from endmark.engine.ggml_api import ggml
 from endmark.engine.gguf_meta import TensorInfo
 
 log = logging.getLogger("endmark.engine")
@@ -127,15 +127,7 @@ _CPU_DEVICE = 0  # GGML_BACKEND_DEVICE_TYPE_CPU
 def repack_buffer_type() -> int | None:
     """The address of llama.cpp's `CPU_REPACK` buffer type, from the CPU backend's own list of
     extra buffer types (the one the model loader uses), or None if this build has none."""
-    g = libggml
-    g.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    g.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-    g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-    g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-    g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    g.ggml_backend_buft_name.restype = ctypes.c_char_p
-    g.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    g = ggml()
     device = g.ggml_backend_dev_by_type(_CPU_DEVICE)
     if not device:
         return None

@@ -9,14 +9,13 @@ where a walk in Python took ~30 ms of every load; the `gguf` package takes secon
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_cpp._ggml import libggml
+from endmark.engine.ggml_api import GgufInitParams, ggml
 
 # gguf_type -> the ctypes type of an array's elements (integers only)
 _INT_ELEMENTS: dict[int, Any] = {
@@ -26,43 +25,13 @@ _INT_ELEMENTS: dict[int, Any] = {
 _ARRAY = 9
 
 
-class _InitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
-
-
-@functools.cache
-def _ggml() -> Any:
-    """libggml with the prototypes this module calls (set once)."""
-    g = libggml
-    p, i64, s = ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p
-    for name, restype, argtypes in (
-        ("gguf_init_from_file", p, [s, _InitParams]),
-        ("gguf_free", None, [p]),
-        ("gguf_find_key", i64, [p, s]),
-        ("gguf_get_kv_type", ctypes.c_int, [p, i64]),
-        ("gguf_get_arr_type", ctypes.c_int, [p, i64]),
-        ("gguf_get_arr_n", ctypes.c_size_t, [p, i64]),
-        ("gguf_get_arr_data", p, [p, i64]),
-        ("gguf_get_n_tensors", i64, [p]),
-        ("gguf_get_tensor_name", s, [p, i64]),
-        ("gguf_get_tensor_type", ctypes.c_int, [p, i64]),
-        ("ggml_get_tensor", p, [p, s]),
-        ("ggml_n_dims", ctypes.c_int, [p]),
-        ("ggml_nrows", i64, [p]),
-        ("ggml_free", None, [p]),
-    ):
-        fn = getattr(g, name)
-        fn.restype, fn.argtypes = restype, argtypes
-    return g
-
-
 @contextmanager
 def _header(path: str | Path) -> Iterator[tuple[Any, int, int]]:
     """(libggml, the GGUF context, the ggml context of tensor metadata); both 0 if the file
     is not GGUF."""
-    g = _ggml()
+    g = ggml()
     tensors = ctypes.c_void_p()
-    ctx = g.gguf_init_from_file(str(path).encode(), _InitParams(True, ctypes.pointer(tensors)))
+    ctx = g.gguf_init_from_file(str(path).encode(), GgufInitParams(True, ctypes.pointer(tensors)))
     try:
         yield g, ctx or 0, tensors.value or 0
     finally:
