@@ -38,12 +38,15 @@ FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 def flash_attention(opts: ContextOptions) -> int:
     """llama.cpp's switch; `auto` is llama.cpp's own choice, as in llama-server: on for this
-    CPU build, where it decodes SmolLM2 10-15% faster. Its numerics suit checked guesses: a
-    prompt fed in pieces gives the logits of the same prompt fed whole, so a checked guess
-    takes what one-token decoding would. (Without it, a piece of 14 tokens then 1 gave logits
-    up to 0.8 away from the 15 fed together.) What differs with it is a prefix written
-    inside a long batch (32 tokens or more take a tiled kernel) and continued by a short one;
-    up to 0.85 apart on SmolLM2, the rounding of another kernel, as without it."""
+    CPU build, where it processes prompts 10-15% faster but decodes faster only below ~150
+    cached tokens (its kernel takes each query row alone: past that, and for a checked
+    guess, plain attention wins; `benchmarks/flash_attention.py`). Its numerics suit
+    checked guesses: a prompt fed in pieces gives the logits of the same prompt fed whole,
+    so a checked guess takes what one-token decoding would. (Without it, a piece of 14
+    tokens then 1 gave logits up to 0.8 away from the 15 fed together.) What differs with
+    it is a prefix written inside a long batch (32 tokens or more take a tiled kernel) and
+    continued by a short one; up to 0.85 apart on SmolLM2, the rounding of another kernel,
+    as without it."""
     return FLASH_ATTN[opts.flash_attn]
 
 
