@@ -1,15 +1,15 @@
-"""How much of the event loop's CPU per streamed token is endmark's, and how much the cores
-it shares with llama.cpp's decode add to it.
+"""How much of endmark's host CPU per streamed token is its code's, and how much the cores it
+shares with llama.cpp's decode add to it.
 
 `python -m benchmarks.host_floor` streams 512 chunks, one every 10 ms (as a 100 tok/s model
-would), from three servers in turn, and reads the event loop thread's CPU per chunk from /proc
-(`benchmarks.host_cpu`'s way, idle ticks left out):
+would), from each server in turn, and reads the event loop's CPU per chunk and the
+scheduler thread's per token (its decode left out) from /proc, as `benchmarks.host_cpu` does:
 - *raw*: uvicorn (uvloop, httptools) and a bare ASGI app that sends each chunk a thread hands
   it through `call_soon_threadsafe` and an `asyncio.Queue`: the floor of any Python server
   on uvicorn;
 - *endmark*: endmark's real app, scheduler and streaming path, on the test suite's scripted
-  engine (`tests/scripted_engine.py`), whose decode sleeps 10 ms: endmark's own work, with
-  the cores free;
+  engine (`tests/scripted_engine.py`), whose decode sleeps 10 ms (its replay's own CPU is
+  counted as the decode's): endmark's own work, with the cores free;
 - *endmark beside a decode*: the same while another process runs llama.cpp's one-token
   decodes of the bundled model on both cores, as the real server's decode does;
 - *the bundled model*: the real server, as `benchmarks.host_cpu` measures it. Its loop can
@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.host_cpu import idle_rate, measure, named, thread_cpu
+from benchmarks.host_cpu import idle_rate, measure, named, per_token, thread_cpu
 from benchmarks.servers import Server, free_port
 from endmark.models import bundled_model_path
 from endmark.thread_names import EVENT_LOOP, name_this_thread
@@ -82,12 +82,14 @@ def scripted_app() -> Any:
     replay = engine.decode
 
     def decode(inputs: Any) -> Any:
-        rows = replay(inputs)
+        cpu = time.thread_time()
+        rows = replay(inputs)  # the double's own work: counted as the decode's, left out
+        engine.compute_cpu_seconds += time.thread_time() - cpu
         time.sleep(PERIOD)
         return rows
 
     engine.decode = decode  # type: ignore[method-assign]
-    return ScriptedApp(Settings(), engine).app
+    return ScriptedApp(Settings(metrics=True), engine).app
 
 
 def serve(kind: str, port: int) -> None:
@@ -141,16 +143,21 @@ def main() -> int:
         decode_loop(args.decode_for)
         return 0
     me = [sys.executable, "-m", "benchmarks.host_floor"]
-    body = {"prompt": "hi", "max_tokens": N_CHUNKS, "stream": True, "temperature": 0}
-    rows = []
-    servers = (
-        ("raw uvicorn app", "raw", False),
-        ("endmark, scripted engine", "endmark", False),
-        ("endmark, scripted engine, beside a decode", "endmark", True),
-    )
-    for label, kind, beside in servers:
+    figures: dict[str, dict[str, list[float]]] = {}
+    port = free_port()
+    server = Server("raw", [*me, "--serve", "raw", "--port", str(port)], port)
+    server.start()
+    try:
+        body = {"stream": True}
+        figures["raw uvicorn app"] = {
+            "loop_us": [loop_us_per_chunk(server, "/", body) for _ in range(args.repeats)]
+        }
+    finally:
+        server.stop()
+    for label, beside in (("endmark, scripted engine", False),
+                          ("endmark, scripted engine, beside a decode", True)):  # fmt: skip
         port = free_port()
-        server = Server(label, [*me, "--serve", kind, "--port", str(port)], port)
+        server = Server(label, [*me, "--serve", "endmark", "--port", str(port)], port)
         server.start()
         burner = None
         try:
@@ -159,19 +166,23 @@ def main() -> int:
                 burner = subprocess.Popen([*me, "--decode-for", str(seconds)],
                                           stderr=subprocess.DEVNULL)  # fmt: skip
                 time.sleep(3)  # its model loaded
-            path = "/" if kind == "raw" else "/v1/completions"
-            figures = [loop_us_per_chunk(server, path, body) for _ in range(args.repeats)]
+            per_token(server, 16)  # warm-up
+            runs = [per_token(server, N_CHUNKS) for _ in range(args.repeats)]
         finally:
             if burner is not None:
                 burner.kill()
             server.stop()
-        rows.append(f"| {label} | {statistics.median(figures):.0f} "
-                    f"({min(figures):.0f}-{max(figures):.0f}) |")  # fmt: skip
-    real = measure(str(bundled_model_path()), 2, N_CHUNKS // 2, args.repeats)["loop_us"]
-    rows.append(f"| endmark, the bundled model (`benchmarks.host_cpu`) | "
-                f"{statistics.median(real):.0f} ({min(real):.0f}-{max(real):.0f}) |")  # fmt: skip
-    print("| server | event loop us per chunk |\n|---|---|")
-    print("\n".join(rows))
+        figures[label] = {k: [run[k] for run in runs] for k in ("scheduler_us", "loop_us")}
+    label = "endmark, the bundled model (`benchmarks.host_cpu`)"
+    figures[label] = measure(str(bundled_model_path()), 2, N_CHUNKS // 2, args.repeats)
+    print("| server | scheduler thread us per token | event loop us per chunk |")
+    print("|---|---|---|")
+    for label, f in figures.items():
+        cells = [
+            f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})" if (v := f.get(k)) else "-"
+            for k in ("scheduler_us", "loop_us")
+        ]
+        print(f"| {label} | {cells[0]} | {cells[1]} |")
     return 0
 
 
