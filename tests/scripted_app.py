@@ -59,10 +59,9 @@ class ScriptedApp:
         model = Path(self._dir.name) / "scripted.gguf"
         model.write_bytes(b"GGUF")
         self.engine = engine or ScriptedEngine()
-        settings = settings or Settings()
         self.settings = replace(
-            settings, model=str(model), alias="scripted", parallel=self.engine.n_seq_max,
-            cache_ram=0 if settings.cache_ram is None else settings.cache_ram,  # no states
+            settings or Settings(), model=str(model), alias="scripted",
+            parallel=self.engine.n_seq_max,
         )  # fmt: skip
         self.runtime = scripted_runtime(self.engine, self.settings)
         self.app = create_app(self.settings)  # its lifespan never runs: nothing loads

@@ -21,7 +21,7 @@ HI = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture()
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    settings = Settings(parallel=2, metrics=True, cache_ram=0)  # the double keeps no states
+    settings = Settings(parallel=2, metrics=True)
     engine = ScriptedEngine(respond=lambda _prompt: " Paris.", n_ctx=1024, n_seq_max=2)
     model = tmp_path / "scripted.gguf"
     model.write_bytes(b"GGUF")
