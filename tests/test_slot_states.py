@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from endmark.prompt_cache import PromptCache
-from endmark.settings import Settings
-from endmark.slot_states import SlotFileError, SlotStates, check_filename, slot_states
+from endmark.slot_states import SlotFileError, SlotStates, check_filename
 from endmark.slots import SlotTable, Ticket
 
 
@@ -110,21 +109,3 @@ def test_a_restore_the_backend_refuses_decodes_the_prompt_again() -> None:
     assert run(table, SYSTEM + [3, 4], [7]) == 0
     assert table.slots[0].cached == table.engine.seqs[0] == SYSTEM + [3, 4, 7]  # type: ignore[attr-defined]
     assert cache.summary()["hits"] == 0 and cache.summary()["misses"] == 2  # the first prompt too
-
-
-def test_by_default_a_short_prompt_a_slot_dropped_comes_back_from_host_memory() -> None:
-    """llama-server's `--cache-ram` default: 8 GiB of states in host memory, of any length,
-    without `--cache-dir` (on a CPU, decoding even a short prompt again costs more than
-    restoring it); `--cache-ram 0` and no slot files: no states at all."""
-    engine = StateEngine(1)
-    engine.state_identity = lambda: {"model": "m"}  # type: ignore[attr-defined]
-    states = slot_states(engine, Settings())  # type: ignore[arg-type]
-    assert states is not None and states.cache is not None
-    assert (states.cache.ram_bytes, states.cache.directory, states.cache.min_tokens) == (
-        8192 * 2**20, None, 1)  # fmt: skip
-    table = SlotTable(engine, 1, states=states)  # type: ignore[arg-type]
-    story = [11, 12, 13, 14]
-    run(table, story + [15], [7])
-    run(table, [5, 6], [9])  # takes the one slot: the short state goes to host memory
-    assert run(table, story + [16], [7]) == len(story)
-    assert slot_states(engine, Settings(cache_ram=0)) is None  # type: ignore[arg-type]

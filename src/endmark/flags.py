@@ -375,10 +375,10 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir-size", help="the most --cache-dir may hold, e.g. 4G (default)")
     p.add_argument(
         "-cram", "--cache-ram", type=int,
-        help="MiB of prompt states kept in host memory (-1: no limit, 0: none; default 8192, "
-        "as llama-server's)",
+        help="MiB of prompt states kept in host memory (-1: no limit, 0: none; default 8192 "
+        "with --cache-dir, else 0)",
     )  # fmt: skip
-    p.add_argument("--cache-min-tokens", type=int, help="shortest prefix stored (default 1)")
+    p.add_argument("--cache-min-tokens", type=int, help="shortest prefix stored (default 256)")
 
 
 def add_router_flags(p: argparse.ArgumentParser) -> None:

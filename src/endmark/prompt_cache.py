@@ -29,11 +29,10 @@ from typing import Any
 
 log = logging.getLogger("endmark.prompt_cache")
 
-# A prefix shorter than this is decoded again rather than stored (`--cache-min-tokens`). As in
-# llama-server, none is: on a CPU, a prompt of a few tokens costs more to decode than to
-# restore (14 tokens of SmolLM2 Q4_1: ~40 ms decoded in a batch, 5 ms restored), and the
-# memory and disk bounds keep the most recently used states.
-MIN_PREFIX_TOKENS = 1
+# A prefix shorter than this is decoded again rather than stored: below ~256 tokens a small
+# model decodes it in about the time a restore takes, and a chat's own turns (which differ
+# after a few dozen tokens) would fill the cache with states nobody asks for again.
+MIN_PREFIX_TOKENS = 256
 MAGIC = b"EMKV1\n"
 SUFFIX = ".kv"
 _HEADER_LEN = struct.Struct("<I")

@@ -72,9 +72,8 @@ class Settings:
     cache_dir: str | None = None  # the persistent prompt cache's folder (a subfolder a model)
     cache_dir_size: str = "4G"  # its bound, over the whole folder
     cache_ram: int | None = None  # MiB of states in host memory; -1: no limit; 0: none;
-    # None: 8192, llama-server's default (a slot's prompt comes back without a decode)
-    cache_min_tokens: int = 1  # shorter prefixes are decoded again, not stored (as in
-    # llama-server, none: on a CPU a short prompt's decode costs more than its restore)
+    # None: 8192 with --cache-dir, else 0 (no prompt cache)
+    cache_min_tokens: int = 256  # shorter prefixes are decoded again, not stored
     spec: str = "ngram"  # speculative decoding: ngram (prompt lookup) or none
     draft_max: int = 8  # tokens one guess may hold (llama-server's --draft-max; its default 16)
     draft_min: int = 0  # a shorter guess is not checked (llama-server's --draft-min)

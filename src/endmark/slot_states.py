@@ -176,12 +176,11 @@ class SlotStates:
 
 
 def slot_states(engine: Engine, settings: Settings) -> SlotStates | None:
-    """The slot files and prompt cache the settings ask for (None: neither): by default, as
-    llama-server's `--cache-ram`, 8 GiB of states in host memory. Each model has its own
-    subfolder of `--cache-dir` (router mode's workers share the folder)."""
+    """The slot files and prompt cache the settings ask for (None: neither). Each model has
+    its own subfolder of `--cache-dir` (router mode's workers share the folder)."""
     ram_mib = settings.cache_ram
     if ram_mib is None:
-        ram_mib = 8192
+        ram_mib = 8192 if settings.cache_dir else 0
     cache = None
     if settings.cache_dir or ram_mib != 0:
         folder = None
