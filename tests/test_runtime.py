@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from endmark.generation import GenerationRequest
+from endmark.loop_inbox import LoopInbox
 from endmark.spec import RequestSpec
-from tests.scripted_app import ScriptedApp, scripted_app
+from tests.scripted_app import ScriptedApp, scripted_app, sse_events
 from tests.test_scheduler import BreakingConstraint
 
 JSON_MODE = {"response_format": {"type": "json_object"}, "max_tokens": 8}
@@ -101,3 +102,27 @@ def test_a_constraint_failing_mid_answer_ends_it_with_a_note_in_every_dialect() 
             assert r.status_code == 200, (path, r.text)
             reason, detail = read(r.json())
             assert reason in CUT_WORDS and detail["constraint_error"] == REASON, (path, r.json())
+
+
+def test_a_whole_answer_reaches_the_loop_in_one_wake_up(monkeypatch: Any) -> None:
+    """A non-streamed answer's events are held on the worker's side until it ends: the loop
+    turns once for it, not once a token (each turn runs beside the decode's threads)."""
+    drains = 0
+    drain = LoopInbox._drain
+
+    def counting(inbox: LoopInbox) -> None:
+        nonlocal drains
+        drains += 1
+        drain(inbox)
+
+    monkeypatch.setattr(LoopInbox, "_drain", counting)
+    script = "One two three four five six seven eight nine ten."
+    body = {"prompt": "Count", "max_tokens": 64}
+    with scripted_app() as app:
+        whole = app.post("/v1/completions", body, script)
+        woken = drains
+        streamed = app.post("/v1/completions", {**body, "stream": True}, script)
+    assert woken == 1
+    text = "".join(c["choices"][0]["text"] for _, c in sse_events(streamed.text)[:-1])
+    assert whole.json()["choices"][0]["text"] == text == script
+    assert whole.json()["choices"][0]["finish_reason"] == "stop"

@@ -28,7 +28,7 @@ from endmark.invalid import InvalidRequest
 from endmark.loop_inbox import Mailbox, inbox_of
 from endmark.prepare import Learned, Preparer
 from endmark.rerank import RERANK_TEMPLATE_KEY, rerank_tokens, reranking_problem
-from endmark.scheduler import Scheduler, Stats
+from endmark.scheduler import Scheduler, Sink, Stats
 from endmark.settings import Settings
 from endmark.spec import ChatInput, RequestSpec
 
@@ -39,6 +39,21 @@ PREPARE_TIMEOUT_S = 5.0
 # Inputs up to this size are prepared on the event loop: templating and tokenizing them
 # takes less than the hop to a worker thread and back (~0.5 ms of the time to first token).
 INLINE_INPUT = 4096
+
+
+def held(sink: Sink) -> Sink:
+    """`sink` given a generation's events only when it ends (`Done`, `Failed`), all at once,
+    in order. Called on the scheduler's thread only, as every sink is."""
+    events: list[Event] = []
+
+    def hold(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, (Done, Failed)):
+            for each in events:
+                sink(each)
+            events.clear()
+
+    return hold
 
 
 @dataclass(frozen=True)
@@ -124,10 +139,14 @@ class Runtime:
         return only()
 
     def stream_many(
-        self, requests: Sequence[GenerationRequest]
+        self, requests: Sequence[GenerationRequest], whole: bool = False
     ) -> AsyncGenerator[tuple[int, Event], None]:
         """Submit now (so a refusal is raised here, before any response starts) and return
-        `(index, event)` pairs as the worker produces them; closing early cancels the rest."""
+        `(index, event)` pairs as the worker produces them; closing early cancels the rest.
+
+        `whole`: the caller reads only whole answers, so a generation's events are held on
+        the worker's side and reach the loop together when it ends: one wake-up of the loop
+        for the answer, not one a token, each of which runs beside the decode's threads."""
         inbox = inbox_of(asyncio.get_running_loop())
         queue: Mailbox[tuple[int, Event]] = Mailbox()
         tickets = []
@@ -137,7 +156,7 @@ class Runtime:
                 def sink(event: Event, i: int = i) -> None:
                     inbox.put(queue, (i, event))
 
-                tickets.append(self.scheduler.submit(request, sink))
+                tickets.append(self.scheduler.submit(request, held(sink) if whole else sink))
         except Exception:
             for ticket in tickets:
                 self.scheduler.cancel(ticket)

@@ -138,7 +138,7 @@ async def messages(request: Request) -> Any:
     rt = runtime_of(request)
     req = await parse_body(request, MessagesRequest)
     gen = await generation(rt, req)
-    events = rt.stream_many([gen])
+    events = rt.stream_many([gen], whole=not req.stream)
     if req.stream:
         return event_stream(stream(rt, gen, events))
     (answer,) = await unless_disconnected(request, collect(events, 1))

@@ -163,7 +163,7 @@ async def completion(request: Request) -> Any:
 async def respond(request: Request, rt: Runtime, req: CompletionRequest, spec: RequestSpec) -> Any:
     """A completion's answer, whole or streamed (`/infill` answers the same way)."""
     gens = await rt.prepare_async(spec)
-    events = rt.stream_many(gens)
+    events = rt.stream_many(gens, whole=not req.stream)
     if req.stream:
         return event_stream(_stream(rt, req, gens, events))
     answers = await unless_disconnected(request, collect(events, len(gens)))

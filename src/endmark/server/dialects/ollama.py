@@ -176,7 +176,7 @@ async def answer(request: Request, rt: Runtime, gen: GenerationRequest, stream: 
     """The answer, whole or streamed; one that `truncate` made fit says how many messages it
     dropped (`truncated_messages`, on the last line)."""
     started = time.perf_counter()
-    events = rt.stream_many([gen])
+    events = rt.stream_many([gen], whole=not stream)
     said = {"truncated_messages": dropped} if dropped else {}
     if stream:
         return ndjson_stream(parts(rt, events, chat, started, said))

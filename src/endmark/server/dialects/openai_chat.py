@@ -77,7 +77,7 @@ async def chat_completions(request: Request) -> Any:
         role = {"role": "assistant", "content": None}
         return {"index": i, "delta": role, "logprobs": None, "finish_reason": None}
 
-    events = rt.stream_many(requests)
+    events = rt.stream_many(requests, whole=not req.stream)
     if req.stream:
         chunks = stream_chunks(events, requests, req.n, head, start, pieces, req.include_usage)
         return event_stream(chunks)

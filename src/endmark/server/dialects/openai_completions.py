@@ -80,7 +80,7 @@ async def completions(request: Request) -> Any:
             out.update(finish_of(event))
         return [out]
 
-    events = rt.stream_many(requests)
+    events = rt.stream_many(requests, whole=not req.stream)
     if req.stream:
         return event_stream(
             stream_chunks(events, requests, req.n, head, None, pieces, req.include_usage)

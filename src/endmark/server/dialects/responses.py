@@ -302,7 +302,7 @@ async def create(request: Request) -> Any:
     req = await parse_body(request, ResponsesRequest)
     resp = Response(rt, req, store_of(request))
     await resp.prepare()
-    events = rt.stream_many([resp.gen])
+    events = rt.stream_many([resp.gen], whole=not req.stream)
     if req.stream:
         return event_stream(stream(resp, events))
     (answer,) = await unless_disconnected(request, collect(events, 1))
