@@ -79,11 +79,15 @@ def idle_rate(pid: int, seconds: float = 2.0) -> float:
 
 
 def per_token(
-    server: Server, n_predict: int, temperature: float = 0.0, path: str = "/v1/completions"
+    server: Server,
+    n_predict: int,
+    temperature: float = 0.0,
+    path: str = "/v1/completions",
+    stream: bool = True,
 ) -> dict[str, float]:
-    """One streamed request of `n_predict` tokens; microseconds of CPU per generated token on
-    the scheduler's thread (its decode left out) and on the event loop (its idle ticks left
-    out)."""
+    """One request of `n_predict` tokens, streamed or answered whole; microseconds of CPU per
+    generated token on the scheduler's thread (its decode left out) and on the event loop
+    (its idle ticks left out)."""
     assert server.proc is not None
     pid = server.proc.pid
     idle = idle_rate(pid)
@@ -93,7 +97,10 @@ def per_token(
     body = {"prompt": STORY, "max_tokens": n_predict, "temperature": temperature,
             "seed": 1, "ignore_eos": True}  # fmt: skip
     start = time.perf_counter()
-    stream_rate(server.url, path, body)
+    if stream:
+        stream_rate(server.url, path, body)
+    else:
+        httpx.post(f"{server.url}{path}", json=body, timeout=600).raise_for_status()
     wall = time.perf_counter() - start
     after = thread_cpu(pid)
     decode = metric(server.url, "endmark_decode_cpu_seconds") - decode0
@@ -114,8 +121,9 @@ def per_token(
 def measure(
     model: str, threads: int, n_predict: int, repeats: int, temperature: float = 0.0
 ) -> dict[str, list[float]]:
-    """`repeats` one-stream requests on a fresh server (after a warm-up), each thread's figure
-    per request; greedy, or sampled at `temperature` (llama.cpp's default chain)."""
+    """`repeats` one-stream requests on a fresh server (after a warm-up), each followed by the
+    same request answered whole (its figures under `whole_`), each thread's figure per
+    request; greedy, or sampled at `temperature` (llama.cpp's default chain)."""
     server = endmark(model, threads)
     server.cmd.append("--metrics")
     figures: dict[str, list[float]] = {}
@@ -125,6 +133,8 @@ def measure(
         for _ in range(repeats):
             for key, value in per_token(server, n_predict, temperature).items():
                 figures.setdefault(key, []).append(value)
+            for key, value in per_token(server, n_predict, temperature, stream=False).items():
+                figures.setdefault(f"whole_{key}", []).append(value)
     finally:
         server.stop()
     return figures
@@ -136,11 +146,15 @@ def markdown(figures: dict[str, list[float]], model: str) -> str:
         ("scheduler thread, its decode left out", "scheduler_us"),
         ("event loop, its idle ticks left out", "loop_us"),
         ("endmark's own work per token (both)", "host_us"),
+        ("an answer not streamed: scheduler thread", "whole_scheduler_us"),
+        ("an answer not streamed: event loop", "whole_loop_us"),
+        ("an answer not streamed: both", "whole_host_us"),
     ]
     lines = [
         "## Host CPU per generated token",
         "",
-        f"`python -m benchmarks.host_cpu` (one greedy stream on `{Path(model).name}`): "
+        f"`python -m benchmarks.host_cpu` (one greedy request at a time on `{Path(model).name}`, "
+        "streamed, then the same answered whole): "
         "microseconds of CPU per generated token, per thread, from /proc; median (min-max).",
         "",
         "| thread | us per token |",
