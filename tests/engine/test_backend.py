@@ -55,7 +55,8 @@ def prompt_logprobs(engine: LlamaCppEngine, text: str) -> np.ndarray:
 def test_repacked_weights_decode_as_the_plain_ones(gemma: Path) -> None:
     """With AMX, llama.cpp's own choice would be its AMX buffer, which crashes here: endmark
     names the repack buffer's weights itself. Either way `-nr` (repack off) changes the
-    numerics within rounding only: the same tokens lead, by about the same margins."""
+    numerics within rounding only: the same tokens lead where one leads clearly, by about the
+    same margins."""
     text = "The capital of France is Paris, and the capital of Germany is"
     out = {}
     for repack in (True, False):
@@ -68,6 +69,11 @@ def test_repacked_weights_decode_as_the_plain_ones(gemma: Path) -> None:
         finally:
             engine.close()
     repacked, plain = out[True], out[False]
-    assert (repacked.argmax(axis=1) == plain.argmax(axis=1)).all()
+    # a clear lead stays; a near tie may turn over (seen on an AMD EPYC, where llama.cpp picks
+    # the repack buffer itself: a lead of 0.27 became -0.02)
+    top2 = np.sort(plain, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.5
+    assert clear.sum() >= len(clear) // 2
+    assert (repacked.argmax(axis=1) == plain.argmax(axis=1))[clear].all()
     # 0.10 seen: the size of the gap between this model's batch and its one-token decodes
     assert np.abs(repacked.max(axis=1) - plain.max(axis=1)).max() < 0.25
