@@ -52,12 +52,12 @@ class RoundStats:
 
 async def _client(
     http: httpx.AsyncClient, url: str, until: float, rng: random.Random, leave_ratio: float,
-    stats: RoundStats,
+    stats: RoundStats, max_tokens: int,
 ) -> None:  # fmt: skip
     while time.monotonic() < until:
         body = {
             "prompt": rng.choice(PROMPTS),
-            "n_predict": rng.randint(8, 40),
+            "n_predict": rng.randint(8, max_tokens),
             "temperature": 0.7,
             "seed": rng.randint(0, 1 << 30),
             "stream": True,
@@ -96,16 +96,19 @@ async def _client(
 
 
 async def load_round(
-    url: str, clients: int, seconds: float, leave_ratio: float, seed: int = 0
-) -> RoundStats:
-    """`clients` concurrent streaming clients for `seconds`; a share leaves mid-stream."""
+    url: str, clients: int, seconds: float, leave_ratio: float, seed: int = 0,
+    max_tokens: int = 40,
+) -> RoundStats:  # fmt: skip
+    """`clients` concurrent streaming clients for `seconds`, each request of 8 to
+    `max_tokens` tokens; a share leaves mid-stream. Each client's last request, sent before
+    the time is up, is still waited for."""
     stats = RoundStats()
     until = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await asyncio.gather(
-            *(_client(http, url, until, random.Random(seed * 1000 + i), leave_ratio, stats)
-              for i in range(clients))
+            *(_client(http, url, until, random.Random(seed * 1000 + i), leave_ratio, stats,
+                      max_tokens) for i in range(clients))
         )  # fmt: skip
     return stats
 
