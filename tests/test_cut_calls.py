@@ -131,6 +131,23 @@ def test_a_looping_string_leaves_room_for_the_required_argument(
         assert args["city"].startswith("Paris") and not errors, (limit, choice)
 
 
+def test_a_value_the_model_names_itself_is_not_forced() -> None:
+    """At the one budget where endmark would end `city` and name `days` (the bet above), the
+    model's own next token already does it and writes the value and the close: its pick
+    stands, and the call is the model's (before, the forced key put the model off its value)."""
+    word = b'", "days": 3}}'
+    with scripted_app(None, ScriptedEngine(n_ctx=16384, words=[word])) as scripted:
+        head = '<tool_call>\n{"name": "forecast", "arguments": {"city": "Paris'
+        tokenize = scripted.engine.tokenize
+        script = [*tokenize(head, False, True), word, *tokenize("\n</tool_call>", False, True)]
+        for limit in range(len(script) + 6, len(script) + 18):
+            choice = ask(scripted, script, limit).json()["choices"][0]
+            args = json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])
+            if args.get("city") == "Paris":  # (else the bet came before the model's value)
+                assert args == {"city": "Paris", "days": 3}, (limit, args)
+                assert choice["finish_reason"] == "tool_calls", (limit, choice)
+
+
 def test_a_cut_call_streams_as_it_comes_whole(app: tuple[ScriptedApp, str]) -> None:
     scripted, script = app
     for limit in (3, 9, 16):

@@ -166,11 +166,11 @@ class Generation:
         if closing is not None:
             return self._close(closing, "n_predict, its tool call closed")
         reach = self._call_reach()
-        if reach:
-            return [e for token in reach for e in self._accept(token, None, ())]
         constraint = self.constraint
         mask = constraint.mask() if constraint is not None else None
         picked = self._pick(logits, mask, self._refused(), verbose)
+        if reach and not self._names_it(picked.token, reach):
+            return [e for token in reach for e in self._accept(token, None, ())]
         if self._thinking_must_answer(picked.token):  # the end of thinking, not of the turn
             self._forced = list(self.request.think_close)
             return self._accept(self._forced.pop(0), None, ())
@@ -319,6 +319,14 @@ class Generation:
         if constraint.valid_prefix(tokens) < len(tokens):
             return []
         return tokens
+
+    def _names_it(self, token: int, reach: list[int]) -> bool:
+        """The model's own pick already writes what `_call_reach` would force (and maybe
+        more: the value itself, the call's close): no bet is needed, the pick stands."""
+        if token in self.vocab.control:
+            return False
+        said = self._detok.peek_bytes(token)
+        return said.startswith(b"".join(self.vocab.pieces[t] for t in reach))
 
     def _no_room_in_section(self, token: int) -> list[int] | None:
         """What a section of several calls writes instead of `token`, near the limit, when
