@@ -436,21 +436,22 @@ class Generation:
             self.drafter.feedback(len(drafts), accepted)
         return events
 
-    def next_draft(self, room: int) -> list[int]:
+    def next_draft(self, room: int, price: float = 0.0) -> list[int]:
         """A guess at the next tokens (at most `room`), to be checked in one batched decode:
         the tokens the grammar forces next (a key, its quotes, a brace: llguidance's
         fast-forward, in its own tokenization, which the check keeps only where the model
         would have written the same tokens), else what followed the last few tokens earlier
-        in the context. Cut where the grammar would refuse it or the limit would end it."""
+        in the context, as much of it as is worth its rows at `price` (`PromptLookup.draft`).
+        Cut where the grammar would refuse it or the limit would end it."""
         if self.finish is not None or self._forced or room <= 0 or self._near_json_limit():
             return []
         try:
-            return self._draft(room)
+            return self._draft(room, price)
         except ConstraintFailure as exc:  # the next step ends the answer with it
             self._failure = exc
             return []
 
-    def _draft(self, room: int) -> list[int]:
+    def _draft(self, room: int, price: float) -> list[int]:
         constraint = self.constraint
         if constraint is not None and self.request.fast_forward:
             forced = constraint.forced()
@@ -460,7 +461,7 @@ class Generation:
         if self.drafter is None:
             return []
         self._guessed = True
-        guess = self.drafter.draft()[:room]
+        guess = self.drafter.draft(price)[:room]
         guess = guess[: self._left()]
         if guess and constraint is not None:
             guess = guess[: constraint.valid_prefix(guess)]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from endmark.adapters import group_by_adapters
+from endmark.drafts import DecodeCost
 from endmark.endings import EndPolicy, EogSet
 from endmark.engine import AdapterScales, ChainSettings, DecodeError, Engine, SeqInput
 from endmark.events import Event, Failed, Timings
@@ -113,6 +114,8 @@ class Scheduler:
         self._stopping = False
         self._abort: str | None = None
         self._adapters: AdapterScales = ()  # the engine's LoRA configuration now
+        self._cost = DecodeCost()  # what a checked guess's rows cost, learnt as it goes
+        self._price = 0.0  # the chance a guessed token needs to pay for its row, now
         self._thread = threading.Thread(target=self._run, name="endmark-scheduler", daemon=True)
 
     # -- called from other threads ----------------------------------------------------------
@@ -268,10 +271,12 @@ class Scheduler:
             if adapters != self._adapters:
                 self.engine.set_adapters(adapters)
                 self._adapters = adapters
+            started = time.perf_counter()
             try:
                 logits = self.engine.decode(group)
             except DecodeError as exc:
                 raise RuntimeError(str(exc)) from exc
+            self._priced(group, time.perf_counter() - started)
             self.stats.decode_cpu_seconds = self.engine.compute_cpu_seconds
             self.stats.decodes += 1
             self.stats.busy_slots += len(group)
@@ -280,6 +285,13 @@ class Scheduler:
                 slot = self.slots[item.seq_id]
                 self._fed(slot, item, logits.get(item.seq_id), now)
                 self.stats.n_tokens_max = max(self.stats.n_tokens_max, slot.n_past)
+
+    def _priced(self, group: list[SeqInput], seconds: float) -> None:
+        """Learn from a decode of generation steps only (a prompt's rows cost another price),
+        and set what the next step's guesses must be worth."""
+        if all(item.want_logits and item.n_logits == len(item.tokens) for item in group):
+            self._cost.add(sum(len(item.tokens) for item in group), seconds)
+        self._price = self._cost.price(len(group))
 
     def _adapters_of(self, item: SeqInput) -> AdapterScales:
         return self.slots[item.seq_id].adapters
@@ -385,7 +397,7 @@ class Scheduler:
             held = sum(s.n_past + len(s.feed) + 1 for s in self.table.busy())
             room = min(room, self.engine.n_ctx - held)
         try:
-            slot.drafts = gen.next_draft(room)  # the grammar's forced tokens may fail too
+            slot.drafts = gen.next_draft(room, self._price)  # the grammar's forced run may fail
         except Exception as exc:
             self._fail(slot, exc)
 
