@@ -83,6 +83,36 @@ def read_bandwidth_gbs(threads: int, mib: int = 1024, repeats: int = 5) -> float
     return data.nbytes / best / 1e9
 
 
+BATCH_SIZES = (1, 2, 4, 8)
+
+
+def decode_cost(model: Path, threads: int, repeats: int = 9) -> dict[int, float]:
+    """Milliseconds of one `llama_decode` of k tokens (all with logits, as a checked guess)
+    after a 64-token prefix, through endmark's engine alone, the median of `repeats`. Where k
+    tokens cost about k one-token decodes, the decode is bound by compute, not by reading the
+    weights (which a batch reads once): guesses and forced runs then save little."""
+    from endmark.engine import SeqInput
+    from endmark.engine.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(str(model), n_ctx=512, n_threads=threads)
+    try:
+        prefix = list(range(1000, 1064))
+        engine.decode([SeqInput(0, prefix, 0)])
+        out = {}
+        for k in BATCH_SIZES:
+            times = []
+            for i in range(repeats):
+                tokens = [2000 + i + j for j in range(k)]
+                start = time.perf_counter()
+                engine.decode([SeqInput(0, tokens, len(prefix), n_logits=k)])
+                times.append(time.perf_counter() - start)
+                engine.drop(0, len(prefix))
+            out[k] = statistics.median(times) * 1000.0
+        return out
+    finally:
+        engine.close()
+
+
 def measure(server: Server, n_predict: int, round_: int, f: dict[str, list[float]]) -> None:
     from benchmarks.__main__ import SIX_RECORDS, STORY, long_prompt  # the same workloads
 
@@ -111,6 +141,7 @@ def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, round
     bandwidth = read_bandwidth_gbs(threads)
     figures: Figures = defaultdict(lambda: defaultdict(list))
     sizes: dict[str, int] = {}
+    costs = {"SmolLM2-135M Q4_1": decode_cost(bundled_model_path(), threads)}
     notes: list[str] = []
     binary = binary_path() if binary_path().is_file() else None
     if binary is None:
@@ -120,6 +151,7 @@ def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, round
             model = ensure_model(rung, quant)
             key = f"{rung} {quant}"
             sizes[key] = model.stat().st_size
+            costs[key] = decode_cost(model, threads)
             makers = [lambda m=model: endmark(str(m), threads)]
             if binary is not None:
                 makers.append(lambda m=model: llama_server(binary, str(m), threads))
@@ -134,7 +166,7 @@ def run(rungs: list[str], quants: list[str], threads: int, n_predict: int, round
                     finally:
                         server.stop()
     result = {"bandwidth_gbs": bandwidth, "threads": threads, "sizes": sizes, "notes": notes,
-              "figures": figures}  # fmt: skip
+              "figures": figures, "decode_ms": costs}  # fmt: skip
     for name, f in figures.items():
         size = sizes[name.split(" ", 2)[0] + " " + name.split(" ", 2)[1]]
         ceiling = bandwidth * 1e9 / size  # weights read once a token; the KV is small here
@@ -193,7 +225,40 @@ def markdown(result: dict) -> str:
                 else "n/a"
             )
             out.append(f"| {label} | " + " | ".join(map(cell, values)) + f" | {ratio} |")
+    out += cost_markdown(result.get("decode_ms", {}))
     return "\n".join(out) + "\n"
+
+
+def cost_markdown(costs: dict[str, dict[int, float]]) -> list[str]:
+    """Bound by compute or by memory, from the measurement: what a decode of k tokens costs."""
+    if not costs:
+        return []
+    k = BATCH_SIZES[-1]
+    out = [
+        "",
+        "### Compute or memory: a decode of k tokens, in one-token decodes",
+        "",
+        "One `llama_decode` of k tokens, each with logits (a checked guess), after a 64-token "
+        "prefix, through endmark's engine alone (`ladder.decode_cost`, the median of 9). A "
+        "memory-bound decode reads the weights once for the whole batch, so each token more "
+        "costs a small share of one; a compute-bound one costs nearly a whole one. Guesses "
+        "and a grammar's forced runs are checked in such batches: they save decode time only "
+        "as far as a token more is cheap (endmark prices it as it runs: `DecodeCost`). "
+        f"*Bound by* says compute where a token more, from k=1 to k={k}, costs over a quarter "
+        "of a one-token decode.",
+        "",
+        "| model | one token, ms | "
+        + " | ".join(f"k={n}" for n in BATCH_SIZES[1:])
+        + " | a token more | bound by |",
+        "|---" * (len(BATCH_SIZES) + 3) + "|",
+    ]
+    for name, ms in costs.items():
+        one = ms[1]
+        extra = (ms[k] - one) / (k - 1) / one
+        ratios = " | ".join(f"{ms[n] / one:.1f}x" for n in BATCH_SIZES[1:])
+        bound = "compute" if extra > 0.25 else "memory"
+        out.append(f"| {name} | {one:.1f} | {ratios} | {extra:.2f} | {bound} |")
+    return out
 
 
 def chart(result: dict, path: Path) -> None:
