@@ -27,7 +27,7 @@ from tests.scripted_app import ScriptedApp, scripted_app
 from tests.scripted_engine import ScriptedEngine
 from tests.scripted_vocab import ENDOFTEXT, THINK, THINK_END, TOOL_CALL, TOOL_CALL_END
 
-N_CASES = 200  # random answers per dialect
+N_CASES = 120  # random answers per dialect (840 in all; 100, 120, 150 and 200 all pass)
 AT_ONCE = 16  # answers in flight at once (each a whole request and a stream)
 
 # Text the answers are made of: a near miss of each stop string, characters of 2 to 4 bytes,
