@@ -23,6 +23,7 @@ from benchmarks.clients import (
     aggregate_rate,
     answer_rate,
     embed_ms_per_input,
+    first_token_ms,
     prompt_rate,
     server_decode_rate,
     stream_rate,
@@ -135,7 +136,7 @@ def measure(server: Server, args: argparse.Namespace, rep: int, figures: Figures
         server.url, "/v1/completions", {"prompt": STORY, "max_tokens": n, "temperature": 0}
     )
     f["decode"].append(r["tokens_per_second"])
-    f["ttft_ms"].append(r["ttft_ms"])
+    f["ttft_ms"].append(first_token_ms(server.url, {"prompt": STORY, "temperature": 0}))
     f["prompt"].append(prompt_rate(server.url, long_prompt(rep)))
     for c in CLIENTS:
         body = {"prompt": STORY, "max_tokens": n, "temperature": 0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import statistics
 import threading
 import time
 from typing import Any
@@ -48,6 +49,18 @@ def stream_rate(url: str, path: str, body: dict[str, Any]) -> dict[str, float]:
         "ttft_ms": (first - start) * 1000.0,
         "tokens_per_second": (n - 2) / (last - first) if n > 2 and last > first else 0.0,
     }
+
+
+FIRST_TOKENS = 5  # short streams a measure of the time to first token (one is ~15 ms of noise)
+
+
+def first_token_ms(url: str, body: dict[str, Any], n: int = FIRST_TOKENS) -> float:
+    """The median time to the first chunk of `n` short streams (2 tokens) of `body`'s prompt,
+    which a stream just before has cached: one decode and the round trip, in every server
+    alike, whatever other requests have done to its slots before."""
+    short = {**body, "max_tokens": 2}
+    firsts = [stream_rate(url, "/v1/completions", short)["ttft_ms"] for _ in range(n)]
+    return statistics.median(firsts)
 
 
 def server_decode_rate(url: str, path: str, body: dict[str, Any]) -> float:

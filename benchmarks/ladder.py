@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clients import aggregate_rate, answer_rate, prompt_rate, stream_rate
+from benchmarks.clients import (
+    FIRST_TOKENS,
+    aggregate_rate,
+    answer_rate,
+    first_token_ms,
+    prompt_rate,
+    stream_rate,
+)
 from benchmarks.llama_server import binary_path
 from benchmarks.servers import Server, endmark, llama_server
 from endmark.models import bundled_model_path
@@ -114,7 +121,6 @@ def decode_cost(model: Path, threads: int, repeats: int = 9) -> dict[int, float]
 
 
 STREAMS = 3  # one-stream decodes a round, its figure their median: one stream of 128 tokens
-FIRST_TOKENS = 5  # ... and short streams for the time to first token (one is ~15 ms of noise)
 
 
 def measure(server: Server, n_predict: int, round_: int, f: dict[str, list[float]]) -> None:
@@ -123,9 +129,7 @@ def measure(server: Server, n_predict: int, round_: int, f: dict[str, list[float
     body = {"prompt": STORY, "max_tokens": n_predict, "temperature": 0, "ignore_eos": True}
     streams = [stream_rate(server.url, "/v1/completions", body) for _ in range(STREAMS)]
     f["decode"].append(statistics.median(r["tokens_per_second"] for r in streams))
-    short = {**body, "max_tokens": 2}
-    firsts = [stream_rate(server.url, "/v1/completions", short) for _ in range(FIRST_TOKENS)]
-    f["ttft_ms"].append(statistics.median(r["ttft_ms"] for r in firsts))
+    f["ttft_ms"].append(first_token_ms(server.url, body))
     f["prompt"].append(prompt_rate(server.url, long_prompt(round_)))
     f["clients_4"].append(aggregate_rate(server.url, 4, body))
     try:

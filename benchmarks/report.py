@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from benchmarks.clients import FIRST_TOKENS
 from benchmarks.prompt_cache import ROWS as PROMPT_CACHE_ROWS
 from benchmarks.prompt_cache import targets as prompt_cache_targets
 
@@ -132,7 +133,8 @@ turns within each repeat.{note_text}
 
 How each is taken: *decode* streams one `/v1/completions` request ({args.n_predict} tokens,
 greedy, a story prompt) and counts chunks per second from the first to the last; *time to
-first token* is from sending to the first chunk; *prompt processing* sends a different
+first token* is from sending to the first chunk, the median of {FIRST_TOKENS} short streams (2 tokens)
+of that prompt right after it, so cached in every server; *prompt processing* sends a different
 ~1,000-token prompt each time for one token (`cache_prompt: false`); *aggregate* sends N such
 requests at once and divides all generated tokens by the wall time; *JSON-schema decode*
 streams a chat completion under `response_format: json_object` with a schema; *memory* is
