@@ -51,7 +51,7 @@ def stream_rate(url: str, path: str, body: dict[str, Any]) -> dict[str, float]:
     }
 
 
-FIRST_TOKENS = 5  # short streams a measure of the time to first token (one is ~15 ms of noise)
+FIRST_TOKENS = 5  # short streams behind each time to first token (one alone is ~15 ms of noise)
 
 
 def first_token_ms(url: str, body: dict[str, Any], n: int = FIRST_TOKENS) -> float:
